@@ -1,0 +1,52 @@
+"""One G + P pass over a batch of latents: the only place images are generated for training.
+
+The result is everything a store chunk holds, already in its storage dtypes (uint8 images and
+labels, float16 features), so the storage layer only writes bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lineargan.models.protocols import GeneratorAdapter, Segmenter
+
+
+@dataclass
+class SampleBatch:
+    """A batch of samples as stored: latents, uint8 images/labels, detector flags, float16 features."""
+
+    latents: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    detected: np.ndarray
+    features: list[np.ndarray] = field(default_factory=list)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] → (B, H, W, 3) uint8."""
+    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate_and_label(
+    generator: GeneratorAdapter,
+    segmenter: Segmenter,
+    latents: np.ndarray,
+    device: torch.device,
+) -> SampleBatch:
+    """Run G on ``latents`` and P on G's images; return the chunk in storage dtypes."""
+    z = torch.from_numpy(np.ascontiguousarray(latents)).to(device)
+    out = generator(z)
+    images = to_uint8(out.image)
+    seg = segmenter.segment(images)
+    return SampleBatch(
+        latents=latents,
+        images=images,
+        labels=seg.labels,
+        detected=seg.detected,
+        features=[f.to(torch.float16).cpu().numpy() for f in out.features],
+    )

@@ -1,0 +1,175 @@
+"""Typed, validated configuration shared by the library, the flows and the CLI.
+
+Flows take these pydantic models as parameters, so Prefect validates a deployment run before it
+starts, and the same objects are hashed to key stores and fits (same config → same key → reuse).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from lineargan.errors import LinearGanError, UnknownNameError
+
+ExtractorName = Literal["LSE", "NSE-1", "NSE-2"]
+ALL_EXTRACTORS: tuple[ExtractorName, ...] = ("LSE", "NSE-1", "NSE-2")
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def config_hash(self) -> str:
+        """sha256 of the canonical JSON: the identity used to reuse finished work."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+class DatasetConfig(Frozen):
+    """One cached dataset: which models, which split, how many samples, from which seed."""
+
+    generator: str = "dcgan-digiface"
+    segmenter: str = "dlib-face68"
+    split: Literal["train", "eval"] = "train"
+    seed: int = 0
+    n: PositiveInt = 512
+    chunk_size: PositiveInt = Field(64, le=4096)
+
+
+class Schedule(Frozen):
+    """Appx D schedule: phases of (epochs, batch size) over epochs of ``samples_per_epoch``.
+
+    The paper: 2 epochs at batch 1, 16 at batch 4, 32 at batch 64, 1,024 samples per epoch
+    (6,656 iterations), Adam lr 1e-3 divided by 10 when the batch-64 phase starts.
+    """
+
+    phases: tuple[tuple[PositiveInt, PositiveInt], ...] = ((2, 1), (16, 4), (32, 64))
+    samples_per_epoch: PositiveInt = 1024
+    lr: float = Field(1e-3, gt=0)
+    lr_drop_epoch: int = Field(18, ge=0)  # 0-based epoch at which lr /= 10
+    lr_drop_factor: float = Field(0.1, gt=0, le=1)
+
+    @property
+    def n_epochs(self) -> int:
+        return sum(e for e, _ in self.phases)
+
+    def iterations(self) -> int:
+        return sum(self.samples_per_epoch // b for _, b in self.epochs())
+
+    def epochs(self) -> list[tuple[int, int]]:
+        """(epoch index, batch size) for every epoch in order.
+
+        A batch never exceeds an epoch (small profiles shrink the batch-64 phase to one batch
+        per epoch instead of drawing 64 samples for an 8-sample epoch).
+        """
+        out, k = [], 0
+        for n_ep, batch in self.phases:
+            for _ in range(n_ep):
+                out.append((k, min(batch, self.samples_per_epoch)))
+                k += 1
+        return out
+
+
+class FitConfig(Frozen):
+    """One extractor fit on one cached training set."""
+
+    extractor: ExtractorName = "LSE"
+    schedule: Schedule = Schedule()
+    seed: int = 0
+    nse_ksize: int = Field(3, ge=1, le=7)
+
+
+class Profile(Frozen):
+    """Sizes of a run: ``smoke`` (seconds), ``quick`` (minutes on 2 CPU cores), ``paper``."""
+
+    name: str
+    n_train: PositiveInt
+    n_eval: PositiveInt
+    chunk_size: PositiveInt
+    samples_per_epoch: PositiveInt
+    figure_samples: PositiveInt = 6
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke", n_train=96, n_eval=64, chunk_size=32, samples_per_epoch=8, figure_samples=4
+    ),
+    "quick": Profile(name="quick", n_train=2048, n_eval=512, chunk_size=64, samples_per_epoch=256),
+    "paper": Profile(
+        name="paper", n_train=51200, n_eval=10000, chunk_size=64, samples_per_epoch=1024
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise UnknownNameError("profile", name, list(PROFILES))
+    return PROFILES[name]
+
+
+class RunConfig(BaseModel):
+    """Parameters of a Table 1 reproduction (the ``reproduce`` flow)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = "quick"
+    generator: str = "dcgan-digiface"
+    segmenter: str = "dlib-face68"
+    extractors: tuple[ExtractorName, ...] = ALL_EXTRACTORS
+    train_seed: int = 0
+    eval_seed: int = 1
+    fit_seed: int = 0
+    data_root: str | None = None
+    results_root: str | None = None
+    device: str = "auto"
+    dask_address: str | None = Field(
+        None, description="address of an existing Dask scheduler; None starts a LocalCluster"
+    )
+    n_workers: PositiveInt = 2
+    # Optional overrides of the profile's sizes.
+    n_train: PositiveInt | None = None
+    n_eval: PositiveInt | None = None
+    samples_per_epoch: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        get_profile(self.profile)  # raises a one-line error naming the valid profiles
+        if not self.extractors:
+            raise LinearGanError("no extractors selected", f"choose from {list(ALL_EXTRACTORS)}")
+        if self.train_seed == self.eval_seed:
+            raise LinearGanError(
+                "train_seed equals eval_seed: evaluation would reuse training images",
+                "pick different seeds",
+            )
+        return self
+
+    @property
+    def resolved_profile(self) -> Profile:
+        base = get_profile(self.profile)
+        updates = {
+            k: v
+            for k, v in {
+                "n_train": self.n_train,
+                "n_eval": self.n_eval,
+                "samples_per_epoch": self.samples_per_epoch,
+            }.items()
+            if v is not None
+        }
+        return base.model_copy(update=updates)
+
+    def dataset(self, split: Literal["train", "eval"]) -> DatasetConfig:
+        p = self.resolved_profile
+        return DatasetConfig(
+            generator=self.generator,
+            segmenter=self.segmenter,
+            split=split,
+            seed=self.train_seed if split == "train" else self.eval_seed,
+            n=p.n_train if split == "train" else p.n_eval,
+            chunk_size=p.chunk_size,
+        )
+
+    def fit(self, extractor: ExtractorName) -> FitConfig:
+        sched = Schedule(samples_per_epoch=self.resolved_profile.samples_per_epoch)
+        return FitConfig(extractor=extractor, schedule=sched, seed=self.fit_seed)

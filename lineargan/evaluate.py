@@ -1,0 +1,43 @@
+"""Evaluate extractors on a held-out split, chunk by chunk (memory bounded by one chunk)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+
+from lineargan.extractors.base import SemanticExtractor
+from lineargan.metrics import IoUAccumulator, IoUResult
+from lineargan.training import to_tensors
+
+
+@torch.no_grad()
+def predict(
+    model: SemanticExtractor,
+    feats: list[np.ndarray],
+    size: int,
+    device: torch.device,
+    batch: int = 64,
+) -> np.ndarray:
+    """Argmax labels (B, size, size) uint8 for float16 feature arrays."""
+    out = []
+    for s in range(0, len(feats[0]), batch):
+        xs, _ = to_tensors([f[s : s + batch] for f in feats], np.zeros(0, np.uint8), device)
+        out.append(model(xs, size).argmax(1).to(torch.uint8).cpu().numpy())
+    return np.concatenate(out)
+
+
+def evaluate(
+    model: SemanticExtractor,
+    chunks: Iterable[tuple[list[np.ndarray], np.ndarray]],
+    class_names: tuple[str, ...],
+    size: int,
+    device: torch.device,
+) -> IoUResult:
+    """IoU (Appx A) of ``model``'s predictions against the segmenter's labels."""
+    model.to(device).eval()
+    acc = IoUAccumulator(class_names)
+    for feats, labels in chunks:
+        acc.update(predict(model, feats, size, device), labels)
+    return acc.result()

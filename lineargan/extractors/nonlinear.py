@@ -1,0 +1,79 @@
+"""The nonlinear baselines of Appx C.
+
+NSE-1: every layer through three convolutions interleaved with ReLU (hidden width
+(c_i + m) / 2), each result upsampled and summed like LSE.
+NSE-2: DCGAN-like refinement: every layer is embedded by conv+ReLU; a hidden map starts at the
+first layer, is nearest-upsampled ×2 whenever the next layer is twice as large, revised by
+conv+ReLU and summed with that layer's embedding; a final conv maps it to class logits, which
+are bilinearly upsampled to the output. Figure 7 draws these convolutions as 3×3.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lineargan.extractors.base import SemanticExtractor, upsample
+
+
+def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2)
+
+
+class NSE1(SemanticExtractor):
+    kind = "NSE-1"
+
+    def __init__(self, n_class: int, dims: list[int], ksize: int = 3) -> None:
+        super().__init__(n_class, dims)
+        self.ksize = ksize
+
+        def block(d: int) -> nn.Sequential:
+            mid = (d + n_class) // 2
+            return nn.Sequential(
+                _conv(d, mid, ksize),
+                nn.ReLU(inplace=True),
+                _conv(mid, mid, ksize),
+                nn.ReLU(inplace=True),
+                _conv(mid, n_class, ksize),
+            )
+
+        self.extractor = nn.ModuleList(block(d) for d in self.dims)
+
+    def init_args(self) -> dict:
+        return {**super().init_args(), "ksize": self.ksize}
+
+    def layer_logits(self, features: list[torch.Tensor], size: int) -> list[torch.Tensor]:
+        return [upsample(block(x), size) for block, x in zip(self.extractor, features, strict=True)]
+
+    def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
+        return torch.stack(self.layer_logits(features, size)).sum(0)
+
+
+class NSE2(SemanticExtractor):
+    kind = "NSE-2"
+
+    def __init__(self, n_class: int, dims: list[int], ksize: int = 3) -> None:
+        super().__init__(n_class, dims)
+        self.ksize = ksize
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(_conv(cin, cout, ksize), nn.ReLU(inplace=True))
+
+        self.extractor = nn.ModuleList(block(d, d) for d in self.dims)
+        self.reviser = nn.ModuleList(block(a, b) for a, b in pairwise(self.dims))
+        self.visualizer = _conv(self.dims[-1], n_class, ksize)
+
+    def init_args(self) -> dict:
+        return {**super().init_args(), "ksize": self.ksize}
+
+    def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
+        hidden = self.extractor[0](features[0])
+        for i in range(1, len(features)):
+            x = features[i]
+            if hidden.shape[-1] != x.shape[-1]:
+                hidden = F.interpolate(hidden, size=x.shape[-2:], mode="nearest")
+            hidden = self.reviser[i - 1](hidden) + self.extractor[i](x)
+        return upsample(self.visualizer(hidden), size)

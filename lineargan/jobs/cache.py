@@ -1,0 +1,80 @@
+"""Cache stage: create a dataset's store, fill its chunks (resumably), finalize it."""
+
+from __future__ import annotations
+
+import torch
+
+from lineargan.cache import generate_and_label
+from lineargan.config import DatasetConfig
+from lineargan.device import resolve_device
+from lineargan.errors import FingerprintMismatchError
+from lineargan.jobs.models import cached_generator, cached_segmenter, limit_torch_threads
+from storage.feature_store import FeatureStore, StoreSpec
+from storage.layout import store_target
+from storage.target import Target
+
+
+def spec_for(cfg: DatasetConfig) -> StoreSpec:
+    """The fingerprint a store of ``cfg`` must carry (loads the models to hash their weights)."""
+    g = cached_generator(cfg.generator, "cpu")
+    p = cached_segmenter(cfg.segmenter)
+    return StoreSpec(
+        generator=cfg.generator,
+        generator_sha256=g.weights_sha256,
+        segmenter=cfg.segmenter,
+        segmenter_sha256=p.weights_sha256,
+        class_names=tuple(p.class_names),
+        split=cfg.split,
+        seed=cfg.seed,
+        n=cfg.n,
+        chunk_size=cfg.chunk_size,
+        latent_dim=g.latent_dim,
+        resolution=g.resolution,
+        layer_names=tuple(g.layer_names),
+        layer_shapes=tuple(g.layer_shapes()),
+    )
+
+
+def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int]]:
+    """Create (or reopen) the store for ``cfg``; returns its URL and the chunks still to do."""
+    Target(data_root).ensure_writable()
+    spec = spec_for(cfg)
+    target = store_target(data_root, cfg.generator, cfg.segmenter, cfg.split, cfg.seed, cfg.n)
+    latents = cached_generator(cfg.generator, "cpu").sample_latents(cfg.n, cfg.seed).numpy()
+    store = FeatureStore.create(target, spec, latents)
+    return target.url, store.pending_chunks()
+
+
+def fill_chunk(store_url: str, index: int, device: str = "auto") -> bool:
+    """Generate, label and write chunk ``index`` unless it is already done; True if computed."""
+    limit_torch_threads()
+    store = FeatureStore.open(Target(store_url))
+    if store.is_done(index):
+        return False
+    spec = store.spec
+    dev = resolve_device(device)
+    g = cached_generator(spec.generator, str(dev))
+    p = cached_segmenter(spec.segmenter)
+    if g.weights_sha256 != spec.generator_sha256 or tuple(p.class_names) != spec.class_names:
+        raise FingerprintMismatchError(
+            f"store {store_url} was made with other weights or classes than the loaded {spec.generator}/{spec.segmenter}",
+            "use a new data_root for these models, or restore the original checkpoints",
+        )
+    with torch.inference_mode():
+        batch = generate_and_label(g, p, store.read_latents(spec.chunk_slice(index)), dev)
+    store.write_chunk(index, batch)
+    return True
+
+
+def finalize_store(store_url: str) -> dict:
+    """Mark the store complete (all chunks present) and return its summary statistics."""
+    return FeatureStore.open(Target(store_url)).finalize()
+
+
+def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str:
+    """The whole cache stage in one process (used by benchmarks and simple scripts)."""
+    url, pending = prepare_store(cfg, data_root)
+    for i in pending:
+        fill_chunk(url, i, device)
+    finalize_store(url)
+    return url

@@ -1,0 +1,97 @@
+"""The one fit loop for every extractor (full and, later, few-shot).
+
+Batches come from any :class:`BatchSource` (in the pipeline: a stream over the Zarr cache), so
+training never runs the generator or the segmenter. Loss: pixel cross-entropy against the
+segmenter's labels at output resolution (Sec 3.1). Optimiser and schedule: Appx D.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lineargan.config import Schedule
+from lineargan.extractors.base import SemanticExtractor
+
+
+class BatchSource(Protocol):
+    def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]: ...
+
+
+ProgressFn = Callable[[int, int, float], None]  # (iteration, total, loss)
+
+
+@dataclass
+class FitResult:
+    iterations: int
+    seconds: float
+    final_loss: float
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def to_tensors(
+    feats: list[np.ndarray], labels: np.ndarray, device: torch.device
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """float16 numpy features → float32 tensors on ``device``; uint8 labels → int64."""
+    non_blocking = device.type == "cuda"
+    xs = [torch.from_numpy(f).to(device, non_blocking=non_blocking).float() for f in feats]
+    y = torch.from_numpy(labels).to(device, non_blocking=non_blocking).long()
+    return xs, y
+
+
+def fit(
+    model: SemanticExtractor,
+    source: BatchSource,
+    schedule: Schedule,
+    size: int,
+    device: torch.device,
+    *,
+    seed: int = 0,
+    amp: bool = True,
+    progress: ProgressFn | None = None,
+    log_every: int = 50,
+) -> FitResult:
+    """Train ``model`` in place with Adam under ``schedule``; returns timing and loss history.
+
+    ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU).
+    """
+    torch.manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=schedule.lr, betas=(0.9, 0.999))
+    total = schedule.iterations()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if amp and device.type == "cuda"
+        else nullcontext()
+    )
+    history: list[tuple[int, float]] = []
+    it, running, t0 = 0, 0.0, time.perf_counter()
+    for epoch, batch in schedule.epochs():
+        if epoch == schedule.lr_drop_epoch:
+            for group in opt.param_groups:
+                group["lr"] *= schedule.lr_drop_factor
+        for _ in range(schedule.samples_per_epoch // batch):
+            xs, y = to_tensors(*source.next_batch(batch), device)
+            with autocast:
+                logits = model(xs, size)
+            loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            running = loss.item() if it == 1 else 0.98 * running + 0.02 * loss.item()
+            if it % log_every == 0 or it == total:
+                history.append((it, running))
+                if progress is not None:
+                    progress(it, total, running)
+    model.eval()
+    return FitResult(
+        iterations=it, seconds=time.perf_counter() - t0, final_loss=running, loss_history=history
+    )

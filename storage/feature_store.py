@@ -1,0 +1,286 @@
+"""The Zarr feature/label store: one per dataset (generator, segmenter, split, seed, N).
+
+Layout (Zarr v3 group)::
+
+    latents              (N, latent_dim)        float32
+    images               (N, H, W, 3)           uint8
+    labels               (N, H, W)              uint8    segmenter classes, 0 = background
+    detected             (N,)                   bool     segmenter's own detector fired
+    features/<layer>     (N, c, h, w)           float16  one array per generator layer
+    chunk_done           (n_chunks,)            uint8    1 once *every* array of chunk i is written
+
+All arrays are chunked along the sample axis with the same chunk size, compressed with Blosc
+zstd (byte shuffle) and sealed with a CRC32C checksum, so a damaged chunk is detected on read.
+The group attributes carry the fingerprint; opening a store with a different fingerprint is an
+error, never a silent mix. Chunk i covers samples [i·B, (i+1)·B): a retried chunk overwrites
+its own region and never appends, so writes are idempotent and resumable (``chunk_done`` is
+written last and has one Zarr chunk per element, so parallel writers never touch one file).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from lineargan.cache import SampleBatch
+from lineargan.errors import CorruptChunkError, FingerprintMismatchError, StoreIncompleteError
+from storage.target import Target
+
+FORMAT_VERSION = 1
+
+
+def _compressors(itemsize: int) -> list:
+    shuffle = "shuffle" if itemsize > 1 else "noshuffle"
+    return [BloscCodec(cname="zstd", clevel=3, shuffle=shuffle), Crc32cCodec()]
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """Everything that determines a store's content; its JSON is the store fingerprint."""
+
+    generator: str
+    generator_sha256: str
+    segmenter: str
+    segmenter_sha256: str
+    class_names: tuple[str, ...]
+    split: str
+    seed: int
+    n: int
+    chunk_size: int
+    latent_dim: int
+    resolution: int
+    layer_names: tuple[str, ...]
+    layer_shapes: tuple[tuple[int, int, int], ...]
+    format_version: int = FORMAT_VERSION
+
+    def fingerprint(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))  # tuples → lists, as stored in attrs
+
+    def digest(self) -> str:
+        blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    @classmethod
+    def from_fingerprint(cls, fp: dict) -> StoreSpec:
+        fp = dict(fp)
+        fp["class_names"] = tuple(fp["class_names"])
+        fp["layer_names"] = tuple(fp["layer_names"])
+        fp["layer_shapes"] = tuple(tuple(s) for s in fp["layer_shapes"])
+        return cls(**fp)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n // self.chunk_size)
+
+    def chunk_slice(self, i: int) -> slice:
+        return slice(i * self.chunk_size, min((i + 1) * self.chunk_size, self.n))
+
+
+def _describe(fp: dict, other: dict) -> str:
+    diffs = [k for k in sorted(set(fp) | set(other)) if fp.get(k) != other.get(k)]
+    return ", ".join(f"{k}: store has {other.get(k)!r}, asked for {fp.get(k)!r}" for k in diffs[:3])
+
+
+class FeatureStore:
+    """Read/write access to one dataset's Zarr store. Construct with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, target: Target, group: zarr.Group, spec: StoreSpec) -> None:
+        self.target = target
+        self.group = group
+        self.spec = spec
+
+    # -- creation and opening -------------------------------------------------------------
+    @classmethod
+    def create(cls, target: Target, spec: StoreSpec, latents: np.ndarray) -> FeatureStore:
+        """Create the store (metadata + latents), or reopen it if it holds the same fingerprint.
+
+        Reopening never clears finished chunks: that is what makes a rerun resume.
+        """
+        if _has_group(target) and _is_half_created(target):
+            pass  # a creation that was killed before its fingerprint landed: start over
+        elif _has_group(target):
+            store = cls.open(target)
+            if store.spec.fingerprint() != spec.fingerprint():
+                raise FingerprintMismatchError(
+                    f"store {target.url} was made for a different dataset ({_describe(spec.fingerprint(), store.spec.fingerprint())})",
+                    "use another data_root, or delete that store if it is no longer needed",
+                )
+            return store
+        if latents.shape != (spec.n, spec.latent_dim):
+            raise ValueError(f"latents shape {latents.shape} != {(spec.n, spec.latent_dim)}")
+        group = zarr.open_group(target.url, mode="w")
+        group.attrs.update({"lineargan_state": "creating"})
+        b, n, r = spec.chunk_size, spec.n, spec.resolution
+
+        def array(name: str, shape: tuple, dtype: str, chunks: tuple | None = None) -> zarr.Array:
+            return group.create_array(
+                name,
+                shape=shape,
+                chunks=chunks or (b,) + shape[1:],
+                dtype=dtype,
+                compressors=_compressors(np.dtype(dtype).itemsize),
+                fill_value=0,
+            )
+
+        array("latents", (n, spec.latent_dim), "float32")[:] = latents.astype(np.float32)
+        array("images", (n, r, r, 3), "uint8")
+        array("labels", (n, r, r), "uint8")
+        array("detected", (n,), "bool")
+        feats = group.create_group("features")
+        for name, shape in zip(spec.layer_names, spec.layer_shapes, strict=True):
+            feats.create_array(
+                name,
+                shape=(n, *shape),
+                chunks=(b, *shape),
+                dtype="float16",
+                compressors=_compressors(2),
+                fill_value=0,
+            )
+        array("chunk_done", (spec.n_chunks,), "uint8", chunks=(1,))
+        # The fingerprint goes in last: a group without it is an interrupted creation.
+        group.attrs.update(
+            {"fingerprint": spec.fingerprint(), "complete": False, "lineargan_state": "created"}
+        )
+        return cls(target, group, spec)
+
+    @classmethod
+    def open(cls, target: Target, *, require_complete: bool = False) -> FeatureStore:
+        if not _has_group(target):
+            raise StoreIncompleteError(
+                f"no feature store at {target.url}", "run the cache flow for this dataset first"
+            )
+        group = zarr.open_group(target.url, mode="r+")
+        attrs = group.attrs.asdict()
+        if "fingerprint" not in attrs:
+            raise FingerprintMismatchError(
+                f"{target.url} is not a lineargan feature store (no fingerprint)",
+                "point data_root elsewhere or delete that directory",
+            )
+        if attrs["fingerprint"].get("format_version") != FORMAT_VERSION:
+            raise FingerprintMismatchError(
+                f"store {target.url} has format version {attrs['fingerprint'].get('format_version')}, this code reads {FORMAT_VERSION}",
+                "rebuild the store with the cache flow (delete the old one first)",
+            )
+        store = cls(target, group, StoreSpec.from_fingerprint(attrs["fingerprint"]))
+        if require_complete and not attrs.get("complete", False):
+            missing = len(store.pending_chunks())
+            raise StoreIncompleteError(
+                f"store {target.url} is incomplete ({missing} of {store.spec.n_chunks} chunks missing)",
+                "rerun the cache flow with the same parameters; it resumes where it stopped",
+            )
+        return store
+
+    # -- chunk bookkeeping -----------------------------------------------------------------
+    def done_mask(self) -> np.ndarray:
+        return np.asarray(self.group["chunk_done"][:], dtype=bool)
+
+    def pending_chunks(self) -> list[int]:
+        return [int(i) for i in np.flatnonzero(~self.done_mask())]
+
+    def is_done(self, i: int) -> bool:
+        return bool(self.group["chunk_done"][i])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.group.attrs.get("complete", False))
+
+    # -- writes ------------------------------------------------------------------------------
+    def write_chunk(self, i: int, data: SampleBatch) -> None:
+        """Write every array of chunk ``i``, then mark it done (the commit point)."""
+        sl = self.spec.chunk_slice(i)
+        g = self.group
+        g["images"][sl] = data.images
+        g["labels"][sl] = data.labels
+        g["detected"][sl] = data.detected
+        for name, feat in zip(self.spec.layer_names, data.features, strict=True):
+            g["features"][name][sl] = feat.astype(np.float16)
+        g["chunk_done"][i] = 1
+
+    def invalidate_chunk(self, i: int) -> None:
+        """Mark chunk ``i`` for recomputation (used after a checksum failure)."""
+        self.group["chunk_done"][i] = 0
+        if self.complete:
+            self.group.attrs.update({"complete": False})
+
+    def finalize(self) -> dict:
+        """Mark the store complete once every chunk is done, with summary statistics."""
+        pending = self.pending_chunks()
+        if pending:
+            raise StoreIncompleteError(
+                f"store {self.target.url} still misses chunks {pending[:5]}",
+                "rerun the cache flow with the same parameters",
+            )
+        detected = np.asarray(self.group["detected"][:], dtype=bool)
+        stats = {
+            "complete": True,
+            "fallback_rate": float(1.0 - detected.mean()) if detected.size else 0.0,
+        }
+        self.group.attrs.update(stats)
+        with warnings.catch_warnings():  # "consolidated metadata is not in the v3 spec" (known)
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(self.target.url)
+        return stats
+
+    # -- reads ---------------------------------------------------------------------------------
+    def read_latents(self, sl: slice) -> np.ndarray:
+        return self._read("latents", self.group["latents"], sl)
+
+    def read_chunk(self, i: int, *, features: bool = True, images: bool = False) -> SampleBatch:
+        """Read chunk ``i``; a checksum failure raises :class:`CorruptChunkError` naming the chunk."""
+        sl = self.spec.chunk_slice(i)
+        g = self.group
+        return SampleBatch(
+            latents=self._read("latents", g["latents"], sl),
+            images=self._read("images", g["images"], sl) if images else np.empty(0, np.uint8),
+            labels=self._read("labels", g["labels"], sl),
+            detected=self._read("detected", g["detected"], sl),
+            features=[
+                self._read(f"features/{n}", g["features"][n], sl) for n in self.spec.layer_names
+            ]
+            if features
+            else [],
+        )
+
+    def _read(self, name: str, arr: zarr.Array, sl: slice) -> np.ndarray:
+        try:
+            return np.asarray(arr[sl])
+        except ValueError as exc:
+            if "checksum" not in str(exc).lower():
+                raise
+            raise CorruptChunkError(
+                f"array {name} of store {self.target.url} failed its CRC32C check in samples {sl.start}-{sl.stop}",
+                "run `lineargan verify --repair <store>` and rerun the cache flow to recompute the damaged chunks",
+            ) from exc
+
+    def verify(self, *, repair: bool = False) -> list[int]:
+        """Read every done chunk; return (and with ``repair``, invalidate) the corrupt ones."""
+        bad = []
+        for i in np.flatnonzero(self.done_mask()):
+            try:
+                self.read_chunk(int(i), features=True, images=True)
+            except CorruptChunkError:
+                bad.append(int(i))
+                if repair:
+                    self.invalidate_chunk(int(i))
+        return bad
+
+    def iter_chunks(self, **kwargs) -> Iterator[tuple[int, SampleBatch]]:
+        for i in range(self.spec.n_chunks):
+            yield i, self.read_chunk(i, **kwargs)
+
+
+def _has_group(target: Target) -> bool:
+    fs, path = target.fs, target.path
+    return fs.exists(f"{path.rstrip('/')}/zarr.json")
+
+
+def _is_half_created(target: Target) -> bool:
+    attrs = zarr.open_group(target.url, mode="r").attrs.asdict()
+    return attrs.get("lineargan_state") == "creating" and "fingerprint" not in attrs

@@ -1,0 +1,42 @@
+"""The one place that knows where things live under the data and results roots.
+
+::
+
+    <data_root>/stores/<generator>__<segmenter>/<split>-seed<seed>-n<N>.zarr
+    <results_root>/fits/<extractor>-<config hash>/{config.json, weights.safetensors}
+    <results_root>/tables/<table>/<key>.parquet     (read a whole table with pd.read_parquet(dir))
+    <results_root>/figures/<name>.png
+    <results_root>/reports/<name>.md
+"""
+
+from __future__ import annotations
+
+from storage.target import Target
+
+
+def store_target(
+    data_root: str, generator: str, segmenter: str, split: str, seed: int, n: int
+) -> Target:
+    return (
+        Target(data_root) / "stores" / f"{generator}__{segmenter}" / f"{split}-seed{seed}-n{n}.zarr"
+    )
+
+
+def fit_target(results_root: str, extractor: str, config_hash: str) -> Target:
+    return Target(results_root) / "fits" / f"{extractor.lower()}-{config_hash[:16]}"
+
+
+def table_dir(results_root: str, table: str) -> Target:
+    return Target(results_root) / "tables" / table
+
+
+def table_part(results_root: str, table: str, key: str) -> Target:
+    return table_dir(results_root, table) / f"{key}.parquet"
+
+
+def figure_target(results_root: str, name: str) -> Target:
+    return Target(results_root) / "figures" / f"{name}.png"
+
+
+def report_target(results_root: str, name: str) -> Target:
+    return Target(results_root) / "reports" / f"{name}.md"

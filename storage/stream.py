@@ -1,0 +1,110 @@
+"""Training batches streamed from a feature store with bounded memory and prefetching.
+
+A background thread reads whole Zarr chunks (the unit of compression) in a shuffled order,
+mixes ``buffer_chunks`` of them into one block and shuffles the samples within it; the trainer
+draws batches of any size from consecutive blocks. Memory is bounded by
+``(prefetch + 1) × buffer_chunks`` chunks, whatever the store's N, and images are never
+regenerated: the store is read, not the GAN.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import numpy as np
+
+from storage.feature_store import FeatureStore
+
+
+class ChunkStream:
+    """Endless shuffled stream of (features, labels) samples over the given chunks."""
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        seed: int = 0,
+        buffer_chunks: int = 4,
+        prefetch: int = 2,
+        chunk_ids: list[int] | None = None,
+    ) -> None:
+        self.store = store
+        self.chunk_ids = list(range(store.spec.n_chunks)) if chunk_ids is None else list(chunk_ids)
+        self.buffer_chunks = max(1, buffer_chunks)
+        self._rng = np.random.default_rng(seed)
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        self._stop = threading.Event()
+        self._block: tuple[list[np.ndarray], np.ndarray] | None = None
+        self._offset = 0
+        self._thread = threading.Thread(target=self._produce, daemon=True)
+        self._thread.start()
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                order = self._rng.permutation(self.chunk_ids)
+                for start in range(0, len(order), self.buffer_chunks):
+                    batches = [
+                        self.store.read_chunk(int(i))
+                        for i in order[start : start + self.buffer_chunks]
+                    ]
+                    feats = [
+                        np.concatenate([b.features[k] for b in batches])
+                        for k in range(len(batches[0].features))
+                    ]
+                    labels = np.concatenate([b.labels for b in batches])
+                    perm = self._rng.permutation(len(labels))
+                    self._put(([f[perm] for f in feats], labels[perm]))
+                    if self._stop.is_set():
+                        return
+        except BaseException as exc:  # surface reader errors (e.g. a corrupt chunk) in next_batch
+            self._put(exc)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _next_block(self) -> None:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        self._block, self._offset = item, 0
+
+    def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The next ``batch_size`` samples: per-layer float16 features and uint8 labels."""
+        feat_parts: list[list[np.ndarray]] = []
+        label_parts: list[np.ndarray] = []
+        need = batch_size
+        while need > 0:
+            if self._block is None or self._offset >= len(self._block[1]):
+                self._next_block()
+            feats, labels = self._block
+            take = min(need, len(labels) - self._offset)
+            sl = slice(self._offset, self._offset + take)
+            feat_parts.append([f[sl] for f in feats])
+            label_parts.append(labels[sl])
+            self._offset += take
+            need -= take
+        if len(label_parts) == 1:
+            return feat_parts[0], label_parts[0]
+        feats = [np.concatenate([p[k] for p in feat_parts]) for k in range(len(feat_parts[0]))]
+        return feats, np.concatenate(label_parts)
+
+    def close(self) -> None:
+        self._stop.set()
+        while not self._queue.empty():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,66 @@
+"""Parquet result tables.
+
+A table is a directory of Parquet files, one per unit of work (keyed by its configuration
+hash), each written atomically. ``pd.read_parquet(<results_root>/tables/<table>)`` reads the
+whole table; rewriting a unit replaces its file instead of duplicating rows.
+
+Schemas (every table also carries the run metadata columns ``profile``, ``run_id``,
+``code_version`` and ``created_at``):
+
+- ``iou_per_class``: generator, segmenter, extractor, fit_key, class_index, class_name, iou
+  (fraction, NaN where the class never counted), images (images in which the class counted).
+- ``table1``: generator, segmenter, extractor, fit_key, miou, rel_diff (relative difference to
+  the best extractor of the same generator/segmenter/profile, (y - y*) / y*), n_train, n_eval,
+  iterations, train_seconds, fallback_rate_train, fallback_rate_eval.
+- ``fits``: extractor, fit_key, fit_dir, train_store, iterations, train_seconds, final_loss.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from lineargan import __version__
+from storage.layout import table_dir, table_part
+
+
+def run_metadata(profile: str, run_id: str) -> dict:
+    return {
+        "profile": profile,
+        "run_id": run_id,
+        "code_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_table_part(results_root: str, table: str, key: str, df: pd.DataFrame) -> str:
+    """Write one unit's rows of ``table`` atomically; returns the file URL."""
+    target = table_part(results_root, table, key)
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    target.write_bytes_atomic(buf.getvalue())
+    return target.url
+
+
+def read_table(results_root: str, table: str) -> pd.DataFrame:
+    """The whole table as a DataFrame (all units, all runs)."""
+    target = table_dir(results_root, table)
+    if not target.exists():
+        raise FileNotFoundError(f"no table {table!r} under {results_root}; run the reproduce flow first")
+    files = sorted(p for p in target.fs.ls(target.path, detail=False) if p.endswith(".parquet"))
+    if not files:
+        raise FileNotFoundError(f"table {table!r} under {results_root} has no parts yet")
+    frames = []
+    for path in files:
+        with target.fs.open(path, "rb") as fh:
+            frames.append(pd.read_parquet(fh))
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_table_part(results_root: str, table: str, key: str) -> pd.DataFrame | None:
+    target = table_part(results_root, table, key)
+    if not target.exists():
+        return None
+    return pd.read_parquet(io.BytesIO(target.read_bytes()))
