@@ -94,9 +94,9 @@ class Profile(Frozen):
 
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
-        name="smoke", n_train=96, n_eval=64, chunk_size=32, samples_per_epoch=8, figure_samples=4
+        name="smoke", n_train=96, n_eval=64, chunk_size=32, samples_per_epoch=4, figure_samples=4
     ),
-    "quick": Profile(name="quick", n_train=2048, n_eval=512, chunk_size=64, samples_per_epoch=256),
+    "quick": Profile(name="quick", n_train=2048, n_eval=512, chunk_size=64, samples_per_epoch=128),
     "paper": Profile(
         name="paper", n_train=51200, n_eval=10000, chunk_size=64, samples_per_epoch=1024
     ),

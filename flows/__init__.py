@@ -1,0 +1,1 @@
+"""Prefect flows: ``cache``, ``fit-evaluate`` and ``reproduce`` (which composes them)."""
