@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
@@ -46,6 +48,7 @@ def fit_extractor(
     Target(results_root).ensure_writable()
     dev = resolve_device(device)
     kwargs = {} if cfg.extractor == "LSE" else {"ksize": cfg.nse_ksize}
+    torch.manual_seed(cfg.seed)  # initial weights are part of what the fit key promises
     model = build_extractor(
         cfg.extractor, n_class=len(spec.class_names), dims=[s[0] for s in spec.layer_shapes], **kwargs
     )
