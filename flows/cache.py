@@ -23,14 +23,15 @@ def cache_stage(datasets: list[DatasetConfig], data_root: str, device: str = "au
     """Fill the stores of ``datasets`` (runs under a Dask task runner set by the caller)."""
     prepared = [prepare_store(cfg, data_root) for cfg in datasets]
     futures = []
-    for url, pending in prepared:
+    for url, pending, _ in prepared:
         futures += cache_chunk.map(unmapped(url), pending, unmapped(device))
-    computed = wait_with_progress(futures, "cache chunks")
-    print(f"cache: computed {sum(computed)} chunks, {len(computed) - sum(computed)} already done")
-    for url, _ in prepared:
+    computed = sum(wait_with_progress(futures, "cache chunks"))
+    total = sum(n for _, _, n in prepared)
+    print(f"cache: computed {computed} chunks, {total - computed} already done")
+    for url, _, _ in prepared:
         stats = finalize_store(url)
         print(f"store {url}: complete, segmenter fallback rate {100 * stats['fallback_rate']:.1f}%")
-    return [url for url, _ in prepared]
+    return [url for url, _, _ in prepared]
 
 
 def run_cache_stage(
@@ -56,6 +57,7 @@ def cache(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m flows.cache", description=cache.__doc__)
     parser.add_argument("--generator", default="dcgan-digiface")
+    parser.add_argument("--generator-checkpoint", default=None)
     parser.add_argument("--segmenter", default="dlib-face68")
     parser.add_argument("--split", default="train", choices=["train", "eval"])
     parser.add_argument("--seed", type=int, default=0)
@@ -69,8 +71,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         ds = DatasetConfig(
-            generator=args.generator, segmenter=args.segmenter, split=args.split,
-            seed=args.seed, n=args.n, chunk_size=args.chunk_size,
+            generator=args.generator,
+            generator_checkpoint=args.generator_checkpoint,
+            segmenter=args.segmenter,
+            split=args.split,
+            seed=args.seed,
+            n=args.n,
+            chunk_size=args.chunk_size,
         )
         url = cache(ds, args.data_root, args.device, args.dask_address, args.n_workers)
         print(url)

@@ -21,19 +21,31 @@ def current_run_id() -> str:
 
 
 @flow(name="fit-evaluate-stage")
-def fit_evaluate_stage(config: RunConfig, train_url: str, eval_url: str, results_root: str, run_id: str) -> dict:
+def fit_evaluate_stage(
+    config: RunConfig, train_url: str, eval_url: str, results_root: str, run_id: str
+) -> dict:
     """Fit every extractor in parallel, evaluate each, then report (Dask runner set by caller)."""
     profile = config.resolved_profile
     fit_cfgs = [config.fit(name) for name in config.extractors]
-    fits = fit_extractor.map(unmapped(train_url), fit_cfgs, unmapped(results_root), unmapped(config.device))
+    fits = fit_extractor.map(
+        unmapped(train_url), fit_cfgs, unmapped(results_root), unmapped(config.device)
+    )
     metas = wait_with_progress(fits, "fits")
     evals = evaluate_extractor.map(
-        metas, unmapped(eval_url), unmapped(results_root), unmapped(config.profile),
-        unmapped(run_id), unmapped(config.device),
+        metas,
+        unmapped(eval_url),
+        unmapped(results_root),
+        unmapped(config.profile),
+        unmapped(run_id),
+        unmapped(config.device),
     )
     frames = wait_with_progress(evals, "evaluations")
-    markdown = write_table1(results_root, metas, frames, train_url, eval_url, config.profile, run_id)
-    figure = render_figure3(results_root, eval_url, metas, profile.figure_samples, config.profile, config.device)
+    markdown = write_table1(
+        results_root, metas, frames, train_url, eval_url, config.profile, run_id
+    )
+    figure = render_figure3(
+        results_root, eval_url, metas, profile.figure_samples, config.profile, config.device
+    )
     print(markdown)
     return {"results_root": results_root, "figure": figure, "fits": [m["fit_dir"] for m in metas]}
 

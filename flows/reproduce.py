@@ -44,9 +44,12 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.reproduce", description=reproduce.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m flows.reproduce", description=reproduce.__doc__
+    )
     parser.add_argument("--profile", default="quick", help=f"one of {sorted(PROFILES)}")
     parser.add_argument("--generator", default="dcgan-digiface")
+    parser.add_argument("--generator-checkpoint", default=None)
     parser.add_argument("--segmenter", default="dlib-face68")
     parser.add_argument("--extractors", nargs="+", default=["LSE", "NSE-1", "NSE-2"])
     parser.add_argument("--data-root", default=None)
@@ -60,11 +63,22 @@ def main(argv: list[str] | None = None) -> None:
 
     def go() -> None:
         config = RunConfig(
-            profile=args.profile, generator=args.generator, segmenter=args.segmenter,
-            extractors=tuple(args.extractors), data_root=args.data_root,
-            results_root=args.results_root, device=args.device, dask_address=args.dask_address,
-            n_workers=args.n_workers, n_train=args.n_train, n_eval=args.n_eval,
+            profile=args.profile,
+            generator=args.generator,
+            generator_checkpoint=args.generator_checkpoint,
+            segmenter=args.segmenter,
+            extractors=tuple(args.extractors),
+            data_root=args.data_root,
+            results_root=args.results_root,
+            device=args.device,
+            dask_address=args.dask_address,
+            n_workers=args.n_workers,
+            n_train=args.n_train,
+            n_eval=args.n_eval,
         )
+        for root in (config.data_root, config.results_root):
+            if root:
+                Target(root).ensure_writable()  # fail before any server or cluster starts
         reproduce(config)
 
     run_cli(go)

@@ -1,8 +1,8 @@
 """``lineargan`` command: query results from Parquet alone, and check stores.
 
-    lineargan table1 [--profile quick] [--results-root DIR]   print Table 1 and the file paths
-    lineargan table NAME [--results-root DIR]                  print any result table
-    lineargan verify STORE_URL [--repair]                      check every chunk's CRC32C
+lineargan table1 [--profile quick] [--results-root DIR]   print Table 1 and the file paths
+lineargan table NAME [--results-root DIR]                  print any result table
+lineargan verify STORE_URL [--repair]                      check every chunk's CRC32C
 """
 
 from __future__ import annotations
@@ -24,13 +24,17 @@ def load_table(name: str, results_root: str | None = None) -> pd.DataFrame:
     return read_table(results_root or default_results_root(), name)
 
 
-def latest_table1(results_root: str | None = None, profile: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def latest_table1(
+    results_root: str | None = None, profile: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The newest run's Table 1 rows and its per-class IoU rows."""
     summary = load_table("table1", results_root)
     if profile:
         summary = summary[summary["profile"] == profile]
         if summary.empty:
-            raise LinearGanError(f"no Table 1 rows for profile {profile!r}", "run the reproduce flow for it first")
+            raise LinearGanError(
+                f"no Table 1 rows for profile {profile!r}", "run the reproduce flow for it first"
+            )
     latest = summary.sort_values("created_at").iloc[-1]["run_id"]
     summary = summary[summary["run_id"] == latest]
     iou = load_table("iou_per_class", results_root)
@@ -41,7 +45,9 @@ def latest_table1(results_root: str | None = None, profile: str | None = None) -
 def _cmd_table1(args: argparse.Namespace) -> None:
     root = args.results_root or default_results_root()
     summary, iou = latest_table1(root, args.profile)
-    print(f"\nTable 1 — mIoU (%), profile {summary['profile'].iloc[0]}, run {summary['run_id'].iloc[0]}\n")
+    print(
+        f"\nTable 1 — mIoU (%), profile {summary['profile'].iloc[0]}, run {summary['run_id'].iloc[0]}\n"
+    )
     print(table1_markdown(summary))
     print("\nPer-class IoU (%)\n")
     print(per_class_markdown(iou))
@@ -63,16 +69,22 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     store = FeatureStore.open(Target(args.store))
     bad = store.verify(repair=args.repair)
     if not bad:
-        print(f"{args.store}: all {int(store.done_mask().sum())} finished chunks pass their checksums")
+        print(
+            f"{args.store}: all {int(store.done_mask().sum())} finished chunks pass their checksums"
+        )
         return
-    action = "marked for recomputation (rerun the cache flow)" if args.repair else "rerun with --repair"
+    action = (
+        "marked for recomputation (rerun the cache flow)" if args.repair else "rerun with --repair"
+    )
     print(f"{args.store}: corrupt chunks {bad}; {action}")
     if not args.repair:
         sys.exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lineargan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lineargan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("table1", help="print the newest Table 1 from Parquet")
     p.add_argument("--profile", default=None)

@@ -27,15 +27,32 @@ class Frozen(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
+def _check_model_names(generator: str, segmenter: str) -> None:
+    from lineargan.models.registry import list_generators, list_segmenters
+
+    if generator not in list_generators():
+        raise UnknownNameError("generator", generator, list_generators())
+    if segmenter not in list_segmenters():
+        raise UnknownNameError("segmenter", segmenter, list_segmenters())
+
+
 class DatasetConfig(Frozen):
     """One cached dataset: which models, which split, how many samples, from which seed."""
 
     generator: str = "dcgan-digiface"
+    generator_checkpoint: str | None = Field(
+        None, description="weights file for the generator; None uses the adapter's default"
+    )
     segmenter: str = "dlib-face68"
     split: Literal["train", "eval"] = "train"
     seed: int = 0
     n: PositiveInt = 512
     chunk_size: PositiveInt = Field(64, le=4096)
+
+    @model_validator(mode="after")
+    def _check(self) -> DatasetConfig:
+        _check_model_names(self.generator, self.segmenter)
+        return self
 
 
 class Schedule(Frozen):
@@ -116,6 +133,7 @@ class RunConfig(BaseModel):
 
     profile: str = "quick"
     generator: str = "dcgan-digiface"
+    generator_checkpoint: str | None = None
     segmenter: str = "dlib-face68"
     extractors: tuple[ExtractorName, ...] = ALL_EXTRACTORS
     train_seed: int = 0
@@ -136,6 +154,7 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         get_profile(self.profile)  # raises a one-line error naming the valid profiles
+        _check_model_names(self.generator, self.segmenter)
         if not self.extractors:
             raise LinearGanError("no extractors selected", f"choose from {list(ALL_EXTRACTORS)}")
         if self.train_seed == self.eval_seed:
@@ -163,6 +182,7 @@ class RunConfig(BaseModel):
         p = self.resolved_profile
         return DatasetConfig(
             generator=self.generator,
+            generator_checkpoint=self.generator_checkpoint,
             segmenter=self.segmenter,
             split=split,
             seed=self.train_seed if split == "train" else self.eval_seed,

@@ -8,10 +8,26 @@ from PIL import Image, ImageDraw
 # A fixed palette: background black, then distinct colours (repeats after 20 classes).
 PALETTE = np.array(
     [
-        [0, 0, 0], [255, 204, 153], [128, 64, 0], [0, 90, 255], [0, 200, 0], [220, 20, 60],
-        [255, 230, 0], [150, 0, 200], [0, 200, 200], [255, 128, 0], [128, 128, 128],
-        [90, 160, 60], [200, 120, 200], [40, 40, 160], [160, 40, 40], [40, 160, 160],
-        [240, 240, 240], [120, 80, 40], [255, 0, 255], [0, 128, 64],
+        [0, 0, 0],
+        [255, 204, 153],
+        [128, 64, 0],
+        [0, 90, 255],
+        [0, 200, 0],
+        [220, 20, 60],
+        [255, 230, 0],
+        [150, 0, 200],
+        [0, 200, 200],
+        [255, 128, 0],
+        [128, 128, 128],
+        [90, 160, 60],
+        [200, 120, 200],
+        [40, 40, 160],
+        [160, 40, 40],
+        [40, 160, 160],
+        [240, 240, 240],
+        [120, 80, 40],
+        [255, 0, 255],
+        [0, 128, 64],
     ],
     dtype=np.uint8,
 )
@@ -45,6 +61,10 @@ def comparison_grid(
     y0 = len(tiles) * cell_h + 4
     for k, name in enumerate(class_names):
         x, y = 4 + (k % 4) * 110, y0 + (k // 4) * 18
-        draw.rectangle([x, y, x + 12, y + 12], fill=tuple(int(v) for v in PALETTE[k % len(PALETTE)]), outline="black")
+        draw.rectangle(
+            [x, y, x + 12, y + 12],
+            fill=tuple(int(v) for v in PALETTE[k % len(PALETTE)]),
+            outline="black",
+        )
         draw.text((x + 16, y), name, fill="black")
     return canvas

@@ -22,21 +22,27 @@ def table1_summary(iou: pd.DataFrame) -> pd.DataFrame:
     summary["rel_diff"] = (summary["miou"] - best) / best
     order = {name: i for i, name in enumerate(EXTRACTOR_ORDER)}
     return summary.sort_values(
-        ["generator", "segmenter", "extractor"], key=lambda s: s.map(order) if s.name == "extractor" else s
+        ["generator", "segmenter", "extractor"],
+        key=lambda s: s.map(order) if s.name == "extractor" else s,
     ).reset_index(drop=True)
 
 
 def table1_markdown(summary: pd.DataFrame) -> str:
     """Table 1 layout: extractors as rows, one column per model pair; best in bold, others
     with their relative difference in brackets, all in percent."""
-    cols = [(g, s) for g, s in summary[["generator", "segmenter"]].drop_duplicates().itertuples(index=False)]
+    cols = [
+        (g, s)
+        for g, s in summary[["generator", "segmenter"]].drop_duplicates().itertuples(index=False)
+    ]
     header = "| extractor | " + " | ".join(f"{g} / {s}" for g, s in cols) + " |"
     lines = [header, "|---|" + "---|" * len(cols)]
     extractors = [e for e in EXTRACTOR_ORDER if e in set(summary["extractor"])]
     for ext in extractors:
         cells = []
         for g, s in cols:
-            row = summary[(summary.generator == g) & (summary.segmenter == s) & (summary.extractor == ext)]
+            row = summary[
+                (summary.generator == g) & (summary.segmenter == s) & (summary.extractor == ext)
+            ]
             if row.empty:
                 cells.append("–")
                 continue
@@ -52,7 +58,12 @@ def per_class_markdown(iou: pd.DataFrame) -> str:
     wide = wide.reindex([e for e in EXTRACTOR_ORDER if e in wide.index])
     classes = list(dict.fromkeys(iou.sort_values("class_index")["class_name"]))
     wide = wide[[c for c in classes if c in wide.columns]]
-    lines = ["| extractor | " + " | ".join(wide.columns) + " |", "|---|" + "---|" * len(wide.columns)]
+    lines = [
+        "| extractor | " + " | ".join(wide.columns) + " |",
+        "|---|" + "---|" * len(wide.columns),
+    ]
     for ext, row in wide.iterrows():
-        lines.append(f"| {ext} | " + " | ".join("–" if pd.isna(v) else f"{v:.1f}" for v in row) + " |")
+        lines.append(
+            f"| {ext} | " + " | ".join("–" if pd.isna(v) else f"{v:.1f}" for v in row) + " |"
+        )
     return "\n".join(lines)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -98,10 +98,17 @@ class FeatureStore:
 
     # -- creation and opening -------------------------------------------------------------
     @classmethod
-    def create(cls, target: Target, spec: StoreSpec, latents: np.ndarray) -> FeatureStore:
+    def create(
+        cls,
+        target: Target,
+        spec: StoreSpec,
+        latents: Iterable[np.ndarray],
+        extra_attrs: dict | None = None,
+    ) -> FeatureStore:
         """Create the store (metadata + latents), or reopen it if it holds the same fingerprint.
 
         Reopening never clears finished chunks: that is what makes a rerun resume.
+        ``latents`` yields one (chunk_size, latent_dim) block per chunk, in order.
         """
         if _has_group(target) and _is_half_created(target):
             pass  # a creation that was killed before its fingerprint landed: start over
@@ -113,8 +120,6 @@ class FeatureStore:
                     "use another data_root, or delete that store if it is no longer needed",
                 )
             return store
-        if latents.shape != (spec.n, spec.latent_dim):
-            raise ValueError(f"latents shape {latents.shape} != {(spec.n, spec.latent_dim)}")
         group = zarr.open_group(target.url, mode="w")
         group.attrs.update({"lineargan_state": "creating"})
         b, n, r = spec.chunk_size, spec.n, spec.resolution
@@ -129,7 +134,18 @@ class FeatureStore:
                 fill_value=0,
             )
 
-        array("latents", (n, spec.latent_dim), "float32")[:] = latents.astype(np.float32)
+        z_array = array("latents", (n, spec.latent_dim), "float32")
+        written = 0
+        for i, block in enumerate(latents):
+            sl = spec.chunk_slice(i)
+            if block.shape != (sl.stop - sl.start, spec.latent_dim):
+                raise ValueError(
+                    f"latent block {i} has shape {block.shape}, chunk needs {(sl.stop - sl.start, spec.latent_dim)}"
+                )
+            z_array[sl] = block.astype(np.float32)
+            written = sl.stop
+        if written != n:
+            raise ValueError(f"latents cover {written} samples, store needs {n}")
         array("images", (n, r, r, 3), "uint8")
         array("labels", (n, r, r), "uint8")
         array("detected", (n,), "bool")
@@ -146,7 +162,12 @@ class FeatureStore:
         array("chunk_done", (spec.n_chunks,), "uint8", chunks=(1,))
         # The fingerprint goes in last: a group without it is an interrupted creation.
         group.attrs.update(
-            {"fingerprint": spec.fingerprint(), "complete": False, "lineargan_state": "created"}
+            {
+                **(extra_attrs or {}),
+                "fingerprint": spec.fingerprint(),
+                "complete": False,
+                "lineargan_state": "created",
+            }
         )
         return cls(target, group, spec)
 

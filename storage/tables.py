@@ -48,7 +48,9 @@ def read_table(results_root: str, table: str) -> pd.DataFrame:
     """The whole table as a DataFrame (all units, all runs)."""
     target = table_dir(results_root, table)
     if not target.exists():
-        raise FileNotFoundError(f"no table {table!r} under {results_root}; run the reproduce flow first")
+        raise FileNotFoundError(
+            f"no table {table!r} under {results_root}; run the reproduce flow first"
+        )
     files = sorted(p for p in target.fs.ls(target.path, detail=False) if p.endswith(".parquet"))
     if not files:
         raise FileNotFoundError(f"table {table!r} under {results_root} has no parts yet")

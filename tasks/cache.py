@@ -9,8 +9,8 @@ from lineargan.jobs import cache as jobs
 
 
 @task(name="prepare-store", task_run_name="prepare-{cfg.split}-n{cfg.n}")
-def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int]]:
-    """Create or reopen the dataset's store; returns (URL, chunks still to compute)."""
+def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
+    """Create or reopen the dataset's store; returns (URL, chunks still to compute, all chunks)."""
     return jobs.prepare_store(cfg, data_root)
 
 

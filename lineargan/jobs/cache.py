@@ -16,7 +16,7 @@ from storage.target import Target
 
 def spec_for(cfg: DatasetConfig) -> StoreSpec:
     """The fingerprint a store of ``cfg`` must carry (loads the models to hash their weights)."""
-    g = cached_generator(cfg.generator, "cpu")
+    g = cached_generator(cfg.generator, "cpu", cfg.generator_checkpoint)
     p = cached_segmenter(cfg.segmenter)
     return StoreSpec(
         generator=cfg.generator,
@@ -35,14 +35,18 @@ def spec_for(cfg: DatasetConfig) -> StoreSpec:
     )
 
 
-def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int]]:
-    """Create (or reopen) the store for ``cfg``; returns its URL and the chunks still to do."""
+def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
+    """Create (or reopen) the store for ``cfg``; returns its URL, the chunks still to do and
+    the total number of chunks."""
     Target(data_root).ensure_writable()
     spec = spec_for(cfg)
     target = store_target(data_root, cfg.generator, cfg.segmenter, cfg.split, cfg.seed, cfg.n)
-    latents = cached_generator(cfg.generator, "cpu").sample_latents(cfg.n, cfg.seed).numpy()
-    store = FeatureStore.create(target, spec, latents)
-    return target.url, store.pending_chunks()
+    g = cached_generator(cfg.generator, "cpu", cfg.generator_checkpoint)
+    latents = (z.numpy() for z in g.iter_latents(cfg.n, cfg.seed, cfg.chunk_size))
+    store = FeatureStore.create(
+        target, spec, latents, extra_attrs={"generator_checkpoint": cfg.generator_checkpoint}
+    )
+    return target.url, store.pending_chunks(), spec.n_chunks
 
 
 def fill_chunk(store_url: str, index: int, device: str = "auto") -> bool:
@@ -53,7 +57,7 @@ def fill_chunk(store_url: str, index: int, device: str = "auto") -> bool:
         return False
     spec = store.spec
     dev = resolve_device(device)
-    g = cached_generator(spec.generator, str(dev))
+    g = cached_generator(spec.generator, str(dev), store.group.attrs.get("generator_checkpoint"))
     p = cached_segmenter(spec.segmenter)
     if g.weights_sha256 != spec.generator_sha256 or tuple(p.class_names) != spec.class_names:
         raise FingerprintMismatchError(
@@ -73,7 +77,7 @@ def finalize_store(store_url: str) -> dict:
 
 def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str:
     """The whole cache stage in one process (used by benchmarks and simple scripts)."""
-    url, pending = prepare_store(cfg, data_root)
+    url, pending, _ = prepare_store(cfg, data_root)
     for i in pending:
         fill_chunk(url, i, device)
     finalize_store(url)

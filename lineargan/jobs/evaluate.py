@@ -17,7 +17,12 @@ IOU_TABLE = "iou_per_class"
 
 
 def evaluate_fit(
-    fit_meta: dict, eval_url: str, results_root: str, profile: str, run_id: str, device: str = "auto"
+    fit_meta: dict,
+    eval_url: str,
+    results_root: str,
+    profile: str,
+    run_id: str,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Per-class IoU rows of one fit on one evaluation store; reused when already written."""
     limit_torch_threads()

@@ -50,10 +50,15 @@ def fit_extractor(
     kwargs = {} if cfg.extractor == "LSE" else {"ksize": cfg.nse_ksize}
     torch.manual_seed(cfg.seed)  # initial weights are part of what the fit key promises
     model = build_extractor(
-        cfg.extractor, n_class=len(spec.class_names), dims=[s[0] for s in spec.layer_shapes], **kwargs
+        cfg.extractor,
+        n_class=len(spec.class_names),
+        dims=[s[0] for s in spec.layer_shapes],
+        **kwargs,
     )
     with ChunkStream(store, seed=cfg.seed) as stream:
-        result = fit(model, stream, cfg.schedule, spec.resolution, dev, seed=cfg.seed, progress=progress)
+        result = fit(
+            model, stream, cfg.schedule, spec.resolution, dev, seed=cfg.seed, progress=progress
+        )
     meta = {
         "extractor": cfg.extractor,
         "fit_key": key,

@@ -19,8 +19,11 @@ def limit_torch_threads() -> None:
 
 
 @lru_cache(maxsize=4)
-def cached_generator(name: str, device: str = "cpu") -> GeneratorAdapter:
-    return get_generator(name).to(resolve_device(device))
+def cached_generator(
+    name: str, device: str = "cpu", checkpoint: str | None = None
+) -> GeneratorAdapter:
+    kwargs = {"checkpoint": checkpoint} if checkpoint else {}
+    return get_generator(name, **kwargs).to(resolve_device(device))
 
 
 @lru_cache(maxsize=4)

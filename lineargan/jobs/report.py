@@ -69,7 +69,12 @@ def _pct(x: float | None) -> str:
 
 
 def render_figure3(
-    results_root: str, eval_url: str, fit_metas: list[dict], n_samples: int, name: str, device: str = "auto"
+    results_root: str,
+    eval_url: str,
+    fit_metas: list[dict],
+    n_samples: int,
+    name: str,
+    device: str = "auto",
 ) -> str:
     """Image, segmenter label and each extractor's prediction for the first evaluation samples."""
     store = FeatureStore.open(Target(eval_url), require_complete=True)

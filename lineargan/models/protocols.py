@@ -8,6 +8,7 @@ talks to these, so a new GAN or segmenter is one adapter file.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,10 +38,19 @@ class GeneratorAdapter(nn.Module, ABC):
     layer_names: tuple[str, ...] = ()
     weights_sha256: str = "random-init"
 
-    def sample_latents(self, n: int, seed: int) -> torch.Tensor:
-        """Deterministic latents for ``n`` samples given ``seed`` (standard normal by default)."""
+    def iter_latents(self, n: int, seed: int, chunk_size: int) -> Iterator[torch.Tensor]:
+        """Deterministic latents for ``n`` samples given ``seed``, ``chunk_size`` at a time.
+
+        Drawn chunk by chunk from one seeded stream, so creating a store of any N holds one
+        chunk of latents in memory. Standard normal by default; override for other strategies.
+        """
         gen = torch.Generator().manual_seed(seed)
-        return torch.randn(n, self.latent_dim, generator=gen)
+        for start in range(0, n, chunk_size):
+            yield torch.randn(min(chunk_size, n - start), self.latent_dim, generator=gen)
+
+    def sample_latents(self, n: int, seed: int, chunk_size: int = 64) -> torch.Tensor:
+        """All ``n`` latents of :meth:`iter_latents` at once (small n only)."""
+        return torch.cat(list(self.iter_latents(n, seed, chunk_size)))
 
     @abstractmethod
     def forward(self, latents: torch.Tensor) -> GeneratorOutput:

@@ -1,0 +1,33 @@
+"""The user's path: Prefect server on 127.0.0.1 + process work pool + worker + `prefect deploy`
++ `prefect deployment run reproduce/smoke --watch`, all through scripts/run.sh."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pandas as pd
+import psutil
+import pytest
+
+from tests.e2e_helpers import ROOT, isolated_env
+
+
+@pytest.mark.slow
+def test_run_script_smoke_through_deployment(tmp_path):
+    env = isolated_env(tmp_path)
+    before = {p.pid for p in psutil.process_iter()}
+    proc = subprocess.run(
+        ["bash", "scripts/run.sh", "smoke"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "Flow run finished successfully in 'Completed'" in proc.stdout
+    assert "Table 1" in proc.stdout and "NSE-2" in proc.stdout
+    t1 = pd.read_parquet(tmp_path / "results" / "tables" / "table1")
+    assert sorted(t1.extractor) == ["LSE", "NSE-1", "NSE-2"]
+    # the script stops the server and worker it started
+    leftovers = [
+        p for p in psutil.process_iter(["pid", "cmdline"])
+        if p.info["pid"] not in before and any("prefect" in c for c in (p.info["cmdline"] or []))
+        and str(tmp_path) in " ".join(p.environ().get("PREFECT_HOME", "") for _ in [0])
+    ]
+    assert not leftovers

@@ -1,0 +1,35 @@
+"""The smoke profile end to end in ephemeral mode (no server), then a rerun that reuses work."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from tests.e2e_helpers import isolated_env, run_module
+
+
+def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
+    env = isolated_env(tmp_path)
+    first = run_module("flows.reproduce", ["--profile", "smoke"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    out = first.stdout + first.stderr
+    assert "computed 5 chunks, 0 already done" in out
+
+    results = tmp_path / "results"
+    t1 = pd.read_parquet(results / "tables" / "table1")
+    assert sorted(t1.extractor) == ["LSE", "NSE-1", "NSE-2"]
+    assert t1.miou.between(0, 1).all() and (t1.rel_diff <= 0).all() and (t1.rel_diff == 0).sum() >= 1
+    iou = pd.read_parquet(results / "tables" / "iou_per_class")
+    assert set(iou.class_name) == {"skin", "eyebrows", "eyes", "nose", "lips", "mouth"}
+    assert (results / "figures" / "fig3-smoke.png").stat().st_size > 1000
+    assert len(list((results / "fits").iterdir())) == 3
+
+    second = run_module("flows.reproduce", ["--profile", "smoke"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    out2 = second.stdout + second.stderr
+    assert "computed 0 chunks, 5 already done" in out2
+    assert len(re.findall(r"\b(LSE|NSE-1|NSE-2) reused\b", out2)) == 3
+    # the same fits evaluated on the same store: the per-class table has no duplicate units
+    iou2 = pd.read_parquet(results / "tables" / "iou_per_class")
+    assert len(iou2) == len(iou)
