@@ -128,7 +128,9 @@ def profile_call(fn: Callable[[], object], top: int) -> str:
 
 
 # -- 1. cache overhead --------------------------------------------------------------------------
-def bench_cache(n: int, chunk_size: int, repeats: int, keep: list[str], profile: bool) -> dict:
+def bench_cache(
+    n: int, chunk_size: int, repeats: int, keep: list[str], profile: bool, breakdown: bool
+) -> dict:
     g, _ = models()
     latents = g.sample_latents(n, 0).numpy()  # exactly what prepare_store samples (seed 0)
 
@@ -167,6 +169,8 @@ def bench_cache(n: int, chunk_size: int, repeats: int, keep: list[str], profile:
         "store_url": url,
         "store_bytes": _du(url),
     }
+    if breakdown:
+        result["breakdown"] = breakdown_build(n, chunk_size)
     if profile:
         print("\n--- cProfile: bare G+P loop (top by tottime) ---")
         print(profile_call(lambda: run_bare(latents, chunk_size), 25))
@@ -180,6 +184,66 @@ def bench_cache(n: int, chunk_size: int, repeats: int, keep: list[str], profile:
         for r in holder:
             shutil.rmtree(r, ignore_errors=True)
     return result
+
+
+def breakdown_build(n: int, chunk_size: int) -> dict:
+    """Time the phases of one real ``build_store`` by wrapping the functions it calls.
+
+    ``build_store``/``fill_chunk`` look these up as module globals at call time, so wrapping
+    them (for this one call, then restoring) times the library's own code path. "other" is
+    the rest: per-chunk ``FeatureStore.open``/``is_done``, the fingerprint check, the loop.
+    """
+    import lineargan.jobs.cache as jc
+    from storage.feature_store import FeatureStore
+
+    acc: dict[str, list[float]] = {}
+
+    def wrap(name: str, fn: Callable) -> Callable:
+        def inner(*a, **kw):
+            t0, c0, tc0 = time.perf_counter(), time.process_time(), time.thread_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                w, c, tc = acc.setdefault(name, [0.0, 0.0, 0.0, 0])[:3]
+                acc[name][0] = w + time.perf_counter() - t0
+                acc[name][1] = c + time.process_time() - c0
+                acc[name][2] = tc + time.thread_time() - tc0
+                acc[name][3] += 1
+
+        return inner
+
+    saved = {
+        "prepare_store": jc.prepare_store,
+        "generate_and_label": jc.generate_and_label,
+        "finalize_store": jc.finalize_store,
+    }
+    saved_write = FeatureStore.write_chunk
+    try:
+        for name, fn in saved.items():
+            setattr(jc, name, wrap(name, fn))
+        FeatureStore.write_chunk = wrap("write_chunk", saved_write)
+        timer, root, _ = run_build(n, chunk_size)
+    finally:
+        for name, fn in saved.items():
+            setattr(jc, name, fn)
+        FeatureStore.write_chunk = saved_write
+    shutil.rmtree(root, ignore_errors=True)
+    phases = {
+        k: {"wall": v[0], "cpu": v[1], "main_thread_cpu": v[2], "calls": v[3]}
+        for k, v in acc.items()
+    }
+    other_wall = timer.wall - sum(v["wall"] for v in phases.values())
+    other_cpu = timer.cpu - sum(v["cpu"] for v in phases.values())
+    phases["other"] = {"wall": other_wall, "cpu": other_cpu, "main_thread_cpu": None, "calls": 0}
+    print(
+        f"\n--- build_store phases (N={n}, chunk {chunk_size}): total {timer.wall:.2f} s wall, "
+        f"{timer.cpu:.2f} s cpu ---"
+    )
+    print(f"  {'phase':<20}{'calls':>6}{'wall s':>9}{'cpu s':>9}{'main-thread cpu s':>19}")
+    for k, v in phases.items():
+        mt = "" if v["main_thread_cpu"] is None else f"{v['main_thread_cpu']:.2f}"
+        print(f"  {k:<20}{v['calls']:>6}{v['wall']:>9.2f}{v['cpu']:>9.2f}{mt:>19}")
+    return {"total_wall": timer.wall, "total_cpu": timer.cpu, "phases": phases}
 
 
 def _du(path: str) -> int:
@@ -387,6 +451,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     ap.add_argument("--quick", action="store_true", help="small sizes, < 1 minute")
     ap.add_argument("--profile", action="store_true", help="cProfile build_store vs bare loop")
+    ap.add_argument(
+        "--breakdown", action="store_true", help="time build_store's phases (G+P, write, ...)"
+    )
     ap.add_argument("--json", dest="json_path", default=None, help="write the numbers here")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: cache,lse,rss")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
@@ -439,7 +506,12 @@ def main(argv: list[str] | None = None) -> int:
         if "cache" not in skip or "lse" not in skip:
             print("1. cache stage vs bare G+P forward", flush=True)
             results["cache"] = bench_cache(
-                args.n, args.chunk_size, args.repeats, keep, args.profile and "cache" not in skip
+                args.n,
+                args.chunk_size,
+                args.repeats,
+                keep,
+                args.profile and "cache" not in skip,
+                args.breakdown and "cache" not in skip,
             )
         if "lse" not in skip:
             print("2. LSE step from the cache vs regenerating G+P", flush=True)

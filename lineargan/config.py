@@ -95,7 +95,9 @@ class FitConfig(Frozen):
     extractor: ExtractorName = "LSE"
     schedule: Schedule = Schedule()
     seed: int = 0
-    nse_ksize: int = Field(3, ge=1, le=7)
+    ksize: int | None = Field(
+        None, ge=1, le=7, description="NSE kernel size; None = the extractor's default (NSE-1: 1, NSE-2: 3)"
+    )
 
 
 class Profile(Frozen):

@@ -57,10 +57,13 @@ def fit(
     amp: bool = True,
     progress: ProgressFn | None = None,
     log_every: int = 50,
+    layer_loss_weight: float = 0.0,
 ) -> FitResult:
     """Train ``model`` in place with Adam under ``schedule``; returns timing and loss history.
 
-    ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU).
+    ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU). ``layer_loss_weight`` α > 0
+    adds Appx I's per-layer terms (Eq. 8): CE(S, Y) + Σ_i α·CE(u↑(S_i), Y), with S = Σ_i S_i
+    from ``model.layer_logits`` (additive extractors such as the LSE only).
     """
     torch.manual_seed(seed)
     model.to(device).train()
@@ -80,8 +83,15 @@ def fit(
         for _ in range(schedule.samples_per_epoch // batch):
             xs, y = to_tensors(*source.next_batch(batch), device)
             with autocast:
-                logits = model(xs, size)
+                if layer_loss_weight > 0:
+                    layers = model.layer_logits(xs, size)
+                    logits = torch.stack(layers).sum(0)
+                else:
+                    logits = model(xs, size)
             loss = F.cross_entropy(logits.float(), y)
+            if layer_loss_weight > 0:
+                for s in layers:
+                    loss = loss + layer_loss_weight * F.cross_entropy(s.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

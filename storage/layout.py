@@ -7,6 +7,7 @@
     <results_root>/tables/<table>/<key>.parquet     (read a whole table with pd.read_parquet(dir))
     <results_root>/figures/<name>.png
     <results_root>/reports/<name>.md
+    <results_root>/manifests/<analysis>-<key>.json   marks a finished analysis (written last)
 """
 
 from __future__ import annotations
@@ -40,3 +41,8 @@ def figure_target(results_root: str, name: str) -> Target:
 
 def report_target(results_root: str, name: str) -> Target:
     return Target(results_root) / "reports" / f"{name}.md"
+
+
+def manifest_target(results_root: str, name: str) -> Target:
+    """The JSON whose presence marks a finished analysis (written last)."""
+    return Target(results_root) / "manifests" / f"{name}.json"

@@ -96,10 +96,20 @@ def synthetic_batch(spec: StoreSpec, i: int) -> SampleBatch:
     )
 
 
+def latent_blocks(spec: StoreSpec, latents: np.ndarray | None = None) -> list[np.ndarray]:
+    """Per-chunk latent blocks as ``FeatureStore.create`` takes them (zeros by default)."""
+    if latents is None:
+        latents = np.zeros((spec.n, spec.latent_dim), np.float32)
+    return [latents[spec.chunk_slice(i)] for i in range(spec.n_chunks)]
+
+
+def synthetic_latents(spec: StoreSpec) -> np.ndarray:
+    return np.repeat(np.arange(spec.n)[:, None], spec.latent_dim, 1).astype(np.float32)
+
+
 def build_synthetic_store(url: str, spec: StoreSpec | None = None) -> FeatureStore:
     spec = spec or synthetic_spec()
-    latents = np.repeat(np.arange(spec.n)[:, None], spec.latent_dim, 1).astype(np.float32)
-    store = FeatureStore.create(Target(url), spec, latents)
+    store = FeatureStore.create(Target(url), spec, latent_blocks(spec, synthetic_latents(spec)))
     for i in range(spec.n_chunks):
         store.write_chunk(i, synthetic_batch(spec, i))
     store.finalize()

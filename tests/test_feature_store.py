@@ -9,15 +9,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 import lineargan.jobs.cache as cache_jobs
+from lineargan.config import DatasetConfig
 from lineargan.errors import CorruptChunkError, FingerprintMismatchError, StoreIncompleteError
-from lineargan.jobs.cache import fill_chunk, finalize_store, prepare_store, spec_for
+from lineargan.jobs.cache import (
+    build_store,
+    fill_chunk,
+    finalize_store,
+    prepare_store,
+    spec_for,
+)
+from lineargan.models.weights import sha256_file
 from storage.feature_store import FeatureStore
 from storage.layout import store_target
 from storage.target import Target
-from tests.conftest import SMALL_CHUNK, SMALL_N, small_dataset, synthetic_batch, synthetic_spec
+from tests.conftest import (
+    SMALL_CHUNK,
+    SMALL_N,
+    latent_blocks,
+    small_dataset,
+    synthetic_batch,
+    synthetic_spec,
+)
 
 
 def read_all(url: str) -> dict[str, np.ndarray]:
@@ -67,7 +83,8 @@ def test_clean_build_is_complete_and_consistent(train_store_url, generator, segm
     assert spec.layer_shapes == ((512, 4, 4), (256, 8, 8), (128, 16, 16), (64, 32, 32))
     data = read_all(train_store_url)
     assert data["latents"].shape == (SMALL_N, 100) and data["latents"].dtype == np.float32
-    np.testing.assert_array_equal(data["latents"], generator.sample_latents(SMALL_N, 0).numpy())
+    expected = np.concatenate([z.numpy() for z in generator.iter_latents(SMALL_N, 0, SMALL_CHUNK)])
+    np.testing.assert_array_equal(data["latents"], expected)
     assert data["images"].shape == (SMALL_N, 64, 64, 3) and data["images"].dtype == np.uint8
     assert data["labels"].dtype == np.uint8 and data["labels"].max() < len(spec.class_names)
     assert data["features/block3_32x32"].dtype == np.float16
@@ -77,16 +94,33 @@ def test_clean_build_is_complete_and_consistent(train_store_url, generator, segm
     attrs = zarr.open_group(train_store_url, mode="r").attrs.asdict()
     assert attrs["fallback_rate"] == pytest.approx(1 - data["detected"].mean())
     assert attrs["fallback_rate"] < 0.5
+    assert attrs["generator_checkpoint"] is None
+
+
+def test_store_from_generator_checkpoint_uses_it(tmp_path, generator, train_store_url):
+    """A store made from an explicit weights file records it, and every chunk is made with it."""
+
+    ckpt = tmp_path / "weights.tar"
+    torch.save({"netG_state_dict": generator.state_dict()}, ckpt)
+    cfg = DatasetConfig(n=SMALL_CHUNK, chunk_size=SMALL_CHUNK, generator_checkpoint=str(ckpt))
+    url = build_store(cfg, str(tmp_path / "data"), device="cpu")
+    store = FeatureStore.open(Target(url), require_complete=True)
+    assert store.spec.generator_sha256 == sha256_file(ckpt) != generator.weights_sha256
+    assert store.group.attrs["generator_checkpoint"] == str(ckpt)
+    # same weights and seed: the first chunk equals the default store's first chunk
+    ours, default = (
+        store.read_chunk(0, images=True),
+        FeatureStore.open(Target(train_store_url)).read_chunk(0, images=True),
+    )
+    np.testing.assert_array_equal(ours.latents, default.latents)
+    np.testing.assert_array_equal(ours.images, default.images)
 
 
 def test_stored_chunk_matches_direct_generation(train_store_url, generator, segmenter):
-    import torch
 
     store = FeatureStore.open(Target(train_store_url))
     chunk = store.read_chunk(2, images=True)
-    direct = cache_jobs.generate_and_label(
-        generator, segmenter, chunk.latents, torch.device("cpu")
-    )
+    direct = cache_jobs.generate_and_label(generator, segmenter, chunk.latents, torch.device("cpu"))
     np.testing.assert_array_equal(chunk.images, direct.images)
     np.testing.assert_array_equal(chunk.labels, direct.labels)
     for a, b in zip(chunk.features, direct.features, strict=True):
@@ -94,8 +128,8 @@ def test_stored_chunk_matches_direct_generation(train_store_url, generator, segm
 
 
 def test_prepare_store_on_finished_store_has_nothing_pending(train_store_url, data_root):
-    url, pending = prepare_store(small_dataset("train", 0), str(data_root))
-    assert url == train_store_url and pending == []
+    url, pending, n_chunks = prepare_store(small_dataset("train", 0), str(data_root))
+    assert url == train_store_url and pending == [] and n_chunks == SMALL_N // SMALL_CHUNK
 
 
 # -- crash and resume -------------------------------------------------------------------------
@@ -105,7 +139,7 @@ def test_resume_after_crash_computes_only_missing_chunks(
     tmp_path, monkeypatch, counted_generate, train_store_url
 ):
     cfg = small_dataset("train", 0)
-    url, pending = prepare_store(cfg, str(tmp_path))
+    url, pending, _ = prepare_store(cfg, str(tmp_path))
     assert pending == [0, 1, 2, 3]
 
     real_write = FeatureStore.write_chunk
@@ -137,7 +171,7 @@ def test_resume_after_crash_computes_only_missing_chunks(
 
     # rerun the whole stage, as a flow retry would
     counted_generate.clear()
-    url2, pending2 = prepare_store(cfg, str(tmp_path))
+    url2, pending2, _ = prepare_store(cfg, str(tmp_path))
     assert url2 == url and pending2 == [2, 3]
     computed = [fill_chunk(url, i, "cpu") for i in range(4)]  # done chunks are skipped
     assert computed == [False, False, True, True]
@@ -156,7 +190,7 @@ def test_half_created_store_is_recreated(tmp_path):
     zarr.open_group(target.url, mode="w").attrs.update({"lineargan_state": "creating"})
     with pytest.raises(FingerprintMismatchError):
         FeatureStore.open(target)  # no fingerprint yet
-    store = FeatureStore.create(target, spec, np.zeros((16, 3), np.float32))
+    store = FeatureStore.create(target, spec, latent_blocks(spec))
     assert store.pending_chunks() == [0, 1]
     assert FeatureStore.open(target).spec == spec
 
@@ -169,7 +203,7 @@ def test_reopening_with_another_fingerprint_raises(train_store_url, data_root):
     spec = spec_for(cfg)
     target = store_target(str(data_root), cfg.generator, cfg.segmenter, cfg.split, cfg.seed, cfg.n)
     assert target.url == train_store_url
-    latents = np.zeros((cfg.n, spec.latent_dim), np.float32)
+    latents = latent_blocks(spec)
     for change in ({"seed": 7}, {"generator_sha256": "f" * 64}, {"chunk_size": 32}):
         with pytest.raises(FingerprintMismatchError) as err:
             FeatureStore.create(target, dataclasses.replace(spec, **change), latents)
@@ -178,7 +212,9 @@ def test_reopening_with_another_fingerprint_raises(train_store_url, data_root):
     # the same fingerprint reopens the finished store without touching it
     store = FeatureStore.create(target, spec, latents)
     assert store.complete and store.pending_chunks() == []
-    np.testing.assert_array_equal(store.read_latents(slice(0, 4)), read_all(target.url)["latents"][:4])
+    np.testing.assert_array_equal(
+        store.read_latents(slice(0, 4)), read_all(target.url)["latents"][:4]
+    )
 
 
 def test_open_missing_store_raises(tmp_path):
@@ -189,7 +225,7 @@ def test_open_missing_store_raises(tmp_path):
 def test_format_version_mismatch_raises(tmp_path):
     spec = synthetic_spec(n=8, chunk_size=8)
     target = Target(str(tmp_path / "s.zarr"))
-    FeatureStore.create(target, spec, np.zeros((8, 3), np.float32))
+    FeatureStore.create(target, spec, latent_blocks(spec))
     g = zarr.open_group(target.url, mode="r+")
     g.attrs.update({"fingerprint": {**spec.fingerprint(), "format_version": 0}})
     with pytest.raises(FingerprintMismatchError, match="format version"):
@@ -249,7 +285,7 @@ def test_corrupt_label_chunk_detected(tmp_path, train_store_url):
 def test_finalize_incomplete_store_raises(tmp_path):
     spec = synthetic_spec(n=24, chunk_size=8)
     target = Target(str(tmp_path / "s.zarr"))
-    store = FeatureStore.create(target, spec, np.zeros((24, 3), np.float32))
+    store = FeatureStore.create(target, spec, latent_blocks(spec))
     store.write_chunk(0, synthetic_batch(spec, 0))
     store.write_chunk(2, synthetic_batch(spec, 2))
     with pytest.raises(StoreIncompleteError) as err:
@@ -266,7 +302,7 @@ def test_last_chunk_may_be_short(tmp_path):
     spec = synthetic_spec(n=20, chunk_size=8)
     assert spec.n_chunks == 3 and spec.chunk_slice(2) == slice(16, 20)
     target = Target(str(tmp_path / "s.zarr"))
-    store = FeatureStore.create(target, spec, np.zeros((20, 3), np.float32))
+    store = FeatureStore.create(target, spec, latent_blocks(spec))
     for i in range(3):
         store.write_chunk(i, synthetic_batch(spec, i))
     store.finalize()
@@ -281,7 +317,7 @@ def test_last_chunk_may_be_short(tmp_path):
 def test_memory_url_store_create_write_read(memory_url):
     spec = synthetic_spec(n=24, chunk_size=8)
     latents = np.arange(24 * 3, dtype=np.float32).reshape(24, 3)
-    store = FeatureStore.create(Target(memory_url), spec, latents)
+    store = FeatureStore.create(Target(memory_url), spec, latent_blocks(spec, latents))
     assert store.pending_chunks() == [0, 1, 2]
     for i in range(3):
         store.write_chunk(i, synthetic_batch(spec, i))
@@ -299,10 +335,37 @@ def test_memory_url_store_create_write_read(memory_url):
             assert a.dtype == np.float16
             np.testing.assert_array_equal(a, b)
     with pytest.raises(FingerprintMismatchError):
-        FeatureStore.create(Target(memory_url), dataclasses.replace(spec, seed=1), latents)
+        FeatureStore.create(
+            Target(memory_url), dataclasses.replace(spec, seed=1), latent_blocks(spec, latents)
+        )
 
 
-def test_create_rejects_wrong_latent_shape(tmp_path):
-    spec = synthetic_spec(n=8, chunk_size=8)
-    with pytest.raises(ValueError, match="latents shape"):
-        FeatureStore.create(Target(str(tmp_path / "s.zarr")), spec, np.zeros((8, 4), np.float32))
+def test_create_rejects_wrong_latents_and_retry_starts_over(tmp_path):
+    spec = synthetic_spec(n=16, chunk_size=8)
+    target = Target(str(tmp_path / "s.zarr"))
+    with pytest.raises(ValueError, match="latent block 1"):
+        FeatureStore.create(target, spec, [np.zeros((8, 3)), np.zeros((8, 4))])
+    with pytest.raises(ValueError, match="latents cover 8 samples"):
+        FeatureStore.create(target, spec, [np.zeros((8, 3))])
+    # the interrupted creations left no fingerprint, so a correct call starts over
+    latents = np.arange(48, dtype=np.float32).reshape(16, 3)
+    store = FeatureStore.create(target, spec, latent_blocks(spec, latents))
+    np.testing.assert_array_equal(store.read_latents(slice(0, 16)), latents)
+    assert store.pending_chunks() == [0, 1]
+
+
+def test_create_consumes_latents_lazily_and_only_once(tmp_path):
+    spec = synthetic_spec(n=16, chunk_size=8)
+    target = Target(str(tmp_path / "s.zarr"))
+    drawn: list[int] = []
+
+    def blocks():
+        for i in range(spec.n_chunks):
+            drawn.append(i)
+            yield np.full((8, 3), i, np.float32)
+
+    FeatureStore.create(target, spec, blocks())
+    assert drawn == [0, 1]
+    drawn.clear()
+    FeatureStore.create(target, spec, blocks())  # reopening does not draw latents again
+    assert drawn == []

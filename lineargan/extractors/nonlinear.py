@@ -1,11 +1,13 @@
 """The nonlinear baselines of Appx C.
 
 NSE-1: every layer through three convolutions interleaved with ReLU (hidden width
-(c_i + m) / 2), each result upsampled and summed like LSE.
+(c_i + m) / 2), each result upsampled and summed like LSE. The paper calls it "a direct
+generalization from LSE", and the authors' implementation uses 1×1 kernels: a per-pixel MLP
+in place of LSE's per-pixel linear map. That is the default (``ksize=1``).
 NSE-2: DCGAN-like refinement: every layer is embedded by conv+ReLU; a hidden map starts at the
 first layer, is nearest-upsampled ×2 whenever the next layer is twice as large, revised by
 conv+ReLU and summed with that layer's embedding; a final conv maps it to class logits, which
-are bilinearly upsampled to the output. Figure 7 draws these convolutions as 3×3.
+are bilinearly upsampled to the output. Figure 7 draws these convolutions as 3×3 (default).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
 class NSE1(SemanticExtractor):
     kind = "NSE-1"
 
-    def __init__(self, n_class: int, dims: list[int], ksize: int = 3) -> None:
+    def __init__(self, n_class: int, dims: list[int], ksize: int = 1) -> None:
         super().__init__(n_class, dims)
         self.ksize = ksize
 

@@ -47,7 +47,7 @@ def fit_extractor(
         return {**meta, "reused": True}
     Target(results_root).ensure_writable()
     dev = resolve_device(device)
-    kwargs = {} if cfg.extractor == "LSE" else {"ksize": cfg.nse_ksize}
+    kwargs = {} if cfg.extractor == "LSE" or cfg.ksize is None else {"ksize": cfg.ksize}
     torch.manual_seed(cfg.seed)  # initial weights are part of what the fit key promises
     model = build_extractor(
         cfg.extractor,

@@ -1,0 +1,162 @@
+"""Few-shot LSE (Sec 3.3 "Few-shot LSEs", Appx D, Table 2): the science, no I/O.
+
+An N-shot LSE is trained on N labelled images only, with batch size N, so every iteration
+sees exactly the same N samples (the paper's PGGAN setting: "each batch is exactly the same";
+our generators have no per-layer noise to resample). Iterations: 2000 / 2000 / 1000 / 500 for
+N = 1 / 4 / 8 / 16, Adam lr 1e-3 without a learning-rate drop. Each N is repeated with
+disjoint, randomly drawn training images; Table 2 reports the mean over repeats ± the maximum
+absolute deviation from that mean, and the mean relative to a fully trained LSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lineargan.config import Schedule
+from lineargan.errors import LinearGanError
+from lineargan.evaluate import predict
+from lineargan.metrics import IoUAccumulator, IoUResult
+from storage.feature_store import FeatureStore
+
+
+def choose_train_indices(n_total: int, n_shot: int, repeats: int, seed: int) -> list[np.ndarray]:
+    """``repeats`` sorted index arrays of ``n_shot`` images each, pairwise disjoint, drawn at
+    random from ``range(n_total)``; the same (seed, n_shot) always gives the same draw."""
+    if n_shot * repeats > n_total:
+        raise LinearGanError(
+            f"{repeats} disjoint repeats of {n_shot} images need {n_shot * repeats} training "
+            f"images, the store has {n_total}",
+            "use a larger training store or fewer repeats/shots",
+        )
+    rng = np.random.default_rng([seed, n_shot])
+    draw = rng.permutation(n_total)[: n_shot * repeats].reshape(repeats, n_shot)
+    return [np.sort(row) for row in draw]
+
+
+def repeat_seed(seed: int, n_shot: int, repeat: int) -> int:
+    """The torch seed (initial weights) of one (n_shot, repeat) fit."""
+    return int(np.random.SeedSequence([seed, n_shot, repeat]).generate_state(1)[0])
+
+
+def fewshot_schedule(n_shot: int, iterations: int, lr: float = 1e-3) -> Schedule:
+    """One phase of ``iterations`` epochs, each a single batch of all ``n_shot`` samples; the
+    lr drop is placed after the last epoch, so it never happens."""
+    return Schedule(
+        phases=((iterations, n_shot),),
+        samples_per_epoch=n_shot,
+        lr=lr,
+        lr_drop_epoch=iterations,
+    )
+
+
+def load_samples(
+    store: FeatureStore, indices: Sequence[int]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Features (per layer, float16) and labels of the given samples, in the given order.
+
+    Reads only the chunks that hold them (memory: one chunk plus the selected samples).
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= store.spec.n:
+        raise ValueError(f"sample indices must lie in [0, {store.spec.n}), got {idx.tolist()}")
+    size = store.spec.chunk_size
+    feats: list[np.ndarray | None] = [None] * len(store.spec.layer_names)
+    labels: np.ndarray | None = None
+    for chunk in np.unique(idx // size):
+        pos = np.flatnonzero(idx // size == chunk)
+        batch = store.read_chunk(int(chunk))
+        local = idx[pos] - chunk * size
+        if labels is None:
+            labels = np.empty((len(idx), *batch.labels.shape[1:]), batch.labels.dtype)
+            feats = [np.empty((len(idx), *f.shape[1:]), f.dtype) for f in batch.features]
+        labels[pos] = batch.labels[local]
+        for out, f in zip(feats, batch.features, strict=True):
+            out[pos] = f[local]
+    return feats, labels
+
+
+class FixedSamples:
+    """A :class:`~lineargan.training.BatchSource` over a fixed, in-memory set of samples.
+
+    Batches cycle through the samples in order; with ``batch_size == len(samples)`` every
+    batch is exactly the whole set, as few-shot training needs.
+    """
+
+    def __init__(self, features: list[np.ndarray], labels: np.ndarray) -> None:
+        if any(len(f) != len(labels) for f in features):
+            raise ValueError("every feature array needs one entry per label")
+        self.features = features
+        self.labels = labels
+        self._offset = 0
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+        n = len(self.labels)
+        if self._offset == 0 and batch_size == n:
+            return list(self.features), self.labels
+        take = (self._offset + np.arange(batch_size)) % n
+        self._offset = int((self._offset + batch_size) % n)
+        return [f[take] for f in self.features], self.labels[take]
+
+
+def evaluate_many(
+    models: Sequence[torch.nn.Module],
+    chunks: Iterable[tuple[list[np.ndarray], np.ndarray]],
+    class_names: tuple[str, ...],
+    size: int,
+    device: torch.device,
+) -> list[IoUResult]:
+    """:func:`lineargan.evaluate.evaluate` for several models in one pass over the chunks
+    (each chunk is read once, whatever the number of models); same IoU (Appx A)."""
+    for m in models:
+        m.to(device).eval()
+    accs = [IoUAccumulator(class_names) for _ in models]
+    for feats, labels in chunks:
+        for model, acc in zip(models, accs, strict=True):
+            acc.update(predict(model, feats, size, device), labels)
+    return [acc.result() for acc in accs]
+
+
+def max_deviation(values: Sequence[float]) -> float:
+    """Maximum absolute deviation from the mean (Table 2's ± column)."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(np.abs(v - v.mean()).max()) if v.size else float("nan")
+
+
+def summarize(runs: pd.DataFrame, reference_miou: float | None = None) -> pd.DataFrame:
+    """Per n_shot: mean mIoU over repeats, max deviation, and the ratio to ``reference_miou``
+    (the fully trained LSE; NaN when not given). ``runs`` needs columns n_shot, miou."""
+    ref = float("nan") if reference_miou is None else float(reference_miou)
+    rows = []
+    for n_shot, group in runs.groupby("n_shot", sort=True):
+        mean = float(group["miou"].mean())
+        rows.append(
+            {
+                "n_shot": int(n_shot),
+                "repeats": len(group),
+                "mean_miou": mean,
+                "max_dev": max_deviation(group["miou"].to_numpy()),
+                "ratio_to_full": mean / ref if reference_miou is not None else float("nan"),
+                "reference_miou": ref,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def table2_markdown(summary: pd.DataFrame) -> str:
+    """Table 2 layout: one row per N, "mean ± max deviation" (%) and the ratio to full (%)."""
+    lines = ["| N-shot | mIoU (%) | of full LSE |", "|---|---|---|"]
+    for r in summary.sort_values("n_shot").itertuples(index=False):
+        ratio = "–" if np.isnan(r.ratio_to_full) else f"{100 * r.ratio_to_full:.1f}%"
+        lines.append(
+            f"| {r.n_shot} | {100 * r.mean_miou:.1f} ± {100 * r.max_dev:.1f} | {ratio} |"
+        )
+    ref = summary["reference_miou"].iloc[0] if len(summary) else float("nan")
+    lines.append(f"| full | {'–' if np.isnan(ref) else f'{100 * ref:.1f}'} | 100% |")
+    return "\n".join(lines)
