@@ -545,6 +545,19 @@ def summary(r: dict) -> list[str]:
             f"chunk {c['chunk_size']}; target <= 1.15x)"
         )
         lines.append(f"  same, process CPU time         : {c['cpu_ratio']:.2f}x")
+        if "breakdown" in c:  # within one build, so insensitive to load that varies over time
+            ph = c["breakdown"]["phases"]
+            gen, rest = (
+                ph["generate_and_label"],
+                [v for k, v in ph.items() if k != "generate_and_label"],
+            )
+            lines.append(
+                f"  one build, (all phases)/(G+P) : "
+                f"{1 + sum(v['cpu'] for v in rest) / gen['cpu']:.2f}x cpu, "
+                f"{1 + sum(v['wall'] for v in rest) / gen['wall']:.2f}x wall "
+                f"(write_chunk {ph['write_chunk']['cpu'] / ph['write_chunk']['calls'] * 1e3:.0f} ms "
+                f"cpu per chunk)"
+            )
     if "lse" in r:
         parts = ", ".join(f"{x['speedup']:.1f}x at batch {x['batch']}" for x in r["lse"])
         lines.append(f"LSE step, regenerate / cached  : {parts}  (target >= 5x)")

@@ -4,6 +4,7 @@ evaluation split, Table 1 as Parquet + markdown artifact, and a Fig 3 style PNG.
 from __future__ import annotations
 
 from prefect import flow, unmapped
+from prefect.futures import PrefectFuture
 
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
@@ -20,34 +21,57 @@ def current_run_id() -> str:
     return str(flow_run.root_flow_run_id or flow_run.id or "local")
 
 
-@flow(name="fit-evaluate-stage")
-def fit_evaluate_stage(
+def submit_fits(
     config: RunConfig, train_url: str, eval_url: str, results_root: str, run_id: str
-) -> dict:
-    """Fit every extractor in parallel, evaluate each, then report (Dask runner set by caller)."""
-    profile = config.resolved_profile
+) -> tuple[list[PrefectFuture], list[PrefectFuture]]:
+    """Fit every extractor in parallel; each evaluation starts as soon as its fit finishes."""
     fit_cfgs = [config.fit(name) for name in config.extractors]
     fits = fit_extractor.map(
         unmapped(train_url), fit_cfgs, unmapped(results_root), unmapped(config.device)
     )
-    metas = wait_with_progress(fits, "fits")
     evals = evaluate_extractor.map(
-        metas,
+        fits,
         unmapped(eval_url),
         unmapped(results_root),
         unmapped(config.profile),
         unmapped(run_id),
         unmapped(config.device),
     )
-    frames = wait_with_progress(evals, "evaluations")
-    markdown = write_table1(
-        results_root, metas, frames, train_url, eval_url, config.profile, run_id
-    )
+    return list(fits), list(evals)
+
+
+def report_table1(
+    config: RunConfig,
+    metas: list[dict],
+    frames: list,
+    train_url: str,
+    eval_url: str,
+    results_root: str,
+    run_id: str,
+) -> dict:
+    """Table 1 Parquet + markdown + artifacts and the Fig 3 PNG; returns the result dict."""
+    result = write_table1(results_root, metas, frames, train_url, eval_url, config.profile, run_id)
     figure = render_figure3(
-        results_root, eval_url, metas, profile.figure_samples, config.profile, config.device
+        results_root,
+        eval_url,
+        metas,
+        config.resolved_profile.figure_samples,
+        config.profile,
+        config.device,
     )
-    print(markdown)
-    return {"results_root": results_root, "figure": figure, "fits": [m["fit_dir"] for m in metas]}
+    print(result["markdown"])
+    return {**result, "figures": [figure]}
+
+
+@flow(name="fit-evaluate-stage")
+def fit_evaluate_stage(
+    config: RunConfig, train_url: str, eval_url: str, results_root: str, run_id: str
+) -> dict:
+    """Table 1 only (Dask runner set by the caller)."""
+    fits, evals = submit_fits(config, train_url, eval_url, results_root, run_id)
+    metas = wait_with_progress(fits, "fits")
+    frames = wait_with_progress(evals, "evaluations")
+    return report_table1(config, metas, frames, train_url, eval_url, results_root, run_id)
 
 
 def stage_urls(config: RunConfig, data_root: str) -> tuple[str, str]:

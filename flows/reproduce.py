@@ -1,8 +1,10 @@
-"""The ``reproduce`` flow: cache → fit → evaluate → Table 1 for one generator/segmenter pair.
+"""The ``reproduce`` flow: cache → Table 1 fits → every analysis of the paper, as one DAG.
 
 Run it as a deployment (``prefect deployment run reproduce/quick``) or directly in ephemeral
-mode: ``python -m flows.reproduce --profile smoke``. Rerunning with the same parameters reuses
-finished store chunks, fits and evaluations.
+mode: ``python -m flows.reproduce --profile smoke``. Independent analyses run in parallel with
+the Table 1 fits on the Dask workers. Rerunning with the same parameters reuses finished store
+chunks, fits, evaluations and analyses (each keyed by its configuration), so a failed or
+killed run resumes with only the unfinished work.
 """
 
 from __future__ import annotations
@@ -11,18 +13,47 @@ import argparse
 
 from prefect import flow
 
+from flows.analyses import submit_after_fits, submit_independent, submit_with_reference
 from flows.cache import run_cache_stage
 from flows.cli import run_cli
-from flows.fit_evaluate import current_run_id, fit_evaluate_stage
+from flows.fit_evaluate import current_run_id, report_table1, submit_fits
+from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
-from lineargan.config import PROFILES, RunConfig
+from lineargan.config import ALL_ANALYSES, PROFILES, RunConfig
+from lineargan.jobs.analysis import AnalysisContext
 from lineargan.paths import default_data_root, default_results_root
+from lineargan.render import miou_from_rows
 from storage.target import Target
+from tasks.report import write_results_index
+
+
+@flow(name="reproduce-stage")
+def reproduce_stage(
+    config: RunConfig, train_url: str, eval_url: str, results_root: str, run_id: str
+) -> dict:
+    """Table 1 and the analyses over cached stores (Dask runner set by the caller)."""
+    ctx = AnalysisContext(train_url, eval_url, results_root, config.profile, run_id, config.device)
+    fits, evals = submit_fits(config, train_url, eval_url, results_root, run_id)
+    analyses = submit_independent(config, ctx)
+    lse_miou = None
+    if "LSE" in config.extractors:
+        lse_miou = miou_from_rows(evals[config.extractors.index("LSE")].result())
+    analyses |= submit_with_reference(config, ctx, lse_miou)
+    metas = wait_with_progress(fits, "fits")
+    frames = wait_with_progress(evals, "evaluations")
+    table1 = report_table1(config, metas, frames, train_url, eval_url, results_root, run_id)
+    analyses |= submit_after_fits(config, ctx)
+    results = wait_with_progress(list(analyses.values()), "analyses")
+    for result in results:
+        print(result["markdown"])
+    index = write_results_index([table1, *results], frames, results_root, config.profile, run_id)
+    figures = [f for r in [table1, *results] for f in r["figures"]]
+    return {"results_root": results_root, "index": index, "figures": figures}
 
 
 @flow(name="reproduce", log_prints=True)
 def reproduce(config: RunConfig = RunConfig()) -> dict:
-    """Table 1 end to end for ``config`` (profile sizes, models, seeds, roots, Dask address)."""
+    """All of the paper's tables for ``config`` (profile sizes, models, seeds, roots, Dask address)."""
     data_root = config.data_root or default_data_root()
     results_root = config.results_root or default_results_root()
     Target(data_root).ensure_writable()
@@ -30,16 +61,19 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
     profile = config.resolved_profile
     print(
         f"reproduce: profile {profile.name} ({profile.n_train} train / {profile.n_eval} eval images, "
-        f"{config.fit('LSE').schedule.iterations()} iterations per extractor), data {data_root}, results {results_root}"
+        f"{config.fit('LSE').schedule.iterations()} iterations per extractor; analyses: "
+        f"{', '.join(config.analyses) or 'none'}), data {data_root}, results {results_root}"
     )
     with dask_cluster(config.dask_address, config.n_workers) as address:
         train_url, eval_url = run_cache_stage(
             [config.dataset("train"), config.dataset("eval")], data_root, config.device, address
         )
-        out = fit_evaluate_stage.with_options(task_runner=dask_runner(address))(
+        out = reproduce_stage.with_options(task_runner=dask_runner(address))(
             config, train_url, eval_url, results_root, current_run_id()
         )
-    print(f"results: tables under {results_root}/tables, figure {out['figure']}")
+    print(
+        f"results: tables under {results_root}/tables (index: results_index), figures {out['figures']}"
+    )
     return out
 
 
@@ -52,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generator-checkpoint", default=None)
     parser.add_argument("--segmenter", default="dlib-face68")
     parser.add_argument("--extractors", nargs="+", default=["LSE", "NSE-1", "NSE-2"])
+    parser.add_argument(
+        "--analyses", nargs="*", default=list(ALL_ANALYSES), help="none for Table 1 only"
+    )
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--results-root", default=None)
     parser.add_argument("--device", default="auto")
@@ -68,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
             generator_checkpoint=args.generator_checkpoint,
             segmenter=args.segmenter,
             extractors=tuple(args.extractors),
+            analyses=tuple(args.analyses),
             data_root=args.data_root,
             results_root=args.results_root,
             device=args.device,

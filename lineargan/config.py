@@ -16,6 +16,16 @@ from lineargan.errors import LinearGanError, UnknownNameError
 
 ExtractorName = Literal["LSE", "NSE-1", "NSE-2"]
 ALL_EXTRACTORS: tuple[ExtractorName, ...] = ("LSE", "NSE-1", "NSE-2")
+AnalysisName = Literal[
+    "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise"
+]
+ALL_ANALYSES: tuple[AnalysisName, ...] = (
+    "fewshot",
+    "category_selection",
+    "class_centers",
+    "cosine_similarity",
+    "layerwise",
+)
 
 
 class Frozen(BaseModel):
@@ -138,6 +148,10 @@ class RunConfig(BaseModel):
     generator_checkpoint: str | None = None
     segmenter: str = "dlib-face68"
     extractors: tuple[ExtractorName, ...] = ALL_EXTRACTORS
+    analyses: tuple[AnalysisName, ...] = Field(
+        ALL_ANALYSES,
+        description="analyses run beside Table 1 (few-shot Table 2, Appx E, Fig 4, Fig 9, Appx I)",
+    )
     train_seed: int = 0
     eval_seed: int = 1
     fit_seed: int = 0

@@ -154,9 +154,7 @@ def table2_markdown(summary: pd.DataFrame) -> str:
     lines = ["| N-shot | mIoU (%) | of full LSE |", "|---|---|---|"]
     for r in summary.sort_values("n_shot").itertuples(index=False):
         ratio = "–" if np.isnan(r.ratio_to_full) else f"{100 * r.ratio_to_full:.1f}%"
-        lines.append(
-            f"| {r.n_shot} | {100 * r.mean_miou:.1f} ± {100 * r.max_dev:.1f} | {ratio} |"
-        )
+        lines.append(f"| {r.n_shot} | {100 * r.mean_miou:.1f} ± {100 * r.max_dev:.1f} | {ratio} |")
     ref = summary["reference_miou"].iloc[0] if len(summary) else float("nan")
     lines.append(f"| full | {'–' if np.isnan(ref) else f'{100 * ref:.1f}'} | 100% |")
     return "\n".join(lines)

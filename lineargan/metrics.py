@@ -41,6 +41,12 @@ class IoUAccumulator:
         pred = torch.as_tensor(pred).long().reshape(pred.shape[0], -1)
         label = torch.as_tensor(label).long().reshape(label.shape[0], -1).to(pred.device)
         b, m = pred.shape[0], self.n_class
+        # Labels outside [0, m) (e.g. 255 = "ignore") count for no class: route those pixels
+        # to a spare bin instead of letting them spill into the next image's counts.
+        valid = (label >= 0) & (label < m)
+        label = torch.where(valid, label, torch.full_like(label, m))
+        pred = torch.where(valid, pred.clamp(0, m - 1), torch.full_like(pred, m))
+        m = m + 1
         offset = torch.arange(b, device=pred.device).unsqueeze(1) * m
         area_p = torch.bincount((pred + offset).ravel(), minlength=b * m).view(b, m)
         area_l = torch.bincount((label + offset).ravel(), minlength=b * m).view(b, m)
@@ -53,8 +59,8 @@ class IoUAccumulator:
             inter.double() / union.clamp(min=1).double(),
             torch.zeros((), dtype=torch.float64, device=pred.device),
         )
-        self._sum += iou.sum(0).cpu().numpy()
-        self._count += counted.sum(0).cpu().numpy()
+        self._sum += iou.sum(0)[:-1].cpu().numpy()
+        self._count += counted.sum(0)[:-1].cpu().numpy()
 
     def result(self) -> IoUResult:
         with np.errstate(invalid="ignore", divide="ignore"):

@@ -7,6 +7,11 @@ import pandas as pd
 EXTRACTOR_ORDER = ["LSE", "NSE-1", "NSE-2"]
 
 
+def miou_from_rows(iou: pd.DataFrame) -> float:
+    """mIoU of one fit's per-class rows: mean over the classes that counted (Appx A)."""
+    return float(iou.loc[iou["images"] > 0, "iou"].mean())
+
+
 def table1_summary(iou: pd.DataFrame) -> pd.DataFrame:
     """mIoU per (generator, segmenter, extractor) and the difference relative to the best.
 

@@ -58,12 +58,14 @@ def fit(
     progress: ProgressFn | None = None,
     log_every: int = 50,
     layer_loss_weight: float = 0.0,
+    ignore_index: int = -100,
 ) -> FitResult:
     """Train ``model`` in place with Adam under ``schedule``; returns timing and loss history.
 
     ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU). ``layer_loss_weight`` α > 0
     adds Appx I's per-layer terms (Eq. 8): CE(S, Y) + Σ_i α·CE(u↑(S_i), Y), with S = Σ_i S_i
-    from ``model.layer_logits`` (additive extractors such as the LSE only).
+    from ``model.layer_logits`` (additive extractors such as the LSE only). Label pixels equal
+    to ``ignore_index`` do not contribute to the loss (category selection's "ignore" mode).
     """
     torch.manual_seed(seed)
     model.to(device).train()
@@ -88,10 +90,12 @@ def fit(
                     logits = torch.stack(layers).sum(0)
                 else:
                     logits = model(xs, size)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
             if layer_loss_weight > 0:
                 for s in layers:
-                    loss = loss + layer_loss_weight * F.cross_entropy(s.float(), y)
+                    loss = loss + layer_loss_weight * F.cross_entropy(
+                        s.float(), y, ignore_index=ignore_index
+                    )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

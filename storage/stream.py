@@ -30,6 +30,8 @@ class ChunkStream:
     ) -> None:
         self.store = store
         self.chunk_ids = list(range(store.spec.n_chunks)) if chunk_ids is None else list(chunk_ids)
+        if not self.chunk_ids:
+            raise ValueError("ChunkStream needs at least one chunk to stream from")
         self.buffer_chunks = max(1, buffer_chunks)
         self._rng = np.random.default_rng(seed)
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, prefetch))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pandas as pd
 
@@ -23,7 +24,18 @@ def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
     iou = pd.read_parquet(results / "tables" / "iou_per_class")
     assert set(iou.class_name) == {"skin", "eyebrows", "eyes", "nose", "lips", "mouth"}
     assert (results / "figures" / "fig3-smoke.png").stat().st_size > 1000
-    assert len(list((results / "fits").iterdir())) == 3
+    table1_fits = [p for p in (results / "fits").iterdir() if re.fullmatch(r"(lse|nse-1|nse-2)-[0-9a-f]{16}", p.name)]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in table1_fits) == ["lse", "nse-1", "nse-2"]
+    # every analysis of issue #4 wrote its tables, and the index lists every file of the run
+    index = pd.read_parquet(results / "tables" / "results_index")
+    assert {"table1", "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise"} <= set(index.experiment)
+    for path in index.path:
+        assert Path(path).exists(), path
+    analysis_parts = {
+        p: p.stat().st_mtime_ns
+        for p in (results / "tables").glob("*/*.parquet")
+        if p.parent.name not in ("table1", "results_index")
+    }
 
     second = run_module("flows.reproduce", ["--profile", "smoke"], env)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -33,3 +45,6 @@ def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
     # the same fits evaluated on the same store: the per-class table has no duplicate units
     iou2 = pd.read_parquet(results / "tables" / "iou_per_class")
     assert len(iou2) == len(iou)
+    # resumed analyses were reused, not recomputed: none of their table parts was rewritten
+    assert {p: p.stat().st_mtime_ns for p in analysis_parts} == analysis_parts
+    assert len(pd.read_parquet(results / "tables" / "results_index").run_id.unique()) == 2

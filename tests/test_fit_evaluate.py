@@ -128,14 +128,13 @@ def test_evaluate_rejects_other_classes(tiny_fit, eval_store_url, results_root):
         evaluate_fit(meta, eval_store_url, results_root, "test", "r", device="cpu")
 
 
-def test_longer_lse_fit_learns_face_layout(train_store_url, eval_store_url, tmp_path, tiny_fit):
-    """32 iterations already beat the 4-iteration fit and find the skin region."""
-    sched = Schedule(phases=((4, 8),), samples_per_epoch=64)
-    meta = fit_extractor(train_store_url, FitConfig(schedule=sched), str(tmp_path), device="cpu")
-    assert meta["iterations"] == 32
-    assert meta["final_loss"] < math.log(7)  # below a uniform guess over the 7 classes
-    df = evaluate_fit(meta, eval_store_url, str(tmp_path), "test", "r", device="cpu")
-    tiny = evaluate_fit(tiny_fit, eval_store_url, str(tmp_path), "test", "r", device="cpu")
+def test_longer_lse_fit_learns_face_layout(train_store_url, eval_store_url, results_root, tiny_fit):
+    """A few more (larger-step) iterations beat the 4-iteration fit and find the skin region."""
+    sched = Schedule(phases=((2, 4),), samples_per_epoch=16, lr=1e-2)
+    meta = fit_extractor(train_store_url, FitConfig(schedule=sched), results_root, device="cpu")
+    assert meta["iterations"] == 8 and meta["fit_key"] != tiny_fit["fit_key"]
+    df = evaluate_fit(meta, eval_store_url, results_root, "test", "r", device="cpu")
+    tiny = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "r", device="cpu")
     skin = df.set_index("class_name").loc["skin", "iou"]
-    assert skin > 0.4
+    assert skin > 0.5
     assert df.iou.mean() > tiny.iou.mean()

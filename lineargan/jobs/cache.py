@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import torch
 
-from lineargan.cache import generate_and_label
+from lineargan.cache import SampleBatch, generate_and_label
 from lineargan.config import DatasetConfig
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
@@ -55,19 +57,23 @@ def fill_chunk(store_url: str, index: int, device: str = "auto") -> bool:
     store = FeatureStore.open(Target(store_url))
     if store.is_done(index):
         return False
+    store.write_chunk(index, compute_chunk(store, index, device))
+    return True
+
+
+def compute_chunk(store: FeatureStore, index: int, device: str = "auto") -> SampleBatch:
+    """Run G and P on chunk ``index``'s stored latents (models checked against the fingerprint)."""
     spec = store.spec
     dev = resolve_device(device)
     g = cached_generator(spec.generator, str(dev), store.group.attrs.get("generator_checkpoint"))
     p = cached_segmenter(spec.segmenter)
     if g.weights_sha256 != spec.generator_sha256 or tuple(p.class_names) != spec.class_names:
         raise FingerprintMismatchError(
-            f"store {store_url} was made with other weights or classes than the loaded {spec.generator}/{spec.segmenter}",
+            f"store {store.target.url} was made with other weights or classes than the loaded {spec.generator}/{spec.segmenter}",
             "use a new data_root for these models, or restore the original checkpoints",
         )
     with torch.inference_mode():
-        batch = generate_and_label(g, p, store.read_latents(spec.chunk_slice(index)), dev)
-    store.write_chunk(index, batch)
-    return True
+        return generate_and_label(g, p, store.read_latents(spec.chunk_slice(index)), dev)
 
 
 def finalize_store(store_url: str) -> dict:
@@ -76,9 +82,20 @@ def finalize_store(store_url: str) -> dict:
 
 
 def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str:
-    """The whole cache stage in one process (used by benchmarks and simple scripts)."""
+    """The whole cache stage in one process (benchmarks, scripts): chunk i is compressed and
+    written on a background thread while chunk i+1 is generated, so storage overlaps compute.
+    Memory holds at most two chunks."""
+    limit_torch_threads()
     url, pending, _ = prepare_store(cfg, data_root)
-    for i in pending:
-        fill_chunk(url, i, device)
+    store = FeatureStore.open(Target(url))
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        inflight: Future | None = None
+        for i in pending:
+            batch = compute_chunk(store, i, device)
+            if inflight is not None:
+                inflight.result()  # surface write errors; bounds memory to two chunks
+            inflight = writer.submit(store.write_chunk, i, batch)
+        if inflight is not None:
+            inflight.result()
     finalize_store(url)
     return url

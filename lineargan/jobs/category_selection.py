@@ -320,7 +320,7 @@ def category_selection_markdown(
         f"## Tables 4 & 5 — category selection (Appx E) (profile `{profile}`, run `{run_id}`)",
         "",
         f"Generator `{first['generator']}`, segmenter `{first['segmenter']}`. A class is kept when "
-        f"any extractor trained on all classes predicts it with IoU > {100 * threshold:.0f}%; "
+        f"any extractor trained on all classes predicts it with IoU > {100 * threshold:.3g}%; "
         f"kept {n_kept} of {n_total} classes (background included). Dropped classes are "
         f"{fate} when retraining.",
         "",

@@ -39,14 +39,14 @@ from pydantic import PositiveInt
 
 from lineargan.config import Frozen, get_profile
 from lineargan.device import resolve_device
-from lineargan.errors import FingerprintMismatchError, LinearGanError
+from lineargan.errors import FingerprintMismatchError
 from lineargan.figures import comparison_grid
 from lineargan.geometry import (
     ClassSumAccumulator,
-    default_resolution,
     feature_dim,
     image_batches,
     labels_at,
+    resolve_resolution,
     segment_by_centers,
     unit_pixel_features,
 )
@@ -86,18 +86,6 @@ class ClassCentersParams(Frozen):
             n_images=_PROFILE_IMAGES.get(profile, min(3000, p.n_train)),
             figure_samples=p.figure_samples,
         )
-
-
-def resolve_resolution(spec: StoreSpec, resolution: int | None) -> int:
-    """The resolution the unit vectors live at: the requested one, or the default."""
-    if resolution is None:
-        return default_resolution(spec.layer_shapes)
-    if resolution > spec.resolution:
-        raise LinearGanError(
-            f"resolution {resolution} exceeds the store's output resolution {spec.resolution}",
-            f"choose a resolution <= {spec.resolution} (default: the largest feature map)",
-        )
-    return int(resolution)
 
 
 def check_same_classes(train: StoreSpec, evals: StoreSpec) -> None:
@@ -174,7 +162,7 @@ def run_class_centers(
     train, evals = ctx.train_store(), ctx.eval_store()
     check_same_classes(train.spec, evals.spec)
     spec = train.spec
-    size = resolve_resolution(spec, params.resolution)
+    size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)
 
     sums, used = accumulate_class_sums(train, params.n_images, size, dev)

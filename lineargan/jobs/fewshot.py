@@ -247,6 +247,4 @@ def run_fewshot(
         "Last column: mean relative to the fully trained LSE.\n\n"
         "### Per-class IoU (%), mean over repeats\n\n" + _per_class_markdown(per_class) + "\n"
     )
-    return save_finished(
-        ctx, AnalysisResult(name=NAME, key=key, tables=tables, markdown=markdown)
-    )
+    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, markdown=markdown))

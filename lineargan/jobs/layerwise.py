@@ -153,7 +153,9 @@ def _plot(summary: pd.DataFrame, title: str) -> Image.Image:
         yf = ypix(100 * float(full.iloc[0]))
         for xa in range(int(x0), int(x1), 12):
             d.line([(xa, yf), (min(xa + 6, x1), yf)], fill=(220, 20, 60), width=2)
-        d.text((x1 - 120, yf - 16), f"all layers: {100 * float(full.iloc[0]):.1f}", fill=(220, 20, 60))
+        d.text(
+            (x1 - 120, yf - 16), f"all layers: {100 * float(full.iloc[0]):.1f}", fill=(220, 20, 60)
+        )
     d.text(((x0 + x1) // 2 - 16, h - 30), "layer", fill="black")
     d.text((x0, 10), title, fill="black")
     label = Image.new("RGB", (80, 14), "white")

@@ -11,9 +11,11 @@ from lineargan.device import resolve_device
 from lineargan.evaluate import predict
 from lineargan.extractors import load_extractor
 from lineargan.figures import comparison_grid
+from lineargan.jobs.analysis import AnalysisResult
+from lineargan.jobs.evaluate import IOU_TABLE
 from lineargan.render import per_class_markdown, table1_markdown, table1_summary
 from storage.feature_store import FeatureStore
-from storage.layout import figure_target, report_target
+from storage.layout import figure_target, report_target, table_dir
 from storage.tables import run_metadata, write_table_part
 from storage.target import Target
 
@@ -33,7 +35,7 @@ def write_table1(
     eval_url: str,
     profile: str,
     run_id: str,
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[pd.DataFrame, AnalysisResult]:
     """Summarise per-class IoU into Table 1 rows; write them and the markdown report."""
     iou = pd.concat(iou_frames, ignore_index=True)
     summary = table1_summary(iou)
@@ -48,7 +50,8 @@ def write_table1(
     summary["fallback_rate_eval"] = evals.get("fallback_rate")
     for col, val in run_metadata(profile, run_id).items():
         summary[col] = val
-    write_table_part(results_root, TABLE1, _run_key(fit_metas, eval_url), summary)
+    key = _run_key(fit_metas, eval_url)
+    part = write_table_part(results_root, TABLE1, key, summary)
     markdown = (
         f"## Table 1 — mIoU (%) of LSE, NSE-1, NSE-2 (profile `{profile}`, run `{run_id}`)\n\n"
         + table1_markdown(summary)
@@ -61,7 +64,13 @@ def write_table1(
     )
     report = report_target(results_root, f"table1-{profile}")
     report.write_bytes_atomic(markdown.encode())
-    return summary, markdown
+    result = AnalysisResult(
+        name="table1",
+        key=key,
+        tables={TABLE1: part, IOU_TABLE: table_dir(results_root, IOU_TABLE).url},
+        markdown=markdown,
+    )
+    return summary, result
 
 
 def _pct(x: float | None) -> str:

@@ -1,0 +1,252 @@
+"""Few-shot LSE (Table 2): index draws, the fixed-sample source, statistics, the analysis job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lineargan.errors import LinearGanError
+from lineargan.evaluate import evaluate
+from lineargan.extractors import build_extractor
+from lineargan.fewshot import (
+    FixedSamples,
+    choose_train_indices,
+    evaluate_many,
+    fewshot_schedule,
+    load_samples,
+    max_deviation,
+    summarize,
+    table2_markdown,
+)
+from lineargan.jobs import fewshot as jobs
+from lineargan.jobs.analysis import AnalysisContext
+from lineargan.training import fit
+from storage.feature_store import FeatureStore
+from storage.target import Target
+from tests.conftest import build_synthetic_store, synthetic_spec
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine is shared: one torch thread is far faster than two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# -- science ----------------------------------------------------------------------------------
+
+
+def test_train_indices_are_disjoint_random_and_seeded():
+    draws = choose_train_indices(64, 8, 5, seed=3)
+    assert [len(d) for d in draws] == [8] * 5
+    flat = np.concatenate(draws)
+    assert len(set(flat.tolist())) == 40  # pairwise disjoint
+    assert flat.min() >= 0 and flat.max() < 64
+    assert all((np.diff(d) > 0).all() for d in draws)
+    assert not np.array_equal(np.sort(flat)[:40], np.arange(40))  # not simply the first images
+    again = choose_train_indices(64, 8, 5, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(draws, again, strict=True))
+    other = choose_train_indices(64, 8, 5, seed=4)
+    assert any(not np.array_equal(a, b) for a, b in zip(draws, other, strict=True))
+    with pytest.raises(LinearGanError, match="40 training images"):
+        choose_train_indices(30, 8, 5, seed=0)
+
+
+def test_load_samples_and_fixed_source_serve_exactly_the_chosen_samples(memory_url):
+    store = build_synthetic_store(memory_url, synthetic_spec(n=64, chunk_size=8))
+    chosen = [40, 3, 17, 41]  # across chunks, unsorted: order is kept
+    feats, labels = load_samples(store, chosen)
+    assert labels[:, 0, 0].tolist() == chosen
+    for f, shape in zip(feats, store.spec.layer_shapes, strict=True):
+        assert f.shape == (4, *shape) and f.dtype == np.float16
+        assert f.reshape(4, -1).max(1).tolist() == chosen
+    source = FixedSamples(feats, labels)
+    for _ in range(3):  # batch = N: every step is the whole set
+        f, y = source.next_batch(4)
+        assert y[:, 0, 0].tolist() == chosen
+        assert [x.reshape(4, -1)[:, 0].tolist() for x in f] == [chosen] * 2
+    cyc = FixedSamples(feats, labels)
+    assert cyc.next_batch(3)[1][:, 0, 0].tolist() == [40, 3, 17]
+    assert cyc.next_batch(3)[1][:, 0, 0].tolist() == [41, 40, 3]
+    with pytest.raises(ValueError):
+        load_samples(store, [64])
+
+
+def test_fewshot_schedule_drives_fit_with_the_same_batch_every_step(memory_url):
+    sched = fewshot_schedule(4, 7)
+    assert sched.iterations() == 7
+    assert all(b == 4 for _, b in sched.epochs())
+    assert sched.lr_drop_epoch > max(e for e, _ in sched.epochs())  # no lr drop
+
+    store = build_synthetic_store(memory_url, synthetic_spec(n=16, chunk_size=8, resolution=4))
+    feats, labels = load_samples(store, [2, 9, 5, 14])
+    source = FixedSamples(feats, labels)
+    seen = []
+
+    class Recording:
+        def next_batch(self, batch_size):
+            out = source.next_batch(batch_size)
+            seen.append(out[1][:, 0, 0].tolist())
+            return out
+
+    model = build_extractor("LSE", n_class=16, dims=[2, 3])
+    result = fit(model, Recording(), sched, 4, torch.device("cpu"), seed=0)
+    assert result.iterations == 7
+    assert seen == [[2, 9, 5, 14]] * 7
+
+
+def test_max_deviation_and_summary_on_hand_made_numbers():
+    assert max_deviation([0.5, 0.6, 0.7]) == pytest.approx(0.1)
+    assert max_deviation([0.2, 0.2, 0.8]) == pytest.approx(0.4)  # mean 0.4
+    assert max_deviation([0.3]) == 0.0
+    runs = pd.DataFrame(
+        {"n_shot": [4, 4, 4, 1, 1], "miou": [0.5, 0.6, 0.7, 0.2, 0.4], "repeat": [0, 1, 2, 0, 1]}
+    )
+    s = summarize(runs, reference_miou=0.8)
+    assert s["n_shot"].tolist() == [1, 4]
+    assert s["repeats"].tolist() == [2, 3]
+    assert s["mean_miou"].tolist() == pytest.approx([0.3, 0.6])
+    assert s["max_dev"].tolist() == pytest.approx([0.1, 0.1])
+    assert s["ratio_to_full"].tolist() == pytest.approx([0.375, 0.75])
+    assert s["reference_miou"].tolist() == [0.8, 0.8]
+    none = summarize(runs)
+    assert none["ratio_to_full"].isna().all() and none["reference_miou"].isna().all()
+    md = table2_markdown(s)
+    assert "| 1 | 30.0 ± 10.0 | 37.5% |" in md
+    assert "| 4 | 60.0 ± 10.0 | 75.0% |" in md
+    assert "| full | 80.0 | 100% |" in md
+
+
+def test_evaluate_many_matches_evaluate(eval_store_url):
+    store = FeatureStore.open(Target(eval_store_url), require_complete=True)
+    spec = store.spec
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        models.append(
+            build_extractor("LSE", len(spec.class_names), [s[0] for s in spec.layer_shapes])
+        )
+    dev = torch.device("cpu")
+    many = evaluate_many(
+        models, ((c.features, c.labels) for _, c in store.iter_chunks()), spec.class_names, 64, dev
+    )
+    for model, res in zip(models, many, strict=True):
+        one = evaluate(
+            model,
+            ((c.features, c.labels) for _, c in store.iter_chunks()),
+            spec.class_names,
+            64,
+            dev,
+        )
+        np.testing.assert_array_equal(res.iou, one.iou)
+        np.testing.assert_array_equal(res.images, one.images)
+    assert not np.array_equal(many[0].iou, many[1].iou, equal_nan=True)
+
+
+def test_params_for_profile():
+    paper = jobs.FewShotParams.for_profile("paper")
+    assert paper.shots == (1, 4, 8, 16) and paper.iterations == (2000, 2000, 1000, 500)
+    assert paper.repeats == 5 and paper.lr == 1e-3
+    assert jobs.FewShotParams.for_profile("quick").iterations == (500, 500, 250, 125)
+    smoke = jobs.FewShotParams.for_profile("smoke")
+    assert (smoke.shots, smoke.iterations, smoke.repeats) == ((1, 4), (20, 20), 2)
+    with pytest.raises(LinearGanError):
+        jobs.FewShotParams(shots=(1, 4), iterations=(10,))
+    with pytest.raises(LinearGanError):
+        jobs.FewShotParams.for_profile("nope")
+
+
+# -- the analysis job -------------------------------------------------------------------------
+
+PARAMS = jobs.FewShotParams(shots=(1, 4), iterations=(10, 10), repeats=2, seed=0)
+
+
+def _ctx(train_url: str, eval_url: str, root: Path) -> AnalysisContext:
+    return AnalysisContext(train_url, eval_url, str(root), "smoke", "test-run", device="cpu")
+
+
+def _forbid(monkeypatch, *names: str) -> None:
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    for name in names:
+        monkeypatch.setattr(jobs, name, boom)
+
+
+def test_run_fewshot_tables_resume_and_determinism(
+    train_store_url, eval_store_url, tmp_path, monkeypatch
+):
+    ctx = _ctx(train_store_url, eval_store_url, tmp_path / "a")
+    res = jobs.run_fewshot(ctx, PARAMS, reference_miou=0.5)
+    assert not res.reused and set(res.tables) == {"fewshot", "fewshot_per_class", "fewshot_summary"}
+
+    runs = pd.read_parquet(tmp_path / "a" / "tables" / "fewshot")
+    assert sorted(zip(runs.n_shot, runs.repeat, strict=True)) == [(1, 0), (1, 1), (4, 0), (4, 1)]
+    assert (runs.iterations == 10).all() and (runs.extractor == "LSE").all()
+    assert {"generator", "segmenter", "profile", "run_id", "train_indices"} <= set(runs.columns)
+    for n in (1, 4):
+        idx = [
+            [int(i) for i in s.split(",")]
+            for s in runs[runs.n_shot == n].sort_values("repeat").train_indices
+        ]
+        expected = choose_train_indices(64, n, 2, 0)
+        assert idx == [e.tolist() for e in expected]
+        assert not set(idx[0]) & set(idx[1])
+    assert runs.miou.between(0, 1).all()
+
+    per_class = pd.read_parquet(tmp_path / "a" / "tables" / "fewshot_per_class")
+    assert len(per_class) == 4 * 6 and "background" not in set(per_class.class_name)
+    counted = per_class[per_class.images > 0].groupby(["n_shot", "repeat"])["iou"].mean()
+    for r in runs.itertuples():
+        assert r.miou == pytest.approx(counted[(r.n_shot, r.repeat)])
+
+    summary = pd.read_parquet(tmp_path / "a" / "tables" / "fewshot_summary")
+    for s in summary.itertuples():
+        vals = runs[runs.n_shot == s.n_shot].miou
+        assert s.mean_miou == pytest.approx(vals.mean())
+        assert s.max_dev == pytest.approx((vals - vals.mean()).abs().max())
+        assert s.ratio_to_full == pytest.approx(vals.mean() / 0.5)
+    assert "Table 2" in res.markdown and "| 4 |" in res.markdown and "±" in res.markdown
+    fits = sorted(p.name.split("-", 2)[-1] for p in (tmp_path / "a" / "fits").iterdir())
+    assert fits == ["n1-r0", "n1-r1", "n4-r0", "n4-r1"]
+    assert (tmp_path / "a" / "reports" / "fewshot-smoke.md").exists()
+
+    # Deterministic: the same params in a fresh results root give the same numbers.
+    runs_b = jobs.run_fewshot(_ctx(train_store_url, eval_store_url, tmp_path / "b"), PARAMS, 0.5)
+    again = pd.read_parquet(runs_b.tables["fewshot"]).sort_values(["n_shot", "repeat"])
+    assert again.miou.tolist() == runs.sort_values(["n_shot", "repeat"]).miou.tolist()
+
+    # Resume: a finished analysis is returned without recomputation.
+    _forbid(monkeypatch, "fit", "evaluate_many")
+    done = jobs.run_fewshot(ctx, PARAMS, reference_miou=0.5)
+    assert done.reused and done.key == res.key and done.markdown == res.markdown
+
+    # Another reference only redoes the summary (no training, no evaluation).
+    other = jobs.run_fewshot(ctx, PARAMS, reference_miou=0.25)
+    assert not other.reused and other.key != res.key
+    s2 = pd.read_parquet(other.tables["fewshot_summary"]).sort_values("n_shot")
+    assert s2.ratio_to_full.tolist() == pytest.approx((4 * s2.mean_miou).tolist())
+
+
+def test_run_fewshot_reloads_finished_checkpoints_after_a_crash(
+    train_store_url, eval_store_url, tmp_path, monkeypatch
+):
+    root = tmp_path / "r"
+    ctx = _ctx(train_store_url, eval_store_url, root)
+    params = PARAMS.model_copy(update={"shots": (4,), "iterations": (10,)})
+    first = jobs.run_fewshot(ctx, params)
+    miou = pd.read_parquet(first.tables["fewshot"]).sort_values("repeat").miou.tolist()
+    # Simulate a crash after training: only the checkpoints survive.
+    for sub in ("tables", "manifests", "reports"):
+        for p in sorted((root / sub).rglob("*"), reverse=True):
+            p.unlink() if p.is_file() else p.rmdir()
+    _forbid(monkeypatch, "fit")
+    second = jobs.run_fewshot(ctx, params)
+    assert not second.reused
+    assert pd.read_parquet(second.tables["fewshot"]).sort_values("repeat").miou.tolist() == miou
