@@ -14,50 +14,30 @@ import pandas as pd
 
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
-from lineargan.render import per_class_markdown, table1_markdown
 
 
-def load_table(name: str, results_root: str | None = None) -> pd.DataFrame:
-    """Any result table as a DataFrame (all runs); see ``storage.tables`` for the schemas."""
-    from storage.tables import read_table
+def _cmd_render(args: argparse.Namespace) -> None:
+    from lineargan.results import RENDERERS, render
 
-    return read_table(results_root or default_results_root(), name)
-
-
-def latest_table1(
-    results_root: str | None = None, profile: str | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The newest run's Table 1 rows and its per-class IoU rows."""
-    summary = load_table("table1", results_root)
-    if profile:
-        summary = summary[summary["profile"] == profile]
-        if summary.empty:
-            raise LinearGanError(
-                f"no Table 1 rows for profile {profile!r}", "run the reproduce flow for it first"
-            )
-    latest = summary.sort_values("created_at").iloc[-1]["run_id"]
-    summary = summary[summary["run_id"] == latest]
-    iou = load_table("iou_per_class", results_root)
-    iou = iou[iou["fit_key"].isin(summary["fit_key"])].drop_duplicates(["fit_key", "class_index"])
-    return summary, iou
-
-
-def _cmd_table1(args: argparse.Namespace) -> None:
     root = args.results_root or default_results_root()
-    summary, iou = latest_table1(root, args.profile)
+    names = list(RENDERERS) if args.name == "all" else [args.name]
+    for name in names:
+        try:
+            print(render(name, root, args.profile))
+        except LinearGanError as exc:
+            if args.name != "all":
+                raise
+            print(f"({name}: {exc.problem})\n")
     print(
-        f"\nTable 1 — mIoU (%), profile {summary['profile'].iloc[0]}, run {summary['run_id'].iloc[0]}\n"
-    )
-    print(table1_markdown(summary))
-    print("\nPer-class IoU (%)\n")
-    print(per_class_markdown(iou))
-    print(
-        f"\nfiles:\n  tables   {root}/tables/  (pd.read_parquet('{root}/tables/table1'))\n"
-        f"  figures  {root}/figures/\n  reports  {root}/reports/\n  fits     {root}/fits/"
+        f"files:\n  tables   {root}/tables/  (pd.read_parquet('{root}/tables/<table>'); "
+        f"index: results_index)\n  figures  {root}/figures/\n  reports  {root}/reports/\n"
+        f"  fits     {root}/fits/"
     )
 
 
 def _cmd_table(args: argparse.Namespace) -> None:
+    from lineargan.results import load_table
+
     with pd.option_context("display.max_rows", 200, "display.width", 200):
         print(load_table(args.name, args.results_root))
 
@@ -86,10 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="lineargan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("table1", help="print the newest Table 1 from Parquet")
+    p = sub.add_parser("render", help="print a paper table of the newest run from Parquet")
+    p.add_argument("name", help="table1, table2, table4, table6, fig4, fig9, layerwise or all")
     p.add_argument("--profile", default=None)
     p.add_argument("--results-root", default=None)
-    p.set_defaults(fn=_cmd_table1)
+    p.set_defaults(fn=_cmd_render)
     p = sub.add_parser("table", help="print a result table")
     p.add_argument("name")
     p.add_argument("--results-root", default=None)

@@ -71,4 +71,4 @@ if [ "$rc" -ne 0 ]; then
   tail -n 30 "$LOGS/worker.log" >&2 || true
   exit "$rc"
 fi
-"$BIN/python" -m lineargan.cli table1 --profile "$PROFILE"
+"$BIN/python" -m lineargan.cli render all --profile "$PROFILE"

@@ -12,7 +12,13 @@ Schemas (every table also carries the run metadata columns ``profile``, ``run_id
 - ``table1``: generator, segmenter, extractor, fit_key, miou, rel_diff (relative difference to
   the best extractor of the same generator/segmenter/profile, (y - y*) / y*), n_train, n_eval,
   iterations, train_seconds, fallback_rate_train, fallback_rate_eval.
-- ``fits``: extractor, fit_key, fit_dir, train_store, iterations, train_seconds, final_loss.
+
+The analyses of the full reproduction document their tables in their job modules
+(``lineargan/jobs/<analysis>.py``): ``fewshot``, ``fewshot_per_class``, ``fewshot_summary``
+(Table 2); ``category_selection``, ``category_selection_summary`` (Tables 4/5);
+``class_centers``, ``class_centers_iou``, ``class_centers_summary`` (Fig 4);
+``cosine_similarity``, ``cosine_pools`` (Fig 9); ``layerwise``, ``layerwise_summary``
+(Appx I); and ``results_index`` (``lineargan/jobs/index.py``) lists every file of every run.
 """
 
 from __future__ import annotations

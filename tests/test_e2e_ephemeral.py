@@ -31,6 +31,15 @@ def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
     assert {"table1", "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise"} <= set(index.experiment)
     for path in index.path:
         assert Path(path).exists(), path
+    # every paper table renders from Parquet alone (query helpers and CLI)
+    from lineargan import results as query
+
+    rendered = {name: query.render(name, str(results), "smoke") for name in query.RENDERERS}
+    assert "| NSE-2 |" in rendered["table1"] and "| 1 |" in rendered["table2"]
+    assert "Table 4" in rendered["table4"] and "| skin |" in rendered["fig9"]
+    assert "block3_32x32" in rendered["layerwise"] and "class centers" in rendered["fig4"]
+    cli = run_module("lineargan.cli", ["render", "all", "--profile", "smoke", "--results-root", str(results)], env)
+    assert cli.returncode == 0 and "Table 6" in cli.stdout, cli.stderr[-2000:]
     analysis_parts = {
         p: p.stat().st_mtime_ns
         for p in (results / "tables").glob("*/*.parquet")

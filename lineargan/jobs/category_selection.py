@@ -59,7 +59,7 @@ from lineargan.jobs.analysis import (
     save_finished,
 )
 from lineargan.jobs.evaluate import evaluate_fit
-from lineargan.jobs.fit import fit_extractor
+from lineargan.jobs.fit import fit_extractor, fit_metadata
 from lineargan.jobs.models import limit_torch_threads
 from lineargan.render import EXTRACTOR_ORDER
 from storage.feature_store import FeatureStore
@@ -160,24 +160,19 @@ def fit_selected(
         result = training.fit(
             model, source, cfg.schedule, spec.resolution, dev, seed=cfg.seed, **extra
         )
-    meta = {
-        "extractor": cfg.extractor,
-        "fit_key": key,
-        "fit_dir": str(fit_dir),
-        "fit_config": cfg.model_dump(mode="json"),
-        "train_store": train_url,
-        "train_digest": spec.digest(),
-        "generator": spec.generator,
-        "segmenter": spec.segmenter,
-        "class_names": [spec.class_names[c] for c in kept],
-        "kept_classes": [int(c) for c in kept],
-        "original_class_names": list(spec.class_names),
-        "dropped_as": dropped_as,
-        "iterations": result.iterations,
-        "train_seconds": round(result.seconds, 3),
-        "final_loss": result.final_loss,
-        "device": str(dev),
-    }
+    meta = fit_metadata(
+        cfg,
+        key,
+        fit_dir,
+        train_url,
+        spec,
+        result,
+        dev,
+        [spec.class_names[c] for c in kept],
+        kept_classes=[int(c) for c in kept],
+        original_class_names=list(spec.class_names),
+        dropped_as=dropped_as,
+    )
     save_extractor(model, fit_dir, metadata=meta)
     return {**meta, "reused": False}
 

@@ -12,8 +12,8 @@ from lineargan.config import FitConfig
 from lineargan.device import resolve_device
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
 from lineargan.jobs.models import limit_torch_threads
-from lineargan.training import ProgressFn, fit
-from storage.feature_store import FeatureStore
+from lineargan.training import FitResult, ProgressFn, fit
+from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
 from storage.stream import ChunkStream
 from storage.target import Target
@@ -23,6 +23,36 @@ def fit_key(cfg: FitConfig, train_digest: str) -> str:
     """A fit is identified by its configuration and the exact training store it reads."""
     blob = json.dumps({"fit": cfg.model_dump(mode="json"), "train": train_digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def fit_metadata(
+    cfg: FitConfig,
+    key: str,
+    fit_dir: Path,
+    train_url: str,
+    spec: StoreSpec,
+    result: FitResult,
+    device: torch.device,
+    class_names: list[str],
+    **extra: object,
+) -> dict:
+    """What a checkpoint's config.json records about its fit (and what the tables read back)."""
+    return {
+        "extractor": cfg.extractor,
+        "fit_key": key,
+        "fit_dir": str(fit_dir),
+        "fit_config": cfg.model_dump(mode="json"),
+        "train_store": train_url,
+        "train_digest": spec.digest(),
+        "generator": spec.generator,
+        "segmenter": spec.segmenter,
+        "class_names": class_names,
+        **extra,
+        "iterations": result.iterations,
+        "train_seconds": round(result.seconds, 3),
+        "final_loss": result.final_loss,
+        "device": str(device),
+    }
 
 
 def fit_extractor(
@@ -59,20 +89,6 @@ def fit_extractor(
         result = fit(
             model, stream, cfg.schedule, spec.resolution, dev, seed=cfg.seed, progress=progress
         )
-    meta = {
-        "extractor": cfg.extractor,
-        "fit_key": key,
-        "fit_dir": str(fit_dir),
-        "fit_config": cfg.model_dump(mode="json"),
-        "train_store": train_url,
-        "train_digest": spec.digest(),
-        "generator": spec.generator,
-        "segmenter": spec.segmenter,
-        "class_names": list(spec.class_names),
-        "iterations": result.iterations,
-        "train_seconds": round(result.seconds, 3),
-        "final_loss": result.final_loss,
-        "device": str(dev),
-    }
+    meta = fit_metadata(cfg, key, fit_dir, train_url, spec, result, dev, list(spec.class_names))
     save_extractor(model, fit_dir, metadata=meta)
     return {**meta, "reused": False}
