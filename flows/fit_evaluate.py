@@ -11,6 +11,7 @@ from flows.runner import dask_cluster, dask_runner
 from lineargan.config import RunConfig
 from lineargan.paths import default_data_root, default_results_root
 from storage.layout import store_target
+from storage.target import Target
 from tasks.fit import evaluate_extractor, fit_extractor
 from tasks.report import render_figure3, write_table1
 
@@ -87,6 +88,7 @@ def fit_evaluate(config: RunConfig = RunConfig()) -> dict:
     """Fit and evaluate on stores already built by the cache flow (same config)."""
     data_root = config.data_root or default_data_root()
     results_root = config.results_root or default_results_root()
+    Target(results_root).require_local("results_root")
     train_url, eval_url = stage_urls(config, data_root)
     with dask_cluster(config.dask_address, config.n_workers) as address:
         return fit_evaluate_stage.with_options(task_runner=dask_runner(address))(

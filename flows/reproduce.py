@@ -57,6 +57,7 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
     data_root = config.data_root or default_data_root()
     results_root = config.results_root or default_results_root()
     Target(data_root).ensure_writable()
+    Target(results_root).require_local("results_root")
     Target(results_root).ensure_writable()
     profile = config.resolved_profile
     print(
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
             n_train=args.n_train,
             n_eval=args.n_eval,
         )
+        if config.results_root:
+            Target(config.results_root).require_local("results_root")
         for root in (config.data_root, config.results_root):
             if root:
                 Target(root).ensure_writable()  # fail before any server or cluster starts

@@ -41,6 +41,15 @@ class Target:
     def exists(self) -> bool:
         return self.fs.exists(self.path)
 
+    def require_local(self, what: str) -> None:
+        """Refuse a remote URL where the code writes with local file APIs."""
+        if not self.is_local:
+            raise OutputNotWritableError(
+                f"{what} {self.url} is not a local directory (extractor checkpoints are written "
+                "with local file APIs)",
+                f"pass a local path as {what}; data_root may be any fsspec URL",
+            )
+
     def ensure_writable(self) -> None:
         """Create the root and prove a file can be written there, before any real work."""
         fs, path = self.fs, self.path

@@ -16,6 +16,7 @@ from tests.e2e_helpers import isolated_env, run_module
         (["--extractors", "NSE-3"], "invalid parameter extractors"),
         (["--n-train", "0"], "invalid parameter n_train"),
         (["--results-root", "/proc/not-writable"], "cannot write to /proc/not-writable"),
+        (["--results-root", "memory://results"], "is not a local directory"),
     ],
 )
 def test_reproduce_rejects_bad_input(tmp_path, args, needle):
