@@ -1,6 +1,8 @@
 """``lineargan`` command: query results from Parquet alone, and check stores.
 
-lineargan table1 [--profile quick] [--results-root DIR]   print Table 1 and the file paths
+lineargan render NAME|all [--profile quick] [--results-root DIR]
+    print a paper table (table1, table2, table4, table6, fig4, fig9, layerwise) of the newest
+    run, rendered from its Parquet files alone
 lineargan table NAME [--results-root DIR]                  print any result table
 lineargan verify STORE_URL [--repair]                      check every chunk's CRC32C
 """
