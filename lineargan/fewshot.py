@@ -10,16 +10,13 @@ absolute deviation from that mean, and the mean relative to a fully trained LSE.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lineargan.config import Schedule
 from lineargan.errors import LinearGanError
-from lineargan.evaluate import predict
-from lineargan.metrics import IoUAccumulator, IoUResult
 from storage.feature_store import FeatureStore
 
 
@@ -103,24 +100,6 @@ class FixedSamples:
         take = (self._offset + np.arange(batch_size)) % n
         self._offset = int((self._offset + batch_size) % n)
         return [f[take] for f in self.features], self.labels[take]
-
-
-def evaluate_many(
-    models: Sequence[torch.nn.Module],
-    chunks: Iterable[tuple[list[np.ndarray], np.ndarray]],
-    class_names: tuple[str, ...],
-    size: int,
-    device: torch.device,
-) -> list[IoUResult]:
-    """:func:`lineargan.evaluate.evaluate` for several models in one pass over the chunks
-    (each chunk is read once, whatever the number of models); same IoU (Appx A)."""
-    for m in models:
-        m.to(device).eval()
-    accs = [IoUAccumulator(class_names) for _ in models]
-    for feats, labels in chunks:
-        for model, acc in zip(models, accs, strict=True):
-            acc.update(predict(model, feats, size, device), labels)
-    return [acc.result() for acc in accs]
 
 
 def max_deviation(values: Sequence[float]) -> float:

@@ -10,12 +10,11 @@ import pytest
 import torch
 
 from lineargan.errors import LinearGanError
-from lineargan.evaluate import evaluate
+from lineargan.evaluate import evaluate, evaluate_many
 from lineargan.extractors import build_extractor
 from lineargan.fewshot import (
     FixedSamples,
     choose_train_indices,
-    evaluate_many,
     fewshot_schedule,
     load_samples,
     max_deviation,

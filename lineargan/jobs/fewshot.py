@@ -30,11 +30,11 @@ from pydantic import Field, PositiveInt, model_validator
 from lineargan.config import Frozen, get_profile
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError, LinearGanError
+from lineargan.evaluate import evaluate_many
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
 from lineargan.fewshot import (
     FixedSamples,
     choose_train_indices,
-    evaluate_many,
     fewshot_schedule,
     load_samples,
     repeat_seed,

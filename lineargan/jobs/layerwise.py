@@ -34,10 +34,9 @@ from torch import nn
 from lineargan.config import Frozen, RunConfig, Schedule
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
-from lineargan.evaluate import predict
+from lineargan.evaluate import evaluate_many, predict
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
 from lineargan.extractors.base import SemanticExtractor
-from lineargan.fewshot import evaluate_many
 from lineargan.figures import comparison_grid
 from lineargan.jobs.analysis import (
     AnalysisContext,
