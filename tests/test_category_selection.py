@@ -263,6 +263,31 @@ def test_resume_reuses_result_and_fits(selection):
     assert manifest["key"] == result.key
 
 
+def test_keeping_every_class_reuses_round_one(selection, monkeypatch, tmp_path):
+    """All kept → identity LUT, same fits: round 2 must not retrain (on 150 classes it would
+    double the cost of the step for nothing)."""
+    ctx, params, _, _ = selection
+    import lineargan.jobs.category_selection as job
+
+    monkeypatch.setattr(job, "select_classes", lambda iou, threshold: list(range(7)))
+    before = sorted(p.name for p in Path(ctx.results_root, "fits").iterdir())
+    other = params.model_copy(update={"threshold": 0.0})
+    result = run_category_selection(ctx, other)
+    after = sorted(p.name for p in Path(ctx.results_root, "fits").iterdir())
+    assert after == before, "round 2 trained new fits although nothing was dropped"
+    summ = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
+    keys = summ.pivot(index="extractor", columns="round", values="fit_key")
+    assert (keys["all"] == keys["selected"]).all()
+    assert (summ["n_kept"] == 7).all() and summ["fit_reused"].all()
+    table = read_table_part(ctx.results_root, TABLE, result.key)
+    r1, r2 = (
+        table[table["round"] == r].set_index(["extractor", "class_index"])
+        for r in ("all", "selected")
+    )
+    assert r2["iou"].equals(r1["iou"])
+    assert "round 2 is round 1" in result.markdown
+
+
 def test_nothing_passes_the_threshold(selection):
     ctx, params, _, best = selection
     strict = params.model_copy(update={"threshold": float(max(best.max(), 0.5) + 0.01)})
@@ -274,7 +299,9 @@ def test_dropped_as_ignore(selection, tmp_path):
     ctx, params, result_bg, _ = selection
     # LSE alone: its own best round-1 IoU sets a threshold that keeps some classes, drops others
     r1 = read_table_part(ctx.results_root, "category_selection", result_bg.key)
-    lse_best = r1[(r1["round"] == "all") & (r1["extractor"] == params.fits[0].extractor)]["iou"].max()
+    lse_best = r1[(r1["round"] == "all") & (r1["extractor"] == params.fits[0].extractor)][
+        "iou"
+    ].max()
     ignore = params.model_copy(
         update={"dropped_as": "ignore", "fits": params.fits[:1], "threshold": float(0.5 * lse_best)}
     )

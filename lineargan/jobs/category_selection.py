@@ -223,10 +223,14 @@ def run_category_selection(ctx: AnalysisContext, params: CategorySelectionParams
     new_index = {c: i for i, c in enumerate(kept)}
     lut = build_lut(kept, n_class, params.dropped_as)
 
-    # Round 2: retrain on the kept classes, evaluate against remapped labels.
+    # Round 2: retrain on the kept classes, evaluate against remapped labels. When every class
+    # is kept the LUT is the identity and the fit config, data and seed are round 1's, so the
+    # retrain would reproduce round 1 exactly: reuse it instead of paying for it twice.
     dev = resolve_device(ctx.device)
     round2: dict[str, dict] = {}
-    for cfg in params.fits:
+    if len(kept) == n_class:
+        round2 = {ext: {**r, "meta": {**r["meta"], "reused": True}} for ext, r in round1.items()}
+    for cfg in params.fits if not round2 else ():
         meta = fit_selected(
             train, ctx.train_url, cfg, kept, params.dropped_as, ctx.results_root, ctx.device
         )
@@ -317,7 +321,13 @@ def category_selection_markdown(
         f"Generator `{first['generator']}`, segmenter `{first['segmenter']}`. A class is kept when "
         f"any extractor trained on all classes predicts it with IoU > {100 * threshold:.3g}%; "
         f"kept {n_kept} of {n_total} classes (background included). Dropped classes are "
-        f"{fate} when retraining.",
+        f"{fate} when retraining."
+        + (
+            " Every class was kept, so round 2 is round 1 (same classes, data and seed): its "
+            "fits are reused, not retrained."
+            if n_kept == n_total
+            else ""
+        ),
         "",
         "### Table 4 — mIoU (%) on the selected categories",
         "",
