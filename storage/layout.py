@@ -12,7 +12,13 @@
 
 from __future__ import annotations
 
+import io
+from typing import TYPE_CHECKING
+
 from storage.target import Target
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def store_target(
@@ -37,6 +43,16 @@ def table_part(results_root: str, table: str, key: str) -> Target:
 
 def figure_target(results_root: str, name: str) -> Target:
     return Target(results_root) / "figures" / f"{name}.png"
+
+
+def write_figure(results_root: str, name: str, image: Image.Image) -> str:
+    """Save ``image`` as figure ``name`` (PNG, atomic: a killed run never leaves half a file);
+    returns its URL."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    target = figure_target(results_root, name)
+    target.write_bytes_atomic(buf.getvalue())
+    return target.url
 
 
 def report_target(results_root: str, name: str) -> Target:

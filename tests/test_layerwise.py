@@ -14,6 +14,7 @@ from PIL import Image
 from lineargan.config import RunConfig, Schedule
 from lineargan.evaluate import evaluate
 from lineargan.extractors import build_extractor, load_extractor
+from lineargan.extractors.base import LayerView
 from lineargan.fewshot import FixedSamples, fewshot_schedule, load_samples
 from lineargan.jobs import layerwise as jobs
 from lineargan.jobs.analysis import AnalysisContext
@@ -115,7 +116,7 @@ def test_run_layerwise_tables_figures_and_resume(
     assert meta["alpha"] == 0.1 and meta["iterations"] == 6
     store = FeatureStore.open(Target(eval_store_url))
     for idx in (-1, 2):
-        m = model if idx == -1 else jobs.LayerView(model, idx)
+        m = model if idx == -1 else LayerView(model, idx)
         chunks = ((c.features, c.labels) for _, c in store.iter_chunks())
         full = evaluate(m, chunks, spec.class_names, spec.resolution, CPU)
         assert summary[summary.layer_index == idx].miou.iloc[0] == pytest.approx(full.miou)

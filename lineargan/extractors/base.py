@@ -51,6 +51,19 @@ class SemanticExtractor(nn.Module):
         raise NotImplementedError(f"{self.kind} has no per-layer decomposition")
 
 
+class LayerView(nn.Module):
+    """One layer of an additive extractor on its own (logits u↑(S_i)), so per-layer mIoU
+    reuses the ordinary evaluation loop."""
+
+    def __init__(self, model: SemanticExtractor, layer: int) -> None:
+        super().__init__()
+        self.model = model
+        self.layer = int(layer)
+
+    def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
+        return self.model.layer_logits(features, size)[self.layer]
+
+
 def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
     """The paper's u↑: bilinear resize to the output resolution (identity when already there)."""
     if x.shape[-1] == size and x.shape[-2] == size:

@@ -29,7 +29,6 @@ first ``figure_samples`` evaluation images.
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -60,7 +59,7 @@ from lineargan.jobs.analysis import (
 from lineargan.jobs.models import limit_torch_threads
 from lineargan.metrics import IoUAccumulator, IoUResult
 from storage.feature_store import FeatureStore, StoreSpec
-from storage.layout import figure_target
+from storage.layout import write_figure
 from storage.tables import read_table_part, run_metadata, write_table_part
 
 NAME = "class_centers"
@@ -215,11 +214,7 @@ def run_class_centers(
             {"segmenter": fig["labels"], "class centers": fig["preds"]},
             spec.class_names,
         )
-        buf = io.BytesIO()
-        image.save(buf, format="PNG")
-        target = figure_target(ctx.results_root, f"fig4-{ctx.profile}")
-        target.write_bytes_atomic(buf.getvalue())
-        figures.append(target.url)
+        figures.append(write_figure(ctx.results_root, f"fig4-{ctx.profile}", image))
     md = render_markdown(iou, summary.iloc[0], ctx, figures, present_np, spec)
     return save_finished(
         ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, markdown=md)

@@ -39,17 +39,16 @@ Figure ``cosine-<profile>.png``: the matrix as a heatmap with values and class n
 
 from __future__ import annotations
 
-import io
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageDraw
 from pydantic import PositiveInt, model_validator
 
 from lineargan.config import Frozen, get_profile
 from lineargan.device import resolve_device
+from lineargan.figures import heatmap
 from lineargan.geometry import (
     MAX_BATCH,
     FairSampler,
@@ -69,7 +68,7 @@ from lineargan.jobs.analysis import (
 )
 from lineargan.jobs.models import limit_torch_threads
 from storage.feature_store import FeatureStore
-from storage.layout import figure_target
+from storage.layout import write_figure
 from storage.tables import run_metadata, write_table_part
 
 NAME = "cosine_similarity"
@@ -191,14 +190,11 @@ def run_cosine_similarity(ctx: AnalysisContext, params: CosineSimilarityParams) 
         SIM_TABLE: write_table_part(ctx.results_root, SIM_TABLE, key, sim),
         POOLS_TABLE: write_table_part(ctx.results_root, POOLS_TABLE, key, pools),
     }
-    image = render_heatmap(matrix, names, title=f"cosine similarity ({ctx.profile})")
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    target = figure_target(ctx.results_root, f"cosine-{ctx.profile}")
-    target.write_bytes_atomic(buf.getvalue())
-    md = render_markdown(matrix, names, pools, params, size, ctx, target.url)
+    image = heatmap(matrix, names, title=f"cosine similarity ({ctx.profile})")
+    figure = write_figure(ctx.results_root, f"cosine-{ctx.profile}", image)
+    md = render_markdown(matrix, names, pools, params, size, ctx, figure)
     return save_finished(
-        ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=[target.url], markdown=md)
+        ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=[figure], markdown=md)
     )
 
 
@@ -251,61 +247,3 @@ def render_markdown(
         lines.append(f"\nPools below T2 (store exhausted before they filled): {', '.join(short)}.")
     lines.append(f"\nFigure: `{figure}`")
     return "\n".join(lines) + "\n"
-
-
-# -- heatmap (Pillow) ------------------------------------------------------------------------------
-
-_ANCHORS = np.array(  # a viridis-like ramp, low → high
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
-)
-
-
-def _color(t: float) -> tuple[int, int, int]:
-    t = float(np.clip(t, 0.0, 1.0)) * (len(_ANCHORS) - 1)
-    i = min(int(t), len(_ANCHORS) - 2)
-    c = _ANCHORS[i] + (t - i) * (_ANCHORS[i + 1] - _ANCHORS[i])
-    return tuple(int(round(v)) for v in c)
-
-
-def render_heatmap(
-    matrix: np.ndarray, names: list[str], title: str = "", cell: int = 56
-) -> Image.Image:
-    """Coloured cells with their values, class names on both axes (column names rotated)."""
-    k = len(names)
-    label_w = 8 + 6 * max((len(n) for n in names), default=4)
-    top = label_w + (18 if title else 4)
-    legend_h = 30
-    canvas = Image.new("RGB", (label_w + k * cell + 8, top + k * cell + legend_h), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 4), title, fill="black")
-    finite = matrix[np.isfinite(matrix)]
-    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    span = hi - lo if hi > lo else 1.0
-    for b, name in enumerate(names):  # column labels, rotated 90°
-        txt = Image.new("RGB", (label_w - 4, 12), "white")
-        ImageDraw.Draw(txt).text((0, 0), name, fill="black")
-        rot = txt.rotate(90, expand=True)
-        canvas.paste(rot, (label_w + b * cell + cell // 2 - 6, top - rot.height - 2))
-    for a, name in enumerate(names):
-        y = top + a * cell
-        draw.text((4, y + cell // 2 - 6), name, fill="black")
-        for b in range(k):
-            x, v = label_w + b * cell, matrix[a, b]
-            box = [x, y, x + cell - 2, y + cell - 2]
-            if not np.isfinite(v):
-                draw.rectangle(box, fill=(220, 220, 220))
-                draw.text((x + cell // 2 - 3, y + cell // 2 - 6), "-", fill="black")
-                continue
-            rgb = _color((v - lo) / span)
-            draw.rectangle(box, fill=rgb, outline="black" if a == b else None)
-            lum = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-            draw.text(
-                (x + 6, y + cell // 2 - 6), f"{v:.3f}", fill="black" if lum > 128 else "white"
-            )
-    y0 = top + k * cell + 8
-    for i in range(120):
-        draw.line([(label_w + i, y0), (label_w + i, y0 + 12)], fill=_color(i / 119))
-    draw.text((4, y0), f"{lo:.3f}", fill="black")
-    draw.text((label_w + 126, y0), f"{hi:.3f}", fill="black")
-    return canvas

@@ -22,12 +22,10 @@ prediction and the sum for the first evaluation images).
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 import torch
-from PIL import Image, ImageDraw
 from pydantic import Field, PositiveInt
 from torch import nn
 
@@ -36,8 +34,8 @@ from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
 from lineargan.evaluate import evaluate_many, predict
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
-from lineargan.extractors.base import SemanticExtractor
-from lineargan.figures import comparison_grid
+from lineargan.extractors.base import LayerView, SemanticExtractor
+from lineargan.figures import comparison_grid, layer_miou_plot
 from lineargan.jobs.analysis import (
     AnalysisContext,
     AnalysisResult,
@@ -48,7 +46,7 @@ from lineargan.jobs.analysis import (
 from lineargan.jobs.models import limit_torch_threads
 from lineargan.training import fit
 from storage.feature_store import FeatureStore
-from storage.layout import figure_target, fit_target
+from storage.layout import fit_target, write_figure
 from storage.stream import ChunkStream
 from storage.tables import run_metadata, write_table_part
 from storage.target import Target
@@ -71,18 +69,6 @@ class LayerwiseParams(Frozen):
     def for_profile(cls, profile: str) -> LayerwiseParams:
         """The profile's full LSE schedule (the same one Table 1 uses)."""
         return cls(schedule=RunConfig(profile=profile).fit("LSE").schedule)
-
-
-class LayerView(nn.Module):
-    """One layer of an additive extractor on its own: logits u↑(S_i)."""
-
-    def __init__(self, model: SemanticExtractor, layer: int) -> None:
-        super().__init__()
-        self.model = model
-        self.layer = int(layer)
-
-    def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
-        return self.model.layer_logits(features, size)[self.layer]
 
 
 def _train(
@@ -116,59 +102,6 @@ def _train(
     }
     save_extractor(model, fit_dir, metadata=meta)
     return model, meta
-
-
-def _plot(summary: pd.DataFrame, title: str) -> Image.Image:
-    """mIoU (%) by layer: points joined by lines, the full sum as a dashed horizontal line."""
-    layers = summary[summary.layer_index >= 0].sort_values("layer_index")
-    full = summary[summary.layer_index < 0]["miou"]
-    w, h, left, right, top, bottom = 560, 360, 70, 20, 36, 70
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    values = [100 * v for v in layers["miou"].fillna(0)] + [100 * v for v in full.fillna(0)]
-    y_max = max(10.0, 10.0 * -(-max(values + [0.0]) // 10))
-    x0, x1, y0, y1 = left, w - right, h - bottom, top  # plot box (y grows downward)
-
-    def ypix(v: float) -> float:
-        return y0 - (y0 - y1) * v / y_max
-
-    n = len(layers)
-    xs = [x0 + (x1 - x0) * (k + 0.5) / max(n, 1) for k in range(n)]
-    d.line([(x0, y1), (x0, y0), (x1, y0)], fill="black", width=1)
-    for t in range(0, int(y_max) + 1, 10 if y_max <= 50 else 20):
-        y = ypix(t)
-        d.line([(x0 - 4, y), (x0, y)], fill="black")
-        d.line([(x0 + 1, y), (x1, y)], fill=(225, 225, 225))
-        d.text((x0 - 30, y - 6), f"{t:>3d}", fill="black")
-    pts = [(x, ypix(100 * v)) for x, v in zip(xs, layers["miou"].fillna(0), strict=True)]
-    if len(pts) > 1:
-        d.line(pts, fill=(0, 90, 255), width=2)
-    for (x, y), v, name in zip(pts, layers["miou"], layers["layer_name"], strict=True):
-        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(0, 90, 255), outline="black")
-        d.text((x - 14, y - 18), f"{100 * v:.1f}", fill="black")
-        d.line([(x, y0), (x, y0 + 4)], fill="black")
-        d.text((x - 3 * len(name), y0 + 8), name, fill="black")
-    if len(full):
-        yf = ypix(100 * float(full.iloc[0]))
-        for xa in range(int(x0), int(x1), 12):
-            d.line([(xa, yf), (min(xa + 6, x1), yf)], fill=(220, 20, 60), width=2)
-        d.text(
-            (x1 - 120, yf - 16), f"all layers: {100 * float(full.iloc[0]):.1f}", fill=(220, 20, 60)
-        )
-    d.text(((x0 + x1) // 2 - 16, h - 30), "layer", fill="black")
-    d.text((x0, 10), title, fill="black")
-    label = Image.new("RGB", (80, 14), "white")
-    ImageDraw.Draw(label).text((2, 1), "mIoU (%)", fill="black")
-    img.paste(label.rotate(90, expand=True), (6, (y0 + y1) // 2 - 40))
-    return img
-
-
-def _png(image: Image.Image, results_root: str, name: str) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    target = figure_target(results_root, name)
-    target.write_bytes_atomic(buf.getvalue())
-    return target.url
 
 
 def _summary_markdown(summary: pd.DataFrame) -> str:
@@ -258,7 +191,7 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams) -> AnalysisResu
     }
 
     title = f"Layer-wise mIoU, {spec.generator} / {spec.segmenter} (alpha={params.alpha:g})"
-    figures = [_png(_plot(summary, title), ctx.results_root, f"layerwise-{ctx.profile}")]
+    figures = [write_figure(ctx.results_root, f"layerwise-{ctx.profile}", layer_miou_plot(summary, title))]
     chunk = evals.read_chunk(0, features=True, images=True)
     k = min(params.figure_samples, len(chunk.labels))
     feats = [f[:k] for f in chunk.features]
@@ -266,7 +199,7 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams) -> AnalysisResu
     for name, view in zip(names, views, strict=True):
         seg_rows[name] = predict(view, feats, spec.resolution, dev)
     grid = comparison_grid(chunk.images[:k], seg_rows, spec.class_names)
-    figures.append(_png(grid, ctx.results_root, f"layerwise-seg-{ctx.profile}"))
+    figures.append(write_figure(ctx.results_root, f"layerwise-seg-{ctx.profile}", grid))
 
     markdown = (
         f"## Layer-wise semantics (Appx I) — mIoU (%) of each layer alone "

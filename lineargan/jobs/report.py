@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import pandas as pd
 
@@ -15,7 +14,7 @@ from lineargan.jobs.analysis import AnalysisResult
 from lineargan.jobs.evaluate import IOU_TABLE
 from lineargan.render import per_class_markdown, table1_markdown, table1_summary
 from storage.feature_store import FeatureStore
-from storage.layout import figure_target, report_target, table_dir
+from storage.layout import report_target, table_dir, write_figure
 from storage.tables import run_metadata, write_table_part
 from storage.target import Target
 
@@ -97,8 +96,4 @@ def render_figure3(
         model, _ = load_extractor(meta["fit_dir"], dev)
         rows[meta["extractor"]] = predict(model, feats, spec.resolution, dev)
     image = comparison_grid(chunk.images[:k], rows, spec.class_names)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    target = figure_target(results_root, name)
-    target.write_bytes_atomic(buf.getvalue())
-    return target.url
+    return write_figure(results_root, name, image)
