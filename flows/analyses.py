@@ -1,7 +1,8 @@
 """Submitting the paper's analyses (issue #4) as tasks of the current flow's runner.
 
 Each analysis is keyed by its parameters and the stores it reads, so a resumed run returns
-finished ones at once. Parameters follow the run's profile.
+finished ones at once. Parameters follow the run's profile, updated by its ``analysis_params``
+(:mod:`lineargan.jobs.params`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,7 @@ from prefect.futures import PrefectFuture
 
 from lineargan.config import RunConfig
 from lineargan.jobs.analysis import AnalysisContext
-from lineargan.jobs.category_selection import CategorySelectionParams
-from lineargan.jobs.class_centers import ClassCentersParams
-from lineargan.jobs.cosine_similarity import CosineSimilarityParams
-from lineargan.jobs.fewshot import FewShotParams
-from lineargan.jobs.layerwise import LayerwiseParams
+from lineargan.jobs.params import analysis_params
 from tasks.category_selection import category_selection
 from tasks.class_centers import class_centers
 from tasks.cosine_similarity import cosine_similarity
@@ -31,10 +28,10 @@ def submit_independent(config: RunConfig, ctx: AnalysisContext) -> dict[str, Pre
     futures = {}
     if "cosine_similarity" in config.analyses:
         futures["cosine_similarity"] = cosine_similarity.submit(
-            ctx, CosineSimilarityParams.for_profile(config.profile)
+            ctx, analysis_params(config, "cosine_similarity")
         )
     if "layerwise" in config.analyses:
-        futures["layerwise"] = layerwise.submit(ctx, LayerwiseParams.for_profile(config.profile))
+        futures["layerwise"] = layerwise.submit(ctx, analysis_params(config, "layerwise"))
     return futures
 
 
@@ -43,12 +40,10 @@ def submit_with_reference(
 ) -> dict[str, PrefectFuture]:
     futures = {}
     if "fewshot" in config.analyses:
-        futures["fewshot"] = fewshot.submit(
-            ctx, FewShotParams.for_profile(config.profile), lse_miou
-        )
+        futures["fewshot"] = fewshot.submit(ctx, analysis_params(config, "fewshot"), lse_miou)
     if "class_centers" in config.analyses:
         futures["class_centers"] = class_centers.submit(
-            ctx, ClassCentersParams.for_profile(config.profile), lse_miou
+            ctx, analysis_params(config, "class_centers"), lse_miou
         )
     return futures
 
@@ -59,6 +54,6 @@ def submit_after_fits(config: RunConfig, ctx: AnalysisContext) -> dict[str, Pref
         return {}
     return {
         "category_selection": category_selection.submit(
-            ctx, CategorySelectionParams.for_run(config)
+            ctx, analysis_params(config, "category_selection")
         )
     }

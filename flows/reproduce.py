@@ -10,6 +10,8 @@ killed run resumes with only the unfinished work.
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 from prefect import flow
 
@@ -20,6 +22,7 @@ from flows.fit_evaluate import current_run_id, report_table1, submit_fits
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
 from lineargan.config import ALL_ANALYSES, PROFILES, RunConfig
+from lineargan.errors import LinearGanError
 from lineargan.jobs.analysis import AnalysisContext
 from lineargan.paths import default_data_root, default_results_root
 from lineargan.render import miou_from_rows
@@ -78,6 +81,26 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["cosine_similarity.t1=5", "fewshot.shots=[1, 4]"]`` → nested dict; values are JSON
+    when they parse as JSON (numbers, lists, booleans), plain strings otherwise."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, raw = item.partition("=")
+        name, dot, field = target.partition(".")
+        if not (sep and dot and name and field):
+            raise LinearGanError(
+                f"cannot read --set {item!r}",
+                "write it as ANALYSIS.FIELD=VALUE, e.g. fewshot.repeats=3",
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out.setdefault(name, {})[field] = value
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m flows.reproduce", description=reproduce.__doc__
@@ -89,6 +112,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extractors", nargs="+", default=["LSE", "NSE-1", "NSE-2"])
     parser.add_argument(
         "--analyses", nargs="*", default=list(ALL_ANALYSES), help="none for Table 1 only"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ANALYSIS.FIELD=VALUE",
+        help="override an analysis parameter, e.g. --set cosine_similarity.t1=5 (JSON values)",
     )
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--results-root", default=None)
@@ -107,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
             segmenter=args.segmenter,
             extractors=tuple(args.extractors),
             analyses=tuple(args.analyses),
+            analysis_params=parse_overrides(args.set),
             data_root=args.data_root,
             results_root=args.results_root,
             device=args.device,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
@@ -106,7 +106,10 @@ class FitConfig(Frozen):
     schedule: Schedule = Schedule()
     seed: int = 0
     ksize: int | None = Field(
-        None, ge=1, le=7, description="NSE kernel size; None = the extractor's default (NSE-1: 1, NSE-2: 3)"
+        None,
+        ge=1,
+        le=7,
+        description="NSE kernel size; None = the extractor's default (NSE-1: 1, NSE-2: 3)",
     )
 
 
@@ -152,6 +155,11 @@ class RunConfig(BaseModel):
         ALL_ANALYSES,
         description="analyses run beside Table 1 (few-shot Table 2, Appx E, Fig 4, Fig 9, Appx I)",
     )
+    analysis_params: dict[AnalysisName, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per-analysis overrides of the profile's parameters, e.g. "
+        '{"cosine_similarity": {"t1": 5, "t2": 4000}}',
+    )
     train_seed: int = 0
     eval_seed: int = 1
     fit_seed: int = 0
@@ -178,6 +186,11 @@ class RunConfig(BaseModel):
                 "train_seed equals eval_seed: evaluation would reuse training images",
                 "pick different seeds",
             )
+        if self.analysis_params:
+            from lineargan.jobs.params import analysis_params
+
+            for name in self.analysis_params:  # a misspelt field fails here, before any work
+                analysis_params(self, name)
         return self
 
     @property

@@ -118,3 +118,66 @@ def test_run_config_derives_datasets_and_fits():
     assert fit.extractor == "NSE-2"
     assert fit.schedule.samples_per_epoch == smoke.samples_per_epoch
     assert fit.seed == run.fit_seed
+
+
+# -- per-analysis overrides ---------------------------------------------------------------------
+
+
+def test_analysis_params_default_to_the_profile():
+    from lineargan.jobs.cosine_similarity import CosineSimilarityParams
+    from lineargan.jobs.layerwise import LayerwiseParams
+    from lineargan.jobs.params import analysis_params
+
+    run = RunConfig(profile="quick", samples_per_epoch=64)
+    assert analysis_params(run, "cosine_similarity") == CosineSimilarityParams.for_profile("quick")
+    # layer-wise follows the run's own LSE schedule (its samples_per_epoch override included)
+    assert analysis_params(run, "layerwise") == LayerwiseParams(schedule=run.fit("LSE").schedule)
+    assert analysis_params(run, "category_selection").fits == tuple(
+        run.fit(e) for e in run.extractors
+    )
+
+
+def test_analysis_params_overrides_change_the_key_and_only_the_named_fields():
+    from lineargan.jobs.params import analysis_params
+
+    base = RunConfig(profile="paper")
+    run = RunConfig(
+        profile="paper",
+        analysis_params={"cosine_similarity": {"t1": 5, "t2": 4000}, "fewshot": {"repeats": 2}},
+    )
+    cos, cos0 = (
+        analysis_params(run, "cosine_similarity"),
+        analysis_params(base, "cosine_similarity"),
+    )
+    assert (cos.t1, cos.t2) == (5, 4000) and (cos0.t1, cos0.t2) == (200, 4000)
+    assert cos.seed == cos0.seed and cos.config_hash() != cos0.config_hash()
+    few = analysis_params(run, "fewshot")
+    assert few.repeats == 2 and few.shots == analysis_params(base, "fewshot").shots
+    assert analysis_params(run, "layerwise") == analysis_params(base, "layerwise")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"cosine_similarity": {"t_one": 5}}, "valid fields of cosine_similarity: t1, t2"),
+        ({"cosine_similarity": {"t1": 300}}, "must be a multiple of t1"),
+        ({"fewshot": {"repeats": 0}}, "invalid analysis_params for fewshot"),
+    ],
+)
+def test_bad_analysis_params_fail_before_any_work(overrides, message):
+    with pytest.raises(LinearGanError, match=message):
+        RunConfig(profile="smoke", analysis_params=overrides)
+
+
+def test_unknown_analysis_name_rejected():
+    with pytest.raises(ValueError, match="analysis_params"):
+        RunConfig(analysis_params={"cosine": {"t1": 5}})
+
+
+def test_cli_set_parses_json_values_and_rejects_malformed():
+    from flows.reproduce import parse_overrides
+
+    got = parse_overrides(["cosine_similarity.t1=5", "fewshot.shots=[1, 4]", "x.y=abc"])
+    assert got == {"cosine_similarity": {"t1": 5}, "fewshot": {"shots": [1, 4]}, "x": {"y": "abc"}}
+    with pytest.raises(LinearGanError, match="ANALYSIS.FIELD=VALUE"):
+        parse_overrides(["cosine_similarity=5"])

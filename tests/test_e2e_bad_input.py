@@ -17,6 +17,9 @@ from tests.e2e_helpers import isolated_env, run_module
         (["--n-train", "0"], "invalid parameter n_train"),
         (["--results-root", "/proc/not-writable"], "cannot write to /proc/not-writable"),
         (["--results-root", "memory://results"], "is not a local directory"),
+        (["--set", "cosine_similarity.t_one=5"], "valid fields of cosine_similarity"),
+        (["--set", "cosine_similarity=5"], "ANALYSIS.FIELD=VALUE"),
+        (["--set", "cosine.t1=5"], "invalid parameter analysis_params"),
     ],
 )
 def test_reproduce_rejects_bad_input(tmp_path, args, needle):
