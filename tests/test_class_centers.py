@@ -146,7 +146,7 @@ def test_class_centers_on_real_stores_and_resume(ctx, monkeypatch):
         assert len(vec) == 960 and np.linalg.norm(vec) == pytest.approx(1.0, abs=1e-5)
 
     png = Image.open(io.BytesIO(Target(result.figures[0]).read_bytes()))
-    assert result.figures[0].endswith("fig4-smoke.png") and png.width > 3 * 64
+    assert result.figures[0].endswith(f"fig4-smoke-{result.key[:8]}.png") and png.width > 3 * 64
     assert "| class centers |" in result.markdown and "LSE" not in result.markdown
 
     # Resume: same key → stored result, nothing recomputed.

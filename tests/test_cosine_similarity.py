@@ -205,7 +205,7 @@ def test_cosine_similarity_on_real_stores_and_resume(ctx, monkeypatch):
     wins, total = rows_intra_above_inter(matrix)
     assert f"in {wins} of {total} rows" in result.markdown
     png = Image.open(io.BytesIO(Target(result.figures[0]).read_bytes()))
-    assert result.figures[0].endswith("cosine-smoke.png") and png.width > 7 * 40
+    assert result.figures[0].endswith(f"cosine-smoke-{result.key[:8]}.png") and png.width > 7 * 40
 
     def boom(*a, **k):
         raise AssertionError("recomputed")

@@ -84,3 +84,9 @@ def save_finished(ctx: AnalysisContext, result: AnalysisResult) -> AnalysisResul
         json.dumps(result.to_dict(), indent=2).encode()
     )
     return result
+
+
+def figure_name(stem: str, ctx: AnalysisContext, key: str) -> str:
+    """``<stem>-<profile>-<key[:8]>``: a run with other parameters (``analysis_params``) writes
+    its own figure instead of replacing the one of the defaults."""
+    return f"{stem}-{ctx.profile}-{key[:8]}"

@@ -23,7 +23,7 @@ Tables (each part keyed by the analysis key; every row also carries ``profile``,
   (training pixels of the class at ``resolution``), center (list<float>: the unit center,
   empty when the class had no pixel), resolution.
 
-Figure ``fig4-<profile>.png``: image | segmenter label | class-center segmentation for the
+Figure ``fig4-<profile>-<key8>.png``: image | segmenter label | class-center segmentation for the
 first ``figure_samples`` evaluation images.
 """
 
@@ -53,6 +53,7 @@ from lineargan.jobs.analysis import (
     AnalysisContext,
     AnalysisResult,
     analysis_key,
+    figure_name,
     load_finished,
     save_finished,
 )
@@ -214,7 +215,7 @@ def run_class_centers(
             {"segmenter": fig["labels"], "class centers": fig["preds"]},
             spec.class_names,
         )
-        figures.append(write_figure(ctx.results_root, f"fig4-{ctx.profile}", image))
+        figures.append(write_figure(ctx.results_root, figure_name("fig4", ctx, key), image))
     md = render_markdown(iou, summary.iloc[0], ctx, figures, present_np, spec)
     return save_finished(
         ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, markdown=md)

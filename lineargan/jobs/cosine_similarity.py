@@ -34,7 +34,7 @@ Tables (each part keyed by the analysis key; every row also carries ``profile``,
   n_vectors (final pool size), reached_t2, n_images_visited (images visited before sampling
   stopped, the same for every class), n_store (images in the store), t1, t2, resolution.
 
-Figure ``cosine-<profile>.png``: the matrix as a heatmap with values and class names.
+Figure ``cosine-<profile>-<key8>.png``: the matrix as a heatmap with values and class names.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from lineargan.jobs.analysis import (
     AnalysisContext,
     AnalysisResult,
     analysis_key,
+    figure_name,
     load_finished,
     save_finished,
 )
@@ -191,7 +192,7 @@ def run_cosine_similarity(ctx: AnalysisContext, params: CosineSimilarityParams) 
         POOLS_TABLE: write_table_part(ctx.results_root, POOLS_TABLE, key, pools),
     }
     image = heatmap(matrix, names, title=f"cosine similarity ({ctx.profile})")
-    figure = write_figure(ctx.results_root, f"cosine-{ctx.profile}", image)
+    figure = write_figure(ctx.results_root, figure_name("cosine", ctx, key), image)
     md = render_markdown(matrix, names, pools, params, size, ctx, figure)
     return save_finished(
         ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=[figure], markdown=md)

@@ -15,8 +15,8 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
 - ``layerwise_summary``: generator, segmenter, alpha, layer_index, layer_name, layer_size
   (feature-map side h; the output resolution for "all"), miou, iterations, n_train, n_eval, key.
 
-Figures: ``figures/layerwise-<profile>.png`` (mIoU by layer, the sum as a dashed line) and
-``figures/layerwise-seg-<profile>.png`` (Fig 10 style: image, segmenter label, each layer's
+Figures: ``figures/layerwise-<profile>-<key8>.png`` (mIoU by layer, the sum as a dashed line) and
+``figures/layerwise-seg-<profile>-<key8>.png`` (Fig 10 style: image, segmenter label, each layer's
 prediction and the sum for the first evaluation images).
 """
 
@@ -40,6 +40,7 @@ from lineargan.jobs.analysis import (
     AnalysisContext,
     AnalysisResult,
     analysis_key,
+    figure_name,
     load_finished,
     save_finished,
 )
@@ -191,7 +192,11 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams) -> AnalysisResu
     }
 
     title = f"Layer-wise mIoU, {spec.generator} / {spec.segmenter} (alpha={params.alpha:g})"
-    figures = [write_figure(ctx.results_root, f"layerwise-{ctx.profile}", layer_miou_plot(summary, title))]
+    figures = [
+        write_figure(
+            ctx.results_root, figure_name("layerwise", ctx, key), layer_miou_plot(summary, title)
+        )
+    ]
     chunk = evals.read_chunk(0, features=True, images=True)
     k = min(params.figure_samples, len(chunk.labels))
     feats = [f[:k] for f in chunk.features]
@@ -199,7 +204,7 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams) -> AnalysisResu
     for name, view in zip(names, views, strict=True):
         seg_rows[name] = predict(view, feats, spec.resolution, dev)
     grid = comparison_grid(chunk.images[:k], seg_rows, spec.class_names)
-    figures.append(write_figure(ctx.results_root, f"layerwise-seg-{ctx.profile}", grid))
+    figures.append(write_figure(ctx.results_root, figure_name("layerwise-seg", ctx, key), grid))
 
     markdown = (
         f"## Layer-wise semantics (Appx I) — mIoU (%) of each layer alone "
