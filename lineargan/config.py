@@ -55,7 +55,7 @@ class DatasetConfig(Frozen):
     )
     segmenter: str = "dlib-face68"
     split: Literal["train", "eval"] = "train"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     n: PositiveInt = 512
     chunk_size: PositiveInt = Field(64, le=4096)
 
@@ -104,7 +104,7 @@ class FitConfig(Frozen):
 
     extractor: ExtractorName = "LSE"
     schedule: Schedule = Schedule()
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     ksize: int | None = Field(
         None,
         ge=1,
@@ -160,9 +160,9 @@ class RunConfig(BaseModel):
         description="per-analysis overrides of the profile's parameters, e.g. "
         '{"cosine_similarity": {"t1": 5, "t2": 4000}}',
     )
-    train_seed: int = 0
-    eval_seed: int = 1
-    fit_seed: int = 0
+    train_seed: int = Field(0, ge=0)
+    eval_seed: int = Field(1, ge=0)
+    fit_seed: int = Field(0, ge=0)
     data_root: str | None = None
     results_root: str | None = None
     device: str = "auto"

@@ -46,6 +46,35 @@ def to_tensors(
     return xs, y
 
 
+def _step(
+    model: SemanticExtractor,
+    opt: torch.optim.Optimizer,
+    xs: list[torch.Tensor],
+    y: torch.Tensor,
+    size: int,
+    autocast,
+    layer_loss_weight: float,
+    ignore_index: int,
+) -> float:
+    """One Adam step on one batch; returns the loss."""
+    with autocast:
+        if layer_loss_weight > 0:
+            layers = model.layer_logits(xs, size)
+            logits = torch.stack(layers).sum(0)
+        else:
+            logits = model(xs, size)
+    loss = F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
+    if layer_loss_weight > 0:
+        for s in layers:
+            loss = loss + layer_loss_weight * F.cross_entropy(
+                s.float(), y, ignore_index=ignore_index
+            )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def fit(
     model: SemanticExtractor,
     source: BatchSource,
@@ -77,35 +106,28 @@ def fit(
         else nullcontext()
     )
     history: list[tuple[int, float]] = []
-    it, running, t0 = 0, 0.0, time.perf_counter()
+    it, t0 = 0, time.perf_counter()
+    running: float | None = None
     for epoch, batch in schedule.epochs():
         if epoch == schedule.lr_drop_epoch:
             for group in opt.param_groups:
                 group["lr"] *= schedule.lr_drop_factor
         for _ in range(schedule.samples_per_epoch // batch):
             xs, y = to_tensors(*source.next_batch(batch), device)
-            with autocast:
-                if layer_loss_weight > 0:
-                    layers = model.layer_logits(xs, size)
-                    logits = torch.stack(layers).sum(0)
-                else:
-                    logits = model(xs, size)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
-            if layer_loss_weight > 0:
-                for s in layers:
-                    loss = loss + layer_loss_weight * F.cross_entropy(
-                        s.float(), y, ignore_index=ignore_index
-                    )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             it += 1
-            running = loss.item() if it == 1 else 0.98 * running + 0.02 * loss.item()
-            if it % log_every == 0 or it == total:
+            if bool((y != ignore_index).any()):
+                loss = _step(model, opt, xs, y, size, autocast, layer_loss_weight, ignore_index)
+                running = loss if running is None else 0.98 * running + 0.02 * loss
+            # else: every pixel is ignored (category selection's "ignore" mode): the loss would
+            # be 0/0, so the batch teaches nothing and must not turn the running loss into NaN
+            if (it % log_every == 0 or it == total) and running is not None:
                 history.append((it, running))
                 if progress is not None:
                     progress(it, total, running)
     model.eval()
     return FitResult(
-        iterations=it, seconds=time.perf_counter() - t0, final_loss=running, loss_history=history
+        iterations=it,
+        seconds=time.perf_counter() - t0,
+        final_loss=float("nan") if running is None else running,
+        loss_history=history,
     )

@@ -181,3 +181,21 @@ def test_cli_set_parses_json_values_and_rejects_malformed():
     assert got == {"cosine_similarity": {"t1": 5}, "fewshot": {"shots": [1, 4]}, "x": {"y": "abc"}}
     with pytest.raises(LinearGanError, match="ANALYSIS.FIELD=VALUE"):
         parse_overrides(["cosine_similarity=5"])
+
+
+def test_nested_overrides_keep_the_runs_other_fields():
+    from lineargan.jobs.params import analysis_params
+
+    run = RunConfig(
+        profile="quick",
+        fit_seed=3,
+        analysis_params={
+            "layerwise": {"schedule": {"lr": 5e-4}},
+            "category_selection": {"fits": [{"extractor": "LSE"}]},
+        },
+    )
+    lw = analysis_params(run, "layerwise")
+    assert lw.schedule.lr == 5e-4 and lw.seed == 3
+    assert lw.schedule.samples_per_epoch == run.fit("LSE").schedule.samples_per_epoch == 128
+    sel = analysis_params(run, "category_selection")
+    assert sel.fits == (run.fit("LSE"),)  # round 1 still reuses Table 1's LSE

@@ -249,3 +249,42 @@ def test_run_fewshot_reloads_finished_checkpoints_after_a_crash(
     second = jobs.run_fewshot(ctx, params)
     assert not second.reused
     assert pd.read_parquet(second.tables["fewshot"]).sort_values("repeat").miou.tolist() == miou
+
+
+def test_all_ignored_batches_are_skipped_not_nan(memory_url):
+    """Category selection's "ignore" mode can hand the trainer a batch with no valid pixel."""
+    store = build_synthetic_store(memory_url, synthetic_spec(n=16, chunk_size=8, resolution=4))
+    feats, labels = load_samples(store, [0, 1, 2, 3])
+    ignored = np.full_like(labels, 255)
+    batches = iter([(feats, ignored), (feats, labels), (feats, ignored), (feats, labels)])
+
+    class Alternating:
+        def next_batch(self, batch_size):
+            return next(batches)
+
+    model = build_extractor("LSE", n_class=16, dims=[2, 3])
+    before = [p.detach().clone() for p in model.parameters()]
+    result = fit(
+        model,
+        Alternating(),
+        fewshot_schedule(4, 4),
+        4,
+        torch.device("cpu"),
+        ignore_index=255,
+        log_every=1,
+    )
+    assert result.iterations == 4 and np.isfinite(result.final_loss)
+    assert [it for it, _ in result.loss_history] == [2, 3, 4]  # nothing to report after batch 1
+    assert all(np.isfinite(v) for _, v in result.loss_history)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_store_too_small_for_the_largest_n_fails_before_any_training(
+    train_store_url, eval_store_url, tmp_path, monkeypatch
+):
+    ctx = _ctx(train_store_url, eval_store_url, tmp_path)
+    params = PARAMS.model_copy(update={"shots": (1, 40), "iterations": (10, 10)})  # 80 > 64
+    _forbid(monkeypatch, "fit")
+    with pytest.raises(LinearGanError, match="80 training images"):
+        jobs.run_fewshot(ctx, params)
+    assert not (tmp_path / "fits").exists()

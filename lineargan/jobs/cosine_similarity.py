@@ -44,7 +44,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, model_validator
 
 from lineargan.config import Frozen, get_profile
 from lineargan.device import resolve_device
@@ -86,7 +86,7 @@ class CosineSimilarityParams(Frozen):
     t2: PositiveInt = 4000
     resolution: PositiveInt | None = None  # None: the largest feature-map resolution
     split: Literal["train", "eval"] = "train"
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> CosineSimilarityParams:

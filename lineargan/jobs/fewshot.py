@@ -70,7 +70,7 @@ class FewShotParams(Frozen):
     shots: tuple[PositiveInt, ...] = PAPER_SHOTS
     iterations: tuple[PositiveInt, ...] = PAPER_ITERATIONS
     repeats: PositiveInt = 5
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     lr: float = Field(1e-3, gt=0)
 
     @model_validator(mode="after")
@@ -116,9 +116,10 @@ def _train_and_evaluate(
     dev = resolve_device(ctx.device)
     spec = train.spec
     models, records = [], []
-    for n_shot, iterations in zip(params.shots, params.iterations, strict=True):
+    # draw every N first: a store too small for the largest N fails before any training
+    all_draws = [choose_train_indices(spec.n, n, params.repeats, params.seed) for n in params.shots]
+    for n_shot, iterations, draws in zip(params.shots, params.iterations, all_draws, strict=True):
         schedule = fewshot_schedule(n_shot, iterations, params.lr)
-        draws = choose_train_indices(spec.n, n_shot, params.repeats, params.seed)
         for repeat, indices in enumerate(draws):
             fit_dir = _fit_dir(ctx.results_root, rows_key, n_shot, repeat)
             seed = repeat_seed(params.seed, n_shot, repeat)

@@ -63,7 +63,7 @@ class LayerwiseParams(Frozen):
 
     alpha: float = Field(0.1, gt=0)
     schedule: Schedule = Schedule()
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     figure_samples: PositiveInt = 3
 
     @classmethod
