@@ -90,6 +90,42 @@ class StoreSpec:
         return slice(i * self.chunk_size, min((i + 1) * self.chunk_size, self.n))
 
 
+# What must agree between a training and an evaluation store for a model fitted on one to be
+# evaluated on the other (split, seed, n and chunking may differ).
+SAME_MODEL_FIELDS = (
+    "generator",
+    "generator_sha256",
+    "segmenter",
+    "segmenter_sha256",
+    "class_names",
+    "resolution",
+    "layer_names",
+    "layer_shapes",
+    "format_version",
+)
+
+
+def check_same_models(train: StoreSpec, evals: StoreSpec) -> None:
+    """Refuse a train/eval pair made by different models before any training starts (a
+    different checkpoint with the same shapes would otherwise be evaluated silently)."""
+
+    def show(v: object) -> str:
+        return repr(v)[:24] + "…" if len(repr(v)) > 25 else repr(v)
+
+    diffs = [
+        f"{f}: {show(getattr(train, f))} vs {show(getattr(evals, f))}"
+        for f in SAME_MODEL_FIELDS
+        if getattr(train, f) != getattr(evals, f)
+    ]
+    if diffs:
+        raise FingerprintMismatchError(
+            "the training and evaluation stores were made by different models ("
+            + "; ".join(diffs)
+            + ")",
+            "build both stores from one configuration (same generator, checkpoint and segmenter)",
+        )
+
+
 def _describe(fp: dict, other: dict) -> str:
     diffs = [k for k in sorted(set(fp) | set(other)) if fp.get(k) != other.get(k)]
     return ", ".join(f"{k}: store has {other.get(k)!r}, asked for {fp.get(k)!r}" for k in diffs[:3])

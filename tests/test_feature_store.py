@@ -29,6 +29,7 @@ from storage.target import Target
 from tests.conftest import (
     SMALL_CHUNK,
     SMALL_N,
+    build_synthetic_store,
     latent_blocks,
     small_dataset,
     synthetic_batch,
@@ -373,3 +374,31 @@ def test_create_consumes_latents_lazily_and_only_once(tmp_path):
     drawn.clear()
     FeatureStore.create(target, spec, blocks())  # reopening does not draw latents again
     assert drawn == []
+
+
+def test_train_eval_pair_must_come_from_the_same_models():
+    from storage.feature_store import check_same_models
+
+    train = synthetic_spec()
+    check_same_models(train, synthetic_spec(split="eval", seed=1, n=16, chunk_size=4))  # fine
+    for field, value in [
+        ("generator_sha256", "f" * 64),
+        ("segmenter", "other-seg"),
+        ("class_names", ("background", "a")),
+        ("layer_shapes", ((2, 2, 2), (5, 4, 4))),
+    ]:
+        with pytest.raises(FingerprintMismatchError, match=f"different models \\({field}") as err:
+            check_same_models(train, synthetic_spec(split="eval", **{field: value}))
+        assert "\n" not in str(err.value) and "Fix:" in str(err.value)
+
+
+def test_analysis_context_refuses_mismatched_stores(tmp_path):
+    from lineargan.jobs.analysis import AnalysisContext
+
+    train = build_synthetic_store(str(tmp_path / "train.zarr"), synthetic_spec())
+    evals = build_synthetic_store(
+        str(tmp_path / "eval.zarr"), synthetic_spec(split="eval", generator_sha256="e" * 64)
+    )
+    ctx = AnalysisContext(train.target.url, evals.target.url, str(tmp_path / "r"), "smoke", "r")
+    with pytest.raises(FingerprintMismatchError, match="generator_sha256"):
+        ctx.stores()

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from pydantic import BaseModel
 
-from storage.feature_store import FeatureStore
+from storage.feature_store import FeatureStore, check_same_models
 from storage.layout import manifest_target, report_target
 from storage.target import Target
 
@@ -35,6 +35,12 @@ class AnalysisContext:
 
     def eval_store(self) -> FeatureStore:
         return FeatureStore.open(Target(self.eval_url), require_complete=True)
+
+    def stores(self) -> tuple[FeatureStore, FeatureStore]:
+        """(train, eval), checked to come from the same models before any work starts."""
+        train, evals = self.train_store(), self.eval_store()
+        check_same_models(train.spec, evals.spec)
+        return train, evals
 
 
 @dataclass

@@ -199,7 +199,7 @@ def run_category_selection(ctx: AnalysisContext, params: CategorySelectionParams
         return done
     _fit_ignore_kwargs(params.dropped_as)  # fail before any training when "ignore" is unusable
     limit_torch_threads()
-    train, evals = ctx.train_store(), ctx.eval_store()
+    train, evals = ctx.stores()
     spec = evals.spec
     names = list(spec.class_names)
     n_class = len(names)

@@ -38,7 +38,6 @@ from pydantic import PositiveInt
 
 from lineargan.config import Frozen, get_profile
 from lineargan.device import resolve_device
-from lineargan.errors import FingerprintMismatchError
 from lineargan.figures import comparison_grid
 from lineargan.geometry import (
     ClassSumAccumulator,
@@ -85,15 +84,6 @@ class ClassCentersParams(Frozen):
         return cls(
             n_images=_PROFILE_IMAGES.get(profile, min(3000, p.n_train)),
             figure_samples=p.figure_samples,
-        )
-
-
-def check_same_classes(train: StoreSpec, evals: StoreSpec) -> None:
-    if list(train.class_names) != list(evals.class_names):
-        raise FingerprintMismatchError(
-            f"training store classes {list(train.class_names)} differ from the evaluation "
-            f"store's {list(evals.class_names)}",
-            "use stores made with the same segmenter",
         )
 
 
@@ -159,8 +149,7 @@ def run_class_centers(
     if (done := load_finished(ctx, NAME, key)) is not None:
         return _refresh_lse(ctx, done, lse_miou)
     limit_torch_threads()
-    train, evals = ctx.train_store(), ctx.eval_store()
-    check_same_classes(train.spec, evals.spec)
+    train, evals = ctx.stores()
     spec = train.spec
     size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)

@@ -29,7 +29,7 @@ from pydantic import Field, PositiveInt, model_validator
 
 from lineargan.config import Frozen, get_profile
 from lineargan.device import resolve_device
-from lineargan.errors import FingerprintMismatchError, LinearGanError
+from lineargan.errors import LinearGanError
 from lineargan.evaluate import evaluate_many
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
 from lineargan.fewshot import (
@@ -214,12 +214,7 @@ def run_fewshot(
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     Target(ctx.results_root).ensure_writable()
-    train, evals = ctx.train_store(), ctx.eval_store()
-    if list(train.spec.class_names) != list(evals.spec.class_names):
-        raise FingerprintMismatchError(
-            "training and evaluation stores have different classes",
-            "use stores made with the same segmenter",
-        )
+    train, evals = ctx.stores()
     runs = read_table_part(ctx.results_root, RUNS_TABLE, rows_key)
     per_class = read_table_part(ctx.results_root, PER_CLASS_TABLE, rows_key)
     if runs is None or per_class is None:

@@ -31,7 +31,6 @@ from torch import nn
 
 from lineargan.config import Frozen, RunConfig, Schedule
 from lineargan.device import resolve_device
-from lineargan.errors import FingerprintMismatchError
 from lineargan.evaluate import evaluate_many, predict
 from lineargan.extractors import build_extractor, load_extractor, save_extractor
 from lineargan.extractors.base import LayerView, SemanticExtractor
@@ -135,13 +134,8 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams) -> AnalysisResu
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     Target(ctx.results_root).ensure_writable()
-    train, evals = ctx.train_store(), ctx.eval_store()
+    train, evals = ctx.stores()
     spec = evals.spec
-    if list(train.spec.class_names) != list(spec.class_names):
-        raise FingerprintMismatchError(
-            "training and evaluation stores have different classes",
-            "use stores made with the same segmenter",
-        )
     dev = resolve_device(ctx.device)
     model, fit_meta = _train(ctx, params, key, train)
     n_layers = len(spec.layer_names)
