@@ -230,7 +230,8 @@ def run_category_selection(ctx: AnalysisContext, params: CategorySelectionParams
     round2: dict[str, dict] = {}
     if len(kept) == n_class:
         round2 = {ext: {**r, "meta": {**r["meta"], "reused": True}} for ext, r in round1.items()}
-    for cfg in params.fits if not round2 else ():
+    fits_to_train = () if round2 else params.fits
+    for cfg in fits_to_train:
         meta = fit_selected(
             train, ctx.train_url, cfg, kept, params.dropped_as, ctx.results_root, ctx.device
         )
