@@ -1,41 +1,124 @@
-"""PNG figures drawn with Pillow (no plotting stack needed)."""
+"""Figures: label-map grids in Pillow, charts and heatmaps in matplotlib.
+
+Image grids are pixel data (label maps upscaled with nearest neighbour), so Pillow draws them
+exactly and cheaply. Charts and heatmaps need axes, tick labels and a colour bar and must also
+exist as vector PDF, so they are :class:`matplotlib.figure.Figure` objects built with the
+object-oriented API on an Agg canvas: no pyplot global state (no figure registry to leak, safe
+to build in several Dask worker threads at once). :func:`storage.layout.write_figure` saves
+them.
+
+The class palette (:func:`palette`) has to stay readable for ADE20K's 150 classes, where any
+fixed 20-colour table would repeat colours and make different classes look identical.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import matplotlib
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from PIL import Image, ImageDraw
 
-# A fixed palette: background black, then distinct colours (repeats after 20 classes).
-PALETTE = np.array(
-    [
-        [0, 0, 0],
-        [255, 204, 153],
-        [128, 64, 0],
-        [0, 90, 255],
-        [0, 200, 0],
-        [220, 20, 60],
-        [255, 230, 0],
-        [150, 0, 200],
-        [0, 200, 200],
-        [255, 128, 0],
-        [128, 128, 128],
-        [90, 160, 60],
-        [200, 120, 200],
-        [40, 40, 160],
-        [160, 40, 40],
-        [40, 160, 160],
-        [240, 240, 240],
-        [120, 80, 40],
-        [255, 0, 255],
-        [0, 128, 64],
-    ],
-    dtype=np.uint8,
-)
+# Heatmaps with at most this many classes get their values printed in the cells; beyond it the
+# numbers would be too small to read (the colour bar still gives the scale).
+ANNOTATE_MAX_CLASSES = 20
+_NAN_GREY = "0.78"  # NaN heatmap cells: a neutral grey that no viridis value takes
 
 
-def colorize(labels: np.ndarray) -> np.ndarray:
-    return PALETTE[labels % len(PALETTE)]
+# --------------------------------------------------------------------------------------------
+# palette
+# --------------------------------------------------------------------------------------------
+
+
+def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB (0..255, any leading shape) to CIELAB (D65), where Euclidean distance (ΔE76)
+    roughly tracks how different two colours look; RGB distance does not (it overrates
+    differences among greens and dark colours)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    to_xyz = np.array(
+        [
+            [0.4124564, 0.3575761, 0.1804375],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339, 0.1191920, 0.9503041],
+        ]
+    )
+    xyz = lin @ to_xyz.T / np.array([0.95047, 1.0, 1.08883])
+    eps = (6 / 29) ** 3
+    f = np.where(xyz > eps, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack(
+        [116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1
+    )
+
+
+_GRID_LEVELS = 32  # candidate colours: a 32³ lattice of the RGB cube (32,768 colours)
+
+
+@lru_cache(maxsize=4)
+def _palette_table(n: int) -> np.ndarray:
+    """The first ``n`` palette colours (read-only; cached, since grids call it per figure).
+
+    Index 0 is black (background), 1..10 matplotlib's ``tab10`` (the familiar qualitative
+    colours, so small label sets such as the 7 face classes look conventional), then greedy
+    farthest-point sampling in CIELAB over an RGB lattice: each new colour is the candidate
+    farthest (ΔE) from every colour already taken and from white (the canvas behind the grids).
+    Farthest-point sampling is a 2-approximation of the best possible minimum distance, and it
+    is prefix-stable: class k gets the same colour whatever ``n`` is, so figures with different
+    class counts agree. Measured minimum pairwise distances for 150 colours: ΔE ≈ 17.8,
+    RGB ≈ 23 (tab20 as the start would cap both at its own light-blue pair, ΔE ≈ 16.6).
+    """
+    tab10 = np.asarray(matplotlib.colormaps["tab10"].colors, dtype=np.float64)
+    fixed = np.vstack([[0.0, 0.0, 0.0], np.round(tab10 * 255)])
+    levels = np.round(np.linspace(0, 255, _GRID_LEVELS))
+    cand = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    cand_lab = _srgb_to_lab(cand)
+    nearest = np.full(len(cand), np.inf)
+    for rgb in [*fixed, np.array([255.0, 255.0, 255.0])]:
+        nearest = np.minimum(nearest, np.linalg.norm(cand_lab - _srgb_to_lab(rgb), axis=-1))
+    out = list(fixed[:n])
+    while len(out) < n:
+        if len(out) - len(fixed) >= len(cand):  # lattice exhausted: repeat rather than fail
+            out.append(out[len(fixed) + (len(out) - len(fixed)) % len(cand)])
+            continue
+        i = int(np.argmax(nearest))  # first maximum: deterministic
+        out.append(cand[i])
+        nearest = np.minimum(nearest, np.linalg.norm(cand_lab - cand_lab[i], axis=-1))
+    table = np.asarray(out, dtype=np.uint8).reshape(n, 3)
+    table.flags.writeable = False
+    return table
+
+
+def palette(n_class: int) -> np.ndarray:
+    """``(n_class, 3)`` uint8 RGB colours, one per class: index 0 (background) black, the rest
+    pairwise distinct (≥ 150 classes: ADE20K) and identical for a class whatever ``n_class``.
+    """
+    if n_class < 0:
+        raise ValueError(f"n_class must be >= 0, got {n_class}")
+    # Compute a power-of-two prefix (at least 256) so growing class counts reuse the cache.
+    size = max(256, 1 << max(n_class - 1, 0).bit_length())
+    return _palette_table(size)[:n_class].copy()
+
+
+def colorize(labels: np.ndarray, n_class: int | None = None) -> np.ndarray:
+    """RGB image (``labels.shape + (3,)``, uint8) of a label map with :func:`palette` colours.
+
+    Labels ≥ ``n_class`` (an ignore value such as 255, or a prediction from a larger label set)
+    get the palette's next distinct colours instead of aliasing a real class; negative labels
+    are drawn as background.
+    """
+    lab = np.asarray(labels).astype(np.int64, copy=False)
+    top = int(lab.max()) + 1 if lab.size else 1
+    colours = palette(max(n_class or 0, top, 1))
+    return colours[np.clip(lab, 0, None)]
+
+
+# --------------------------------------------------------------------------------------------
+# image grid (Pillow)
+# --------------------------------------------------------------------------------------------
 
 
 def comparison_grid(
@@ -45,14 +128,34 @@ def comparison_grid(
     scale: int = 3,
 ) -> Image.Image:
     """Fig 3 layout: one column per sample; first row the image, then one row per label map
-    (segmenter label, then each extractor's prediction), with a title column and a legend."""
+    (segmenter label, then each extractor's prediction), with a title column and a legend.
+
+    The legend lists only the classes present in the shown label maps (with their index): with
+    ADE20K's 150 classes a full legend would dwarf the grid, and a swatch for a class that does
+    not appear explains nothing. Its entries wrap to the grid's width.
+    """
     n, h, w, _ = images.shape
-    tiles = [images] + [colorize(lab) for lab in rows.values()]
+    n_class = len(class_names)
+    tiles = [images] + [colorize(lab, n_class) for lab in rows.values()]
     titles = ["image"] + list(rows)
     label_w, pad = 90, 2
     cell_h, cell_w = h * scale + pad, w * scale + pad
-    legend_h = 18 * ((len(class_names) + 3) // 4) + 6
-    canvas = Image.new("RGB", (label_w + n * cell_w, len(tiles) * cell_h + legend_h), "white")
+
+    present = sorted(
+        {int(k) for lab in rows.values() for k in np.unique(np.asarray(lab)) if k >= 0}
+    )
+    colours = colorize(np.asarray(present, dtype=np.int64), n_class) if present else []
+    entries = [f"{k} {class_names[k] if k < n_class else f'class {k}'}" for k in present]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    swatch, row_h = 12, 18
+    col_w = int(max((probe.textlength(t) for t in entries), default=0)) + swatch + 16
+    # At least four legend columns (the canvas widens if the grid is narrower than that).
+    width = max(label_w + n * cell_w, min(max(len(entries), 1), 4) * col_w + 8)
+    n_cols = max(1, (width - 8) // col_w)
+    heading_h = row_h
+    legend_h = heading_h + row_h * (-(-len(entries) // n_cols)) + 6
+
+    canvas = Image.new("RGB", (width, len(tiles) * cell_h + legend_h), "white")
     draw = ImageDraw.Draw(canvas)
     for r, (title, block) in enumerate(zip(titles, tiles, strict=True)):
         draw.text((4, r * cell_h + cell_h // 2 - 6), title, fill="black")
@@ -60,113 +163,148 @@ def comparison_grid(
             tile = Image.fromarray(block[c]).resize((w * scale, h * scale), Image.NEAREST)
             canvas.paste(tile, (label_w + c * cell_w, r * cell_h))
     y0 = len(tiles) * cell_h + 4
-    for k, name in enumerate(class_names):
-        x, y = 4 + (k % 4) * 110, y0 + (k // 4) * 18
+    known = sum(k < n_class for k in present)
+    draw.text((4, y0), f"classes shown ({known} of {n_class}):", fill="black")
+    y0 += heading_h
+    for j, (text, rgb) in enumerate(zip(entries, colours, strict=True)):
+        x, y = 4 + (j % n_cols) * col_w, y0 + (j // n_cols) * row_h
         draw.rectangle(
-            [x, y, x + 12, y + 12],
-            fill=tuple(int(v) for v in PALETTE[k % len(PALETTE)]),
-            outline="black",
+            [x, y, x + swatch, y + swatch], fill=tuple(int(v) for v in rgb), outline="black"
         )
-        draw.text((x + 16, y), name, fill="black")
+        draw.text((x + swatch + 4, y), text, fill="black")
     return canvas
 
 
-_ANCHORS = np.array(  # a viridis-like ramp, low → high
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64
-)
+# --------------------------------------------------------------------------------------------
+# charts (matplotlib, object-oriented API only)
+# --------------------------------------------------------------------------------------------
 
 
-def _color(t: float) -> tuple[int, int, int]:
-    t = float(np.clip(t, 0.0, 1.0)) * (len(_ANCHORS) - 1)
-    i = min(int(t), len(_ANCHORS) - 2)
-    c = _ANCHORS[i] + (t - i) * (_ANCHORS[i + 1] - _ANCHORS[i])
-    return tuple(int(round(v)) for v in c)
+def _new_figure(width: float, height: float) -> Figure:
+    """A pyplot-free figure on an Agg canvas: garbage-collected like any object, and not shared
+    with other threads (pyplot's current-figure state is global)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def heatmap(
-    matrix: np.ndarray, names: list[str], title: str = "", cell: int = 56
-) -> Image.Image:
-    """Coloured cells with their values, class names on both axes (column names rotated)."""
+    matrix: np.ndarray,
+    names: list[str],
+    title: str = "",
+    *,
+    value_label: str = "mean cosine",
+    nan_label: str = "no value (empty pool)",
+) -> Figure:
+    """Class-by-class matrix (``matrix[a, b]``: row = class A, column = class B) as a heatmap
+    with a colour bar, class names on both axes and, up to :data:`ANNOTATE_MAX_CLASSES`
+    classes, the values printed in the cells. NaN cells are grey (outside the colour map) and
+    named in a legend, so "not measured" never reads as a low value.
+    """
+    values = np.asarray(matrix, dtype=np.float64)
     k = len(names)
-    label_w = 8 + 6 * max((len(n) for n in names), default=4)
-    top = label_w + (18 if title else 4)
-    legend_h = 30
-    canvas = Image.new("RGB", (label_w + k * cell + 8, top + k * cell + legend_h), "white")
-    draw = ImageDraw.Draw(canvas)
-    if title:
-        draw.text((4, 4), title, fill="black")
-    finite = matrix[np.isfinite(matrix)]
+    if values.shape != (k, k):
+        raise ValueError(f"matrix shape {values.shape} does not match {k} names")
+    annotate = k <= ANNOTATE_MAX_CLASSES
+    cell = 0.55 if annotate else 0.13  # inches per cell: room for "0.123" / for a 5 pt name
+    tick_size = 8 if annotate else 5
+    longest = max((len(str(n)) for n in names), default=4)
+    margin = 1.5 + longest * tick_size / 72 * 0.6  # tick labels + axis label
+    fig = _new_figure(k * cell + margin + 1.6, k * cell + margin + (0.9 if title else 0.5))
+    ax = fig.add_subplot()
+
+    finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    span = hi - lo if hi > lo else 1.0
-    for b, name in enumerate(names):  # column labels, rotated 90°
-        txt = Image.new("RGB", (label_w - 4, 12), "white")
-        ImageDraw.Draw(txt).text((0, 0), name, fill="black")
-        rot = txt.rotate(90, expand=True)
-        canvas.paste(rot, (label_w + b * cell + cell // 2 - 6, top - rot.height - 2))
-    for a, name in enumerate(names):
-        y = top + a * cell
-        draw.text((4, y + cell // 2 - 6), name, fill="black")
-        for b in range(k):
-            x, v = label_w + b * cell, matrix[a, b]
-            box = [x, y, x + cell - 2, y + cell - 2]
-            if not np.isfinite(v):
-                draw.rectangle(box, fill=(220, 220, 220))
-                draw.text((x + cell // 2 - 3, y + cell // 2 - 6), "-", fill="black")
-                continue
-            rgb = _color((v - lo) / span)
-            draw.rectangle(box, fill=rgb, outline="black" if a == b else None)
-            lum = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-            draw.text(
-                (x + 6, y + cell // 2 - 6), f"{v:.3f}", fill="black" if lum > 128 else "white"
-            )
-    y0 = top + k * cell + 8
-    for i in range(120):
-        draw.line([(label_w + i, y0), (label_w + i, y0 + 12)], fill=_color(i / 119))
-    draw.text((4, y0), f"{lo:.3f}", fill="black")
-    draw.text((label_w + 126, y0), f"{hi:.3f}", fill="black")
-    return canvas
+    if hi <= lo:  # a constant matrix: give the colour map a span so the bar is drawable
+        lo, hi = lo - 0.5, hi + 0.5
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad=_NAN_GREY)
+    im = ax.imshow(
+        np.ma.masked_invalid(values), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest"
+    )
+    fig.colorbar(im, ax=ax, label=value_label, shrink=0.9 if annotate else 0.6)
+
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, labels=list(names), fontsize=tick_size)
+    ax.set_yticks(ticks, labels=list(names), fontsize=tick_size)
+    if annotate:
+        ax.tick_params(axis="x", labelrotation=45)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    else:
+        ax.tick_params(axis="x", labelrotation=90)
+    ax.set_xlabel("class B")
+    ax.set_ylabel("class A")
+    if title:
+        ax.set_title(title)
+
+    if annotate:
+        for a in range(k):
+            for b in range(k):
+                v = values[a, b]
+                if not np.isfinite(v):
+                    ax.text(b, a, "–", ha="center", va="center", fontsize=8, color="black")
+                    continue
+                r, g, bl, _ = cmap(im.norm(v))
+                dark = 0.299 * r + 0.587 * g + 0.114 * bl < 0.5
+                colour = "white" if dark else "black"
+                ax.text(b, a, f"{v:.3f}", ha="center", va="center", fontsize=7, color=colour)
+    if not np.isfinite(values).all():
+        fig.legend(
+            handles=[Patch(facecolor=_NAN_GREY, edgecolor="black", label=nan_label)],
+            loc="outside lower left",
+            fontsize=8,
+            frameon=False,
+        )
+    return fig
 
 
-def layer_miou_plot(summary: pd.DataFrame, title: str) -> Image.Image:
-    """mIoU (%) by layer: points joined by lines, the full sum as a dashed horizontal line."""
+def layer_miou_plot(summary: pd.DataFrame, title: str) -> Figure:
+    """mIoU (%) of each single-layer extractor by layer, with the full sum-of-layers model as a
+    dashed horizontal line: whether one layer already carries the semantics (Fig 10 / Appx A).
+
+    ``summary`` has columns layer_index (``-1`` = the sum, "all"), layer_name, layer_size
+    (feature-map side) and miou (fraction); x ticks read "index: name (size²)".
+    """
     layers = summary[summary.layer_index >= 0].sort_values("layer_index")
     full = summary[summary.layer_index < 0]["miou"]
-    w, h, left, right, top, bottom = 560, 360, 70, 20, 36, 70
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    values = [100 * v for v in layers["miou"].fillna(0)] + [100 * v for v in full.fillna(0)]
-    y_max = max(10.0, 10.0 * -(-max(values + [0.0]) // 10))
-    x0, x1, y0, y1 = left, w - right, h - bottom, top  # plot box (y grows downward)
-
-    def ypix(v: float) -> float:
-        return y0 - (y0 - y1) * v / y_max
-
     n = len(layers)
-    xs = [x0 + (x1 - x0) * (k + 0.5) / max(n, 1) for k in range(n)]
-    d.line([(x0, y1), (x0, y0), (x1, y0)], fill="black", width=1)
-    for t in range(0, int(y_max) + 1, 10 if y_max <= 50 else 20):
-        y = ypix(t)
-        d.line([(x0 - 4, y), (x0, y)], fill="black")
-        d.line([(x0 + 1, y), (x1, y)], fill=(225, 225, 225))
-        d.text((x0 - 30, y - 6), f"{t:>3d}", fill="black")
-    pts = [(x, ypix(100 * v)) for x, v in zip(xs, layers["miou"].fillna(0), strict=True)]
-    if len(pts) > 1:
-        d.line(pts, fill=(0, 90, 255), width=2)
-    for (x, y), v, name in zip(pts, layers["miou"], layers["layer_name"], strict=True):
-        d.ellipse([x - 4, y - 4, x + 4, y + 4], fill=(0, 90, 255), outline="black")
-        d.text((x - 14, y - 18), f"{100 * v:.1f}", fill="black")
-        d.line([(x, y0), (x, y0 + 4)], fill="black")
-        d.text((x - 3 * len(name), y0 + 8), name, fill="black")
+    fig = _new_figure(max(5.5, 1.0 + 0.75 * n), 4.2)
+    ax = fig.add_subplot()
+
+    xs = np.arange(n)
+    ys = 100 * layers["miou"].to_numpy(dtype=np.float64)
+    ax.plot(xs, ys, marker="o", color="tab:blue", label="single layer")
+    for x, y in zip(xs, ys, strict=True):
+        if np.isfinite(y):
+            ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
+    top = float(np.nanmax(ys)) if n and np.isfinite(ys).any() else 0.0
     if len(full):
-        yf = ypix(100 * float(full.iloc[0]))
-        for xa in range(int(x0), int(x1), 12):
-            d.line([(xa, yf), (min(xa + 6, x1), yf)], fill=(220, 20, 60), width=2)
-        d.text(
-            (x1 - 120, yf - 16), f"all layers: {100 * float(full.iloc[0]):.1f}", fill=(220, 20, 60)
-        )
-    d.text(((x0 + x1) // 2 - 16, h - 30), "layer", fill="black")
-    d.text((x0, 10), title, fill="black")
-    label = Image.new("RGB", (80, 14), "white")
-    ImageDraw.Draw(label).text((2, 1), "mIoU (%)", fill="black")
-    img.paste(label.rotate(90, expand=True), (6, (y0 + y1) // 2 - 40))
-    return img
+        v = 100 * float(full.iloc[0])
+        ax.axhline(v, linestyle="--", color="tab:red", label=f"all layers (sum): {v:.1f}")
+        top = max(top, v) if np.isfinite(v) else top
+    ax.set_ylim(0, max(10.0, 10.0 * np.ceil(top * 1.08 / 10)))
+
+    ax.set_xticks(
+        xs,
+        labels=[
+            f"{int(i)}: {name} ({int(size)}²)"
+            for i, name, size in zip(
+                layers["layer_index"], layers["layer_name"], layers["layer_size"], strict=True
+            )
+        ],
+        fontsize=8,
+    )
+    ax.tick_params(axis="x", labelrotation=30)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+        label.set_rotation_mode("anchor")
+    if n:
+        ax.set_xlim(-0.5, n - 0.5)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(title)
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
