@@ -63,7 +63,7 @@ def peak_rss_kib() -> int:
 
 
 def models():
-    from lineargan.jobs.models import cached_generator, cached_segmenter
+    from tasks.models import cached_generator, cached_segmenter
 
     return cached_generator(GENERATOR, "cpu"), cached_segmenter(SEGMENTER)
 
@@ -95,7 +95,7 @@ class Timer:
 
 def run_build(n: int, chunk_size: int, seed: int = 0) -> tuple[Timer, str, str]:
     """build_store into a fresh temp dir; returns (timer, data_root, store url)."""
-    from lineargan.jobs.cache import build_store
+    from tasks.cache import build_store
 
     cfg = dataset_config(n, chunk_size, seed)
     root = tempfile.mkdtemp(prefix="lineargan-bench-")
@@ -193,7 +193,7 @@ def breakdown_build(n: int, chunk_size: int) -> dict:
     them (for this one call, then restoring) times the library's own code path. "other" is
     the rest: per-chunk ``FeatureStore.open``/``is_done``, the fingerprint check, the loop.
     """
-    import lineargan.jobs.cache as jc
+    import tasks.cache as jc
     from storage.feature_store import FeatureStore
 
     acc: dict[str, list[float]] = {}

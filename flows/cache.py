@@ -6,16 +6,14 @@ or a kill resumes where it stopped. Memory per worker is a few chunks, whatever 
 
 from __future__ import annotations
 
-import argparse
-
 from prefect import flow, unmapped
 
-from flows.cli import run_cli
+from flows.cli import parse_config, run_cli
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
 from lineargan.config import DatasetConfig
 from lineargan.paths import default_data_root
-from tasks.cache import cache_chunk, finalize_store, prepare_store
+from tasks.prefect_tasks import cache_chunk, finalize_store, prepare_store
 
 
 @flow(name="cache-stage")
@@ -55,32 +53,17 @@ def cache(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m flows.cache", description=cache.__doc__)
-    parser.add_argument("--generator", default="dcgan-digiface")
-    parser.add_argument("--generator-checkpoint", default=None)
-    parser.add_argument("--segmenter", default="dlib-face68")
-    parser.add_argument("--split", default="train", choices=["train", "eval"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n", type=int, default=512)
-    parser.add_argument("--chunk-size", type=int, default=64)
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dask-address", default=None)
-    parser.add_argument("--n-workers", type=int, default=2)
-    args = parser.parse_args(argv)
-
     def go() -> None:
-        ds = DatasetConfig(
-            generator=args.generator,
-            generator_checkpoint=args.generator_checkpoint,
-            segmenter=args.segmenter,
-            split=args.split,
-            seed=args.seed,
-            n=args.n,
-            chunk_size=args.chunk_size,
+        fields = {
+            "data_root": (str | None, None),
+            "device": (str, "auto"),
+            "dask_address": (str | None, None),
+            "n_workers": (int, 2),
+        }
+        dataset, own = parse_config(
+            DatasetConfig, argv, "python -m flows.cache", cache.__doc__ or "", **fields
         )
-        url = cache(ds, args.data_root, args.device, args.dask_address, args.n_workers)
-        print(url)
+        print(cache(dataset, **own))
 
     run_cli(go)
 

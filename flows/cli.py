@@ -1,13 +1,71 @@
-"""Shared command-line behaviour: user errors become one line on stderr and exit code 2."""
+"""Command lines: generated from the pydantic configs, with user errors as one line.
+
+``python -m flows.reproduce`` and ``python -m flows.cache`` take one flag per field of
+:class:`~lineargan.config.RunConfig` / :class:`~lineargan.config.DatasetConfig` (pydantic-
+settings builds them, so a new field is a new flag and nothing can drift), validated exactly as
+a deployment's parameters are. ``lineargan`` (this module's :func:`main`) queries results:
+
+lineargan render NAME|all [--profile quick] [--results-root DIR]
+    print a paper table of the newest run, rendered from its Parquet files alone
+lineargan table NAME [--results-root DIR]                  print any result table
+lineargan verify STORE_URL [--repair]                      check every chunk's CRC32C
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from lineargan.errors import LinearGanError
+from lineargan.paths import default_results_root
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def settings_cli(model: type[M], prog: str, description: str) -> type[BaseSettings]:
+    """A pydantic-settings command line with one ``--kebab-case`` flag per field of ``model``.
+
+    Only the command line is read (no environment variables: a stray ``DEVICE`` in a user's
+    shell must not change a run).
+    """
+
+    class Command(model, BaseSettings):  # type: ignore[misc, valid-type]
+        model_config = SettingsConfigDict(
+            cli_prog_name=prog,
+            cli_kebab_case=True,
+            cli_implicit_flags=True,
+            cli_use_class_docs_for_groups=False,
+            extra="forbid",
+            frozen=False,
+        )
+
+        @classmethod
+        def settings_customise_sources(cls, settings_cls, init_settings, **_: Any):
+            return (init_settings,)
+
+    Command.__doc__ = description
+    Command.__name__ = f"{model.__name__}Command"
+    return Command
+
+
+def parse_config(model: type[M], argv: list[str] | None, prog: str, description: str, **extra):
+    """Parse ``argv`` into a validated ``model`` (flags from its fields; ``extra`` adds fields
+    of the command itself, as ``name=(type, default)``); returns (config, extra values)."""
+    command = settings_cli(model, prog, description)
+    if extra:
+        from pydantic import create_model
+
+        command = create_model(command.__name__, __base__=command, **extra)
+    parsed = CliApp.run(command, cli_args=sys.argv[1:] if argv is None else argv)
+    values = parsed.model_dump()
+    own = {k: values.pop(k) for k in extra}
+    return model(**values), own
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -21,6 +79,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def run_cli(fn: Callable[[], None]) -> None:
+    """Run ``fn``; a user error (anywhere, also wrapped by Prefect) becomes one line, exit 2."""
     try:
         fn()
     except (LinearGanError, ValidationError) as exc:
@@ -41,3 +100,83 @@ def _fail(exc: BaseException) -> None:
         msg = str(exc)
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(2)
+
+
+# -- the `lineargan` query command ----------------------------------------------------------
+
+
+def _cmd_render(args: argparse.Namespace) -> None:
+    from tasks.render import paper_tables, render
+
+    root = args.results_root or default_results_root()
+    names = list(paper_tables()) if args.name == "all" else [args.name]
+    for name in names:
+        try:
+            print(render(name, root, args.profile))
+        except LinearGanError as exc:
+            if args.name != "all":
+                raise
+            print(f"({name}: {exc.problem})\n")
+    print(
+        f"files:\n  tables   {root}/tables/  (pd.read_parquet('{root}/tables/<table>'); "
+        f"index: results_index)\n  figures  {root}/figures/\n  reports  {root}/reports/\n"
+        f"  fits     {root}/fits/"
+    )
+
+
+def _cmd_table(args: argparse.Namespace) -> None:
+    from storage.results import load_table
+
+    with pd.option_context("display.max_rows", 200, "display.width", 200):
+        print(load_table(args.name, args.results_root))
+
+
+def _cmd_verify(args: argparse.Namespace) -> None:
+    from storage.feature_store import FeatureStore
+    from storage.target import Target
+
+    store = FeatureStore.open(Target(args.store))
+    bad = store.verify(repair=args.repair)
+    if not bad:
+        print(
+            f"{args.store}: all {int(store.done_mask().sum())} finished chunks pass their checksums"
+        )
+        return
+    action = (
+        "marked for recomputation (rerun the cache flow)" if args.repair else "rerun with --repair"
+    )
+    print(f"{args.store}: corrupt chunks {bad}; {action}")
+    if not args.repair:
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tasks.render import paper_tables
+
+    parser = argparse.ArgumentParser(
+        prog="lineargan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("render", help="print a paper table of the newest run from Parquet")
+    p.add_argument("name", help=f"{', '.join(paper_tables())} or all")
+    p.add_argument("--profile", default=None)
+    p.add_argument("--results-root", default=None)
+    p.set_defaults(fn=_cmd_render)
+    p = sub.add_parser("table", help="print a result table")
+    p.add_argument("name")
+    p.add_argument("--results-root", default=None)
+    p.set_defaults(fn=_cmd_table)
+    p = sub.add_parser("verify", help="check a store's chunk checksums")
+    p.add_argument("store")
+    p.add_argument("--repair", action="store_true")
+    p.set_defaults(fn=_cmd_verify)
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except (LinearGanError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

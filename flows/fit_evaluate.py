@@ -12,8 +12,7 @@ from lineargan.config import RunConfig
 from lineargan.paths import default_data_root, default_results_root
 from storage.layout import store_target
 from storage.target import Target
-from tasks.fit import evaluate_extractor, fit_extractor
-from tasks.report import render_figure3, write_table1
+from tasks.prefect_tasks import evaluate_extractor, fit_extractor, render_figure3, write_table1
 
 
 def current_run_id() -> str:
@@ -28,24 +27,25 @@ _FIT_COST = {"NSE-2": 3, "NSE-1": 2, "LSE": 1}
 
 def submit_fits(
     config: RunConfig, train_url: str, eval_url: str, results_root: str, run_id: str
-) -> tuple[list[PrefectFuture], list[PrefectFuture]]:
+) -> tuple[dict[str, PrefectFuture], dict[str, PrefectFuture]]:
     """Fit every extractor in parallel; each evaluation starts as soon as its fit finishes.
 
     Fits are submitted most expensive first: Dask starts tasks in submission order, so on two
     workers NSE-2 (the long pole) starts at once instead of waiting for a cheaper fit to end.
-    Returned futures follow ``config.extractors``.
+    Returns (fits, evaluations), each keyed by extractor in ``config.extractors`` order.
     """
-    names = list(config.extractors)
-    order = sorted(range(len(names)), key=lambda i: -_FIT_COST.get(names[i], 0))
-    fits: dict[int, PrefectFuture] = {}
-    evals: dict[int, PrefectFuture] = {}
-    for i in order:
-        fits[i] = fit_extractor.submit(train_url, config.fit(names[i]), results_root, config.device)
-    for i in order:
-        evals[i] = evaluate_extractor.submit(
-            fits[i], eval_url, results_root, config.profile, run_id, config.device
+    order = sorted(config.extractors, key=lambda e: -_FIT_COST.get(e, 0))
+    fits = {
+        e: fit_extractor.submit(train_url, config.fit(e), results_root, config.device)
+        for e in order
+    }
+    evals = {
+        e: evaluate_extractor.submit(
+            fits[e], eval_url, results_root, config.profile, run_id, config.device
         )
-    return [fits[i] for i in range(len(names))], [evals[i] for i in range(len(names))]
+        for e in order
+    }
+    return {e: fits[e] for e in config.extractors}, {e: evals[e] for e in config.extractors}
 
 
 def report_table1(
@@ -59,7 +59,7 @@ def report_table1(
 ) -> dict:
     """Table 1 Parquet + markdown + artifacts and the Fig 3 PNG; returns the result dict."""
     result = write_table1(results_root, metas, frames, train_url, eval_url, config.profile, run_id)
-    figure = render_figure3(
+    figures = render_figure3(
         results_root,
         eval_url,
         metas,
@@ -68,7 +68,7 @@ def report_table1(
         config.device,
     )
     print(result["markdown"])
-    return {**result, "figures": [figure]}
+    return {**result, "figures": result["figures"] + figures}
 
 
 @flow(name="fit-evaluate-stage")
@@ -77,8 +77,8 @@ def fit_evaluate_stage(
 ) -> dict:
     """Table 1 only (Dask runner set by the caller)."""
     fits, evals = submit_fits(config, train_url, eval_url, results_root, run_id)
-    metas = wait_with_progress(fits, "fits")
-    frames = wait_with_progress(evals, "evaluations")
+    metas = wait_with_progress(fits.values(), "fits")
+    frames = wait_with_progress(evals.values(), "evaluations")
     return report_table1(config, metas, frames, train_url, eval_url, results_root, run_id)
 
 

@@ -9,25 +9,25 @@ killed run resumes with only the unfinished work.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
 from prefect import flow
+from pydantic import Field
 
-from flows.analyses import submit_after_fits, submit_independent, submit_with_reference
+from flows.analyses import submit_analyses
 from flows.cache import run_cache_stage
-from flows.cli import run_cli
+from flows.cli import parse_config, run_cli
 from flows.fit_evaluate import current_run_id, report_table1, submit_fits
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
-from lineargan.config import ALL_ANALYSES, PROFILES, RunConfig
+from lineargan.config import RunConfig
 from lineargan.errors import LinearGanError
-from lineargan.jobs.analysis import AnalysisContext
 from lineargan.paths import default_data_root, default_results_root
-from lineargan.render import miou_from_rows
 from storage.target import Target
-from tasks.report import write_results_index
+from tasks.analyses.contract import AnalysisContext
+from tasks.analyses.registry import resolve_analyses
+from tasks.prefect_tasks import write_results_index
 
 
 @flow(name="reproduce-stage")
@@ -37,19 +37,14 @@ def reproduce_stage(
     """Table 1 and the analyses over cached stores (Dask runner set by the caller)."""
     ctx = AnalysisContext(train_url, eval_url, results_root, config.profile, run_id, config.device)
     fits, evals = submit_fits(config, train_url, eval_url, results_root, run_id)
-    analyses = submit_independent(config, ctx)
-    lse_miou = None
-    if "LSE" in config.extractors:
-        lse_miou = miou_from_rows(evals[config.extractors.index("LSE")].result())
-    analyses |= submit_with_reference(config, ctx, lse_miou)
-    metas = wait_with_progress(fits, "fits")
-    frames = wait_with_progress(evals, "evaluations")
+    analyses = submit_analyses(resolve_analyses(config), ctx, fits, evals)
+    metas = wait_with_progress(fits.values(), "fits")
+    frames = wait_with_progress(evals.values(), "evaluations")
     table1 = report_table1(config, metas, frames, train_url, eval_url, results_root, run_id)
-    analyses |= submit_after_fits(config, ctx)
-    results = wait_with_progress(list(analyses.values()), "analyses")
+    results = wait_with_progress(analyses, "analyses")
     for result in results:
         print(result["markdown"])
-    index = write_results_index([table1, *results], frames, results_root, config.profile, run_id)
+    index = write_results_index([table1, *results], results_root, config.profile, run_id)
     figures = [f for r in [table1, *results] for f in r["figures"]]
     return {"results_root": results_root, "index": index, "figures": figures}
 
@@ -62,11 +57,12 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
     Target(data_root).ensure_writable()
     Target(results_root).require_local("results_root")
     Target(results_root).ensure_writable()
+    analyses = resolve_analyses(config)  # names and overrides checked before any work
     profile = config.resolved_profile
     print(
         f"reproduce: profile {profile.name} ({profile.n_train} train / {profile.n_eval} eval images, "
         f"{config.fit('LSE').schedule.iterations()} iterations per extractor; analyses: "
-        f"{', '.join(config.analyses) or 'none'}), data {data_root}, results {results_root}"
+        f"{', '.join(analyses) or 'none'}), data {data_root}, results {results_root}"
     )
     with dask_cluster(config.dask_address, config.n_workers) as address:
         train_url, eval_url = run_cache_stage(
@@ -102,50 +98,28 @@ def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m flows.reproduce", description=reproduce.__doc__
-    )
-    parser.add_argument("--profile", default="quick", help=f"one of {sorted(PROFILES)}")
-    parser.add_argument("--generator", default="dcgan-digiface")
-    parser.add_argument("--generator-checkpoint", default=None)
-    parser.add_argument("--segmenter", default="dlib-face68")
-    parser.add_argument("--extractors", nargs="+", default=["LSE", "NSE-1", "NSE-2"])
-    parser.add_argument(
-        "--analyses", nargs="*", default=list(ALL_ANALYSES), help="none for Table 1 only"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="ANALYSIS.FIELD=VALUE",
-        help="override an analysis parameter, e.g. --set cosine_similarity.t1=5 (JSON values)",
-    )
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--results-root", default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dask-address", default=None)
-    parser.add_argument("--n-workers", type=int, default=2)
-    parser.add_argument("--n-train", type=int, default=None)
-    parser.add_argument("--n-eval", type=int, default=None)
-    args = parser.parse_args(argv)
-
     def go() -> None:
-        config = RunConfig(
-            profile=args.profile,
-            generator=args.generator,
-            generator_checkpoint=args.generator_checkpoint,
-            segmenter=args.segmenter,
-            extractors=tuple(args.extractors),
-            analyses=tuple(args.analyses),
-            analysis_params=parse_overrides(args.set),
-            data_root=args.data_root,
-            results_root=args.results_root,
-            device=args.device,
-            dask_address=args.dask_address,
-            n_workers=args.n_workers,
-            n_train=args.n_train,
-            n_eval=args.n_eval,
+        config, own = parse_config(
+            RunConfig,
+            argv,
+            "python -m flows.reproduce",
+            reproduce.__doc__ or "",
+            set=(
+                list[str],
+                Field(
+                    default_factory=list,
+                    description="override one analysis parameter, ANALYSIS.FIELD=VALUE (JSON "
+                    "values), e.g. --set cosine_similarity.t1=5; merged into analysis_params",
+                ),
+            ),
         )
+        overrides = parse_overrides(own["set"])
+        if overrides:
+            merged = {k: dict(v) for k, v in config.analysis_params.items()}
+            for name, fields in overrides.items():
+                merged.setdefault(name, {}).update(fields)
+            config = config.model_copy(update={"analysis_params": merged})
+        resolve_analyses(config)
         if config.results_root:
             Target(config.results_root).require_local("results_root")
         for root in (config.data_root, config.results_root):

@@ -1,15 +1,48 @@
-"""Paper-style tables rendered from result DataFrames (no I/O here)."""
+"""Paper-style tables rendered from result DataFrames: one renderer per paper table, no I/O.
+
+Each renderer takes the tables one analysis wrote (name -> DataFrame, as read back from
+Parquet) and returns markdown. The run's report, its Prefect artifacts and ``lineargan render``
+all call these same functions, so the numbers a run prints and the numbers rendered later from
+Parquet cannot disagree. Markdown grids come from ``DataFrame.to_markdown``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import numpy as np
 import pandas as pd
 
+from lineargan.analyses.geometry import rows_intra_above_inter
+
 EXTRACTOR_ORDER = ["LSE", "NSE-1", "NSE-2"]
+Tables = Mapping[str, pd.DataFrame]
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage cell; "–" for a value that was never measured."""
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}"
+
+
+def markdown_grid(df: pd.DataFrame, index_name: str | None = None) -> str:
+    """``df`` as a GitHub markdown table (index as the first column), strings kept as is."""
+    out = df.copy()
+    if index_name is not None:
+        out.index.name = index_name
+    return out.to_markdown(tablefmt="github", disable_numparse=True)
+
+
+def extractor_order(extractors) -> list[str]:
+    order = {e: i for i, e in enumerate(EXTRACTOR_ORDER)}
+    return sorted(dict.fromkeys(extractors), key=lambda e: order.get(e, len(order)))
 
 
 def miou_from_rows(iou: pd.DataFrame) -> float:
     """mIoU of one fit's per-class rows: mean over the classes that counted (Appx A)."""
     return float(iou.loc[iou["images"] > 0, "iou"].mean())
+
+
+# -- Table 1 and Table 6 -----------------------------------------------------------------------
 
 
 def table1_summary(iou: pd.DataFrame) -> pd.DataFrame:
@@ -32,43 +65,228 @@ def table1_summary(iou: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def table1_markdown(summary: pd.DataFrame) -> str:
-    """Table 1 layout: extractors as rows, one column per model pair; best in bold, others
-    with their relative difference in brackets, all in percent."""
-    cols = [
-        (g, s)
-        for g, s in summary[["generator", "segmenter"]].drop_duplicates().itertuples(index=False)
-    ]
-    header = "| extractor | " + " | ".join(f"{g} / {s}" for g, s in cols) + " |"
-    lines = [header, "|---|" + "---|" * len(cols)]
-    extractors = [e for e in EXTRACTOR_ORDER if e in set(summary["extractor"])]
-    for ext in extractors:
-        cells = []
-        for g, s in cols:
-            row = summary[
-                (summary.generator == g) & (summary.segmenter == s) & (summary.extractor == ext)
-            ]
-            if row.empty:
-                cells.append("–")
-                continue
-            miou, rel = 100 * row["miou"].iloc[0], 100 * row["rel_diff"].iloc[0]
-            cells.append(f"**{miou:.1f}**" if rel == 0 else f"{miou:.1f} ({rel:+.1f}%)")
-        lines.append(f"| {ext} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _miou_cell(miou: float, rel: float) -> str:
+    if pd.isna(miou):
+        return "–"
+    return f"**{pct(miou)}**" if rel == 0 else f"{pct(miou)} ({100 * rel:+.1f}%)"
 
 
-def per_class_markdown(iou: pd.DataFrame) -> str:
-    """Per-class IoU (%) with extractors as rows and classes as columns (Table 6 layout)."""
-    wide = iou.pivot_table(index="extractor", columns="class_name", values="iou", sort=False) * 100
-    wide = wide.reindex([e for e in EXTRACTOR_ORDER if e in wide.index])
-    classes = list(dict.fromkeys(iou.sort_values("class_index")["class_name"]))
-    wide = wide[[c for c in classes if c in wide.columns]]
-    lines = [
-        "| extractor | " + " | ".join(wide.columns) + " |",
-        "|---|" + "---|" * len(wide.columns),
-    ]
-    for ext, row in wide.iterrows():
-        lines.append(
-            f"| {ext} | " + " | ".join("–" if pd.isna(v) else f"{v:.1f}" for v in row) + " |"
+def render_table1(tables: Tables) -> str:
+    """Table 1: extractors as rows, one column per model pair; best in bold, the others with
+    their difference relative to the best in brackets, all in percent."""
+    summary = tables["table1"]
+    cols = list(dict.fromkeys(zip(summary["generator"], summary["segmenter"], strict=True)))
+    grid = pd.DataFrame(
+        {
+            f"{g} / {s}": {
+                r.extractor: _miou_cell(r.miou, r.rel_diff)
+                for r in summary[(summary.generator == g) & (summary.segmenter == s)].itertuples()
+            }
+            for g, s in cols
+        }
+    )
+    grid = grid.reindex(extractor_order(summary["extractor"])).fillna("–")
+    first = summary.iloc[0]
+    notes = (
+        "Best in bold; brackets: difference relative to the best (Appx D). "
+        f"Training images: {int(first['n_train'])}, evaluation images: {int(first['n_eval'])}"
+    )
+    if "fallback_rate_train" in summary and not pd.isna(first["fallback_rate_train"]):
+        notes += (
+            f"; segmenter fallback rate (train/eval): {pct(first['fallback_rate_train'])}% / "
+            f"{pct(first['fallback_rate_eval'])}%"
         )
+    return markdown_grid(grid, "extractor") + f"\n\n{notes}."
+
+
+def per_class_grid(iou: pd.DataFrame, row: str, value: str = "iou") -> pd.DataFrame:
+    """Per-class IoU (%) with ``row`` values as rows and classes (segmenter order) as columns."""
+    wide = iou.pivot_table(index=row, columns="class_index", values=value, sort=True) * 100
+    names = iou.drop_duplicates("class_index").set_index("class_index")["class_name"]
+    wide.columns = [names[c] for c in wide.columns]
+    return wide.map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
+
+
+def render_table6(tables: Tables) -> str:
+    """Table 6: per-class IoU (%) of each extractor (background ignored, Appx A)."""
+    grid = per_class_grid(tables["iou_per_class"], "extractor")
+    return markdown_grid(grid.reindex(extractor_order(grid.index)), "extractor")
+
+
+# -- Table 2 ---------------------------------------------------------------------------------------
+
+
+def render_table2(tables: Tables) -> str:
+    """Table 2: one row per N, "mean ± max deviation" (%) and the ratio to the full LSE."""
+    summary = tables["fewshot_summary"].sort_values("n_shot")
+    rows = {
+        str(r.n_shot): {
+            "mIoU (%)": f"{pct(r.mean_miou)} ± {pct(r.max_dev)}",
+            "of full LSE": "–" if pd.isna(r.ratio_to_full) else f"{pct(r.ratio_to_full)}%",
+            "repeats": str(r.repeats),
+        }
+        for r in summary.itertuples(index=False)
+    }
+    ref = summary["reference_miou"].iloc[0] if len(summary) else float("nan")
+    rows["full"] = {"mIoU (%)": pct(ref), "of full LSE": "100%", "repeats": "–"}
+    grid = pd.DataFrame.from_dict(rows, orient="index")
+    per_class = per_class_grid(tables["fewshot_per_class"], "n_shot")
+    return (
+        markdown_grid(grid, "N-shot")
+        + "\n\nMean ± maximum deviation over repeats with disjoint training images; last "
+        "column: mean relative to the fully trained LSE.\n\n### Per-class IoU (%), mean over "
+        "repeats\n\n" + markdown_grid(per_class, "N-shot")
+    )
+
+
+# -- Tables 4 and 5 ------------------------------------------------------------------------------
+
+
+def render_table4(tables: Tables) -> str:
+    """Tables 4 and 5 (Appx E): mIoU of both rounds on the selected categories, per-class IoU
+    of the kept categories, and the dropped ones."""
+    table, summary = tables["category_selection"], tables["category_selection_summary"]
+    first = summary.iloc[0]
+    extractors = extractor_order(summary["extractor"])
+    fate = "mapped to background" if first["dropped_as"] == "background" else "ignored (255)"
+    t4 = pd.DataFrame(
+        {
+            label: {
+                r.extractor: _miou_cell(r.miou, r.rel_diff)
+                for r in summary[summary["round"] == rnd].itertuples()
+            }
+            for rnd, label in (("all", "trained on all classes"), ("selected", "retrained"))
+        }
+    ).reindex(extractors)
+    lines = [
+        f"A class is kept when any extractor trained on all classes predicts it with IoU > "
+        f"{100 * first['threshold']:.3g}%; kept {first['n_kept']} of {first['n_total']} classes "
+        f"(background included); dropped classes are {fate} when retraining."
+        + (" Every class was kept, so round 2 reuses round 1." if first["n_kept"] == first[
+            "n_total"] else ""),
+        "",
+        "### Table 4 — mIoU (%) on the selected categories",
+        "",
+        markdown_grid(t4.fillna("–"), "extractor"),
+        "",
+        "### Table 5 — IoU (%) of each selected category",
+        "",
+    ]
+    kept = table[table["kept"]]
+    grid = per_class_grid(kept.assign(row=kept["round"] + " " + kept["extractor"]), "row")
+    order = [f"{rnd} {e}" for rnd in ("all", "selected") for e in extractors]
+    lines.append(markdown_grid(grid.reindex([o for o in order if o in grid.index]), "round"))
+    dropped = table[(table["round"] == "all") & ~table["kept"]]
+    lines += ["", "### Dropped categories (IoU %, trained on all classes)", ""]
+    if dropped.empty:
+        lines.append("None: every class passed the threshold.")
+    else:
+        lines.append(markdown_grid(per_class_grid(dropped, "extractor").T, "class"))
     return "\n".join(lines)
+
+
+# -- Fig 4: class centers ------------------------------------------------------------------------
+
+
+def render_fig4(tables: Tables) -> str:
+    """Sec 3.3 / Fig 4: per-class IoU and mIoU of nearest-class-center segmentation, beside
+    the LSE of Table 1."""
+    iou, s = tables["class_centers_iou"], tables["class_centers_summary"].iloc[0]
+    grid = per_class_grid(iou.assign(method="class centers"), "method")
+    grid.insert(0, "mIoU", pct(s["miou"]))
+    if not pd.isna(s["lse_miou"]):
+        grid.loc["LSE (Table 1)"] = ["–"] * len(grid.columns)
+        grid.loc["LSE (Table 1)", "mIoU"] = pct(s["lse_miou"])
+    lines = [
+        markdown_grid(grid, "method"),
+        "",
+        f"IoU in % (Appx A, background ignored). Centers from {int(s['n_images'])} training "
+        f"images (paper: 3000), evaluated on {int(s['n_eval'])} images; unit feature vectors of "
+        f"all layers at {int(s['resolution'])}² (n = {int(s['feature_dim'])}); the background "
+        "has its own center.",
+    ]
+    centers = tables.get("class_centers")
+    if centers is not None:
+        missing = [r.class_name for r in centers.itertuples() if len(r.center) == 0]
+        if missing:
+            lines.append(f"\nClasses without any training pixel (no center): {', '.join(missing)}.")
+    if not pd.isna(s["lse_miou"]) and s["lse_miou"] > 0:
+        lines.append(f"\nClass centers reach {100 * s['miou'] / s['lse_miou']:.1f}% of the LSE.")
+    return "\n".join(lines)
+
+
+# -- Fig 9: cosine similarity -----------------------------------------------------------------
+
+
+def cosine_matrix(sim: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The class × class matrix of a ``cosine_similarity`` table, in class-index order."""
+    k = int(sim["class_a_index"].max()) + 1
+    matrix = np.full((k, k), np.nan)
+    matrix[sim["class_a_index"].to_numpy(), sim["class_b_index"].to_numpy()] = sim["cosine"]
+    names = sim.drop_duplicates("class_a_index").sort_values("class_a_index")["class_a"]
+    return matrix, list(names)
+
+
+def render_fig9(tables: Tables) -> str:
+    """Appx F / Fig 9: the matrix (diagonal in bold), the intra > inter count, pool sizes."""
+    matrix, names = cosine_matrix(tables["cosine_similarity"])
+    pools = tables["cosine_pools"].sort_values("class_index")
+    cells = [
+        [
+            "–" if not np.isfinite(v) else (f"**{v:.3f}**" if a == b else f"{v:.3f}")
+            for b, v in enumerate(row)
+        ]
+        for a, row in enumerate(matrix)
+    ]
+    wins, total = rows_intra_above_inter(matrix)
+    first = pools.iloc[0]
+    pool_grid = pd.DataFrame(
+        {
+            "vectors in pool": pools["n_vectors"].astype(str).to_numpy(),
+            "reached T2": np.where(pools["reached_t2"], "yes", "no"),
+        },
+        index=pools["class_name"].to_numpy(),
+    )
+    short = list(pools.loc[~pools["reached_t2"], "class_name"])
+    return "\n".join(
+        [
+            markdown_grid(pd.DataFrame(cells, index=names, columns=names), "class"),
+            "",
+            f"Intra > inter: in {wins} of {total} rows the diagonal (intra-class) is the row "
+            "maximum (rows of empty pools not counted).",
+            "",
+            f"cos(A, B) = mean of all |A|·|B| pairwise cosines = ā·b̄ (exact); the diagonal "
+            f"includes the i = j pairs. Unit feature vectors of all layers at "
+            f"{int(first['resolution'])}². Fair sampling (Algorithm 1) with T1 = {first['t1']}, "
+            f"T2 = {first['t2']} (paper: 200, 4000) over the {first['split']} store: "
+            f"{int(first['n_images_visited'])} of {int(first['n_store'])} images visited.",
+            "",
+            markdown_grid(pool_grid, "class"),
+        ]
+        + ([f"\nPools below T2 (store exhausted first): {', '.join(short)}."] if short else [])
+    )
+
+
+# -- Appx I: layer-wise ------------------------------------------------------------------------
+
+
+def render_layerwise(tables: Tables) -> str:
+    """Appx I: mIoU of each layer's own prediction argmax u↑(S_i) and of the sum (Σ)."""
+    summary = tables["layerwise_summary"].sort_values("layer_index", key=lambda s: s.where(s >= 0, 1e9))
+    grid = pd.DataFrame(
+        {
+            "name": summary["layer_name"].to_numpy(),
+            "size": summary["layer_size"].astype(str).to_numpy(),
+            "mIoU (%)": [pct(v) for v in summary["miou"]],
+        },
+        index=["Σ" if i < 0 else str(i) for i in summary["layer_index"]],
+    )
+    first = summary.iloc[0]
+    rows = tables["layerwise"]
+    per_class = per_class_grid(rows, "layer_name").reindex(list(summary["layer_name"]))
+    return (
+        markdown_grid(grid, "layer")
+        + f"\n\nLSE trained with Eq. 8, α = {first['alpha']:g}, {int(first['iterations'])} "
+        f"iterations on {int(first['n_train'])} images; evaluated on {int(first['n_eval'])} "
+        "images.\n\n### Per-class IoU (%)\n\n" + markdown_grid(per_class, "layer")
+    )

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Install (if needed) and run the whole test suite, including the slow end-to-end tests that
-# start a Prefect server and worker. Extra arguments go to pytest (e.g. -m "not slow").
+# Install (if needed), check style (ruff) and the one-way layering (import-linter), and run the
+# whole test suite in random order (pytest-randomly), including the slow end-to-end tests that
+# start a flow, a Prefect server and worker or a subprocess. Extra arguments go to pytest
+# (e.g. -m "not slow", or -p no:randomly to keep file order).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 set +e
 .venv/bin/python -m pytest tests "$@"
 rc=$?

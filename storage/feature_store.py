@@ -325,6 +325,29 @@ class FeatureStore:
                 "run `lineargan verify --repair <store>` and rerun the cache flow to recompute the damaged chunks",
             ) from exc
 
+    def read_samples(self, indices) -> tuple[list[np.ndarray], np.ndarray]:
+        """Features (per layer, float16) and labels of the given samples, in the given order.
+
+        Reads only the chunks that hold them (memory: one chunk plus the selected samples).
+        """
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.spec.n:
+            raise ValueError(f"sample indices must lie in [0, {self.spec.n}), got {idx.tolist()}")
+        size = self.spec.chunk_size
+        feats: list[np.ndarray] = []
+        labels: np.ndarray | None = None
+        for chunk in np.unique(idx // size):
+            pos = np.flatnonzero(idx // size == chunk)
+            batch = self.read_chunk(int(chunk))
+            local = idx[pos] - chunk * size
+            if labels is None:
+                labels = np.empty((len(idx), *batch.labels.shape[1:]), batch.labels.dtype)
+                feats = [np.empty((len(idx), *f.shape[1:]), f.dtype) for f in batch.features]
+            labels[pos] = batch.labels[local]
+            for out, f in zip(feats, batch.features, strict=True):
+                out[pos] = f[local]
+        return feats, labels
+
     def verify(self, *, repair: bool = False) -> list[int]:
         """Read every done chunk; return (and with ``repair``, invalidate) the corrupt ones."""
         bad = []

@@ -13,12 +13,10 @@ Schemas (every table also carries the run metadata columns ``profile``, ``run_id
   the best extractor of the same generator/segmenter/profile, (y - y*) / y*), n_train, n_eval,
   iterations, train_seconds, fallback_rate_train, fallback_rate_eval.
 
-The analyses of the full reproduction document their tables in their job modules
-(``lineargan/jobs/<analysis>.py``): ``fewshot``, ``fewshot_per_class``, ``fewshot_summary``
-(Table 2); ``category_selection``, ``category_selection_summary`` (Tables 4/5);
-``class_centers``, ``class_centers_iou``, ``class_centers_summary`` (Fig 4);
-``cosine_similarity``, ``cosine_pools`` (Fig 9); ``layerwise``, ``layerwise_summary``
-(Appx I); and ``results_index`` (``lineargan/jobs/index.py``) lists every file of every run.
+Every analysis declares its tables with pyarrow schemas (``TABLES`` in its pipeline module,
+``tasks/analyses/<analysis>.py``, listed by the analysis registry); a part whose columns differ
+from its schema is refused instead of written. ``results_index`` (``tasks/index.py``) lists
+every file of every run.
 """
 
 from __future__ import annotations
@@ -27,9 +25,23 @@ import io
 from datetime import UTC, datetime
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from lineargan import __version__
 from storage.layout import table_dir, table_part
+
+RUN_METADATA = {
+    "profile": pa.string(),
+    "run_id": pa.string(),
+    "code_version": pa.string(),
+    "created_at": pa.string(),
+}
+
+
+def schema(**columns: pa.DataType) -> pa.Schema:
+    """A table's schema: its own columns, then the run metadata every row carries."""
+    return pa.schema(list(columns.items()) + list(RUN_METADATA.items()))
 
 
 def run_metadata(profile: str, run_id: str) -> dict:
@@ -41,11 +53,22 @@ def run_metadata(profile: str, run_id: str) -> dict:
     }
 
 
-def write_table_part(results_root: str, table: str, key: str, df: pd.DataFrame) -> str:
-    """Write one unit's rows of ``table`` atomically; returns the file URL."""
+def write_table_part(
+    results_root: str, table: str, key: str, df: pd.DataFrame, schema: pa.Schema | None = None
+) -> str:
+    """Write one unit's rows of ``table`` atomically (cast to ``schema`` when given: a column
+    missing from or unknown to the schema is an error, not a silent change of the table's
+    shape); returns the file URL."""
     target = table_part(results_root, table, key)
     buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
+    if schema is None:
+        df.to_parquet(buf, index=False)
+    else:
+        extra = sorted(set(df.columns) - set(schema.names))
+        missing = sorted(set(schema.names) - set(df.columns))
+        if extra or missing:
+            raise ValueError(f"table {table!r}: columns {extra} not in its schema, {missing} missing")
+        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), buf)
     target.write_bytes_atomic(buf.getvalue())
     return target.url
 

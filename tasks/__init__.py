@@ -1,1 +1,2 @@
-"""Thin Prefect tasks over ``lineargan.jobs``: resolve references, call one function, return a reference."""
+"""Pipeline steps as plain functions (cache, fit, evaluate, Table 1, the analyses, the index),
+plus their thin Prefect task wrappers in :mod:`tasks.prefect_tasks`."""

@@ -1,26 +1,101 @@
-"""Cache-stage tasks: prepare a store, fill one chunk, finalize."""
+"""Cache stage: create a dataset's store, fill its chunks (resumably), finalize it."""
 
 from __future__ import annotations
 
-from prefect import task
+from concurrent.futures import Future, ThreadPoolExecutor
 
+import torch
+
+from lineargan.cache import SampleBatch, generate_and_label
 from lineargan.config import DatasetConfig
-from lineargan.jobs import cache as jobs
+from lineargan.device import resolve_device
+from lineargan.errors import FingerprintMismatchError
+from storage.feature_store import FeatureStore, StoreSpec
+from storage.layout import store_target
+from storage.target import Target
+from tasks.models import cached_generator, cached_segmenter, limit_torch_threads
 
 
-@task(name="prepare-store", task_run_name="prepare-{cfg.split}-n{cfg.n}")
+def spec_for(cfg: DatasetConfig) -> StoreSpec:
+    """The fingerprint a store of ``cfg`` must carry (loads the models to hash their weights)."""
+    g = cached_generator(cfg.generator, "cpu", cfg.generator_checkpoint)
+    p = cached_segmenter(cfg.segmenter)
+    return StoreSpec(
+        generator=cfg.generator,
+        generator_sha256=g.weights_sha256,
+        segmenter=cfg.segmenter,
+        segmenter_sha256=p.weights_sha256,
+        class_names=tuple(p.class_names),
+        split=cfg.split,
+        seed=cfg.seed,
+        n=cfg.n,
+        chunk_size=cfg.chunk_size,
+        latent_dim=g.latent_dim,
+        resolution=g.resolution,
+        layer_names=tuple(g.layer_names),
+        layer_shapes=tuple(g.layer_shapes()),
+    )
+
+
 def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
-    """Create or reopen the dataset's store; returns (URL, chunks still to compute, all chunks)."""
-    return jobs.prepare_store(cfg, data_root)
+    """Create (or reopen) the store for ``cfg``; returns its URL, the chunks still to do and
+    the total number of chunks."""
+    Target(data_root).ensure_writable()
+    spec = spec_for(cfg)
+    target = store_target(data_root, cfg.generator, cfg.segmenter, cfg.split, cfg.seed, cfg.n)
+    g = cached_generator(cfg.generator, "cpu", cfg.generator_checkpoint)
+    latents = (z.numpy() for z in g.iter_latents(cfg.n, cfg.seed, cfg.chunk_size))
+    store = FeatureStore.create(
+        target, spec, latents, extra_attrs={"generator_checkpoint": cfg.generator_checkpoint}
+    )
+    return target.url, store.pending_chunks(), spec.n_chunks
 
 
-@task(name="cache-chunk", task_run_name="chunk-{index}", retries=1, retry_delay_seconds=2)
-def cache_chunk(store_url: str, index: int, device: str = "auto") -> bool:
-    """Generate + label + write one chunk (skipped when already done); True if computed."""
-    return jobs.fill_chunk(store_url, index, device)
+def fill_chunk(store_url: str, index: int, device: str = "auto") -> bool:
+    """Generate, label and write chunk ``index`` unless it is already done; True if computed."""
+    limit_torch_threads()
+    store = FeatureStore.open(Target(store_url))
+    if store.is_done(index):
+        return False
+    store.write_chunk(index, compute_chunk(store, index, device))
+    return True
 
 
-@task(name="finalize-store")
+def compute_chunk(store: FeatureStore, index: int, device: str = "auto") -> SampleBatch:
+    """Run G and P on chunk ``index``'s stored latents (models checked against the fingerprint)."""
+    spec = store.spec
+    dev = resolve_device(device)
+    g = cached_generator(spec.generator, str(dev), store.group.attrs.get("generator_checkpoint"))
+    p = cached_segmenter(spec.segmenter)
+    if g.weights_sha256 != spec.generator_sha256 or tuple(p.class_names) != spec.class_names:
+        raise FingerprintMismatchError(
+            f"store {store.target.url} was made with other weights or classes than the loaded {spec.generator}/{spec.segmenter}",
+            "use a new data_root for these models, or restore the original checkpoints",
+        )
+    with torch.inference_mode():
+        return generate_and_label(g, p, store.read_latents(spec.chunk_slice(index)), dev)
+
+
 def finalize_store(store_url: str) -> dict:
-    """Mark the store complete once every chunk is done."""
-    return jobs.finalize_store(store_url)
+    """Mark the store complete (all chunks present) and return its summary statistics."""
+    return FeatureStore.open(Target(store_url)).finalize()
+
+
+def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str:
+    """The whole cache stage in one process (benchmarks, scripts): chunk i is compressed and
+    written on a background thread while chunk i+1 is generated, so storage overlaps compute.
+    Memory holds at most two chunks."""
+    limit_torch_threads()
+    url, pending, _ = prepare_store(cfg, data_root)
+    store = FeatureStore.open(Target(url))
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        inflight: Future | None = None
+        for i in pending:
+            batch = compute_chunk(store, i, device)
+            if inflight is not None:
+                inflight.result()  # surface write errors; bounds memory to two chunks
+            inflight = writer.submit(store.write_chunk, i, batch)
+        if inflight is not None:
+            inflight.result()
+    finalize_store(url)
+    return url

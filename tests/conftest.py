@@ -1,6 +1,6 @@
 """Shared fixtures: the real models (loaded once) and small real stores (built once per session).
 
-The stores are built with the real cache stage (``lineargan.jobs.cache``) from the embedded
+The stores are built with the real cache stage (``tasks.cache``) from the embedded
 DCGAN and the dlib segmenter: 64 samples in chunks of 16 take about a second each on CPU.
 """
 
@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lineargan.cache import SampleBatch
 from lineargan.config import DatasetConfig
-from lineargan.jobs.cache import build_store
-from lineargan.jobs.models import cached_generator, cached_segmenter
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.target import Target
+from tasks.analyses.contract import AnalysisContext
+from tasks.cache import build_store
+from tasks.models import cached_generator, cached_segmenter
 
 SMALL_N = 64
 SMALL_CHUNK = 16
@@ -25,6 +27,17 @@ SMALL_CHUNK = 16
 
 def small_dataset(split: str = "train", seed: int = 0) -> DatasetConfig:
     return DatasetConfig(split=split, seed=seed, n=SMALL_N, chunk_size=SMALL_CHUNK)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """The test machine is small and shared: one torch thread is faster than two contended
+    ones. Session-wide, so fixtures and tests alike run with it: a float reduction gives
+    bit-identical results only at the same thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +67,19 @@ def train_store_url(data_root, generator, segmenter) -> str:
 def eval_store_url(data_root, generator, segmenter) -> str:
     """A finished evaluation store (seed 1, n=64, chunks of 16)."""
     return build_store(small_dataset("eval", 1), str(data_root), device="cpu")
+
+
+@pytest.fixture
+def ctx(tmp_path, train_store_url, eval_store_url) -> AnalysisContext:
+    """An analysis context over the small real stores, with this test's own results root."""
+    return AnalysisContext(
+        train_url=train_store_url,
+        eval_url=eval_store_url,
+        results_root=str(tmp_path / "results"),
+        profile="smoke",
+        run_id="test-run",
+        device="cpu",
+    )
 
 
 # -- synthetic stores (no models): every sample carries its own index --------------------------

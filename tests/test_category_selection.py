@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from lineargan import training
-from lineargan.category_selection import (
+import tasks.analyses.category_selection as job
+from lineargan.analyses.category_selection import (
     IGNORE_LABEL,
+    CategorySelectionParams,
     RemappedSource,
     build_lut,
     evaluate_remapped,
@@ -22,21 +23,20 @@ from lineargan.category_selection import (
 )
 from lineargan.config import DatasetConfig, FitConfig, RunConfig, Schedule
 from lineargan.errors import LinearGanError
-from lineargan.extractors import load_extractor
+from lineargan.evaluate import predict
 from lineargan.extractors.base import SemanticExtractor
-from lineargan.jobs.analysis import AnalysisContext
-from lineargan.jobs.cache import build_store
-from lineargan.jobs.category_selection import (
-    SUMMARY_TABLE,
-    TABLE,
-    CategorySelectionParams,
-    run_category_selection,
-)
-from lineargan.jobs.evaluate import evaluate_fit
-from lineargan.jobs.fit import fit_extractor
-from storage.layout import manifest_target
+from lineargan.metrics import IoUAccumulator
+from storage.checkpoints import load_extractor
+from storage.feature_store import FeatureStore
 from storage.stream import ChunkStream
 from storage.tables import read_table_part
+from storage.target import Target
+from tasks.analyses.category_selection import SUMMARY_TABLE, TABLE
+from tasks.analyses.contract import AnalysisContext
+from tasks.analysis_steps import run_and_finish
+from tasks.cache import build_store
+from tasks.evaluate import evaluate_fit
+from tasks.fit import fit_extractor
 from tests.conftest import build_synthetic_store, synthetic_spec
 
 TINY = Schedule(phases=((1, 2),), samples_per_epoch=4)  # 2 iterations of batch 2
@@ -165,6 +165,9 @@ def test_for_profile_matches_the_reproduce_fits(profile):
 
 # -- the analysis on real tiny stores ------------------------------------------------------------
 
+EXTRACTORS = ("LSE", "NSE-1", "NSE-2")
+NAMES = ["background", "skin", "eyebrows", "eyes", "nose", "lips", "mouth"]
+
 
 @pytest.fixture(scope="module")
 def small_eval_url(data_root, generator, segmenter) -> str:
@@ -174,26 +177,38 @@ def small_eval_url(data_root, generator, segmenter) -> str:
 
 
 @pytest.fixture(scope="module")
-def selection(tmp_path_factory, train_store_url, small_eval_url):
-    """Table 1's round-1 fits first, then the selection with a threshold that drops classes."""
+def template(tmp_path_factory, train_store_url, small_eval_url):
+    """Table 1's round-1 fits and evaluations, then a selection with a threshold that drops
+    classes, in a results root that each test copies (tests never share what they write)."""
     results = str(tmp_path_factory.mktemp("results"))
     ctx = AnalysisContext(train_store_url, small_eval_url, results, "smoke", "run-a", "cpu")
-    fits = tuple(FitConfig(extractor=e, schedule=TINY) for e in ("LSE", "NSE-1", "NSE-2"))
-    best = np.zeros(7)
+    fits = tuple(FitConfig(extractor=e, schedule=TINY) for e in EXTRACTORS)
+    best = np.zeros(len(NAMES))
+    metas = {}
     for cfg in fits:  # what the reproduce flow does before this analysis
-        meta = fit_extractor(ctx.train_url, cfg, results, "cpu")
-        df = evaluate_fit(meta, ctx.eval_url, results, "smoke", "run-a", "cpu")
+        metas[cfg.extractor] = fit_extractor(ctx.train_url, cfg, results, "cpu")
+        df = evaluate_fit(metas[cfg.extractor], ctx.eval_url, results, "smoke", "run-a", "cpu")
         best[df["class_index"]] = np.fmax(best[df["class_index"]], df["iou"].to_numpy())
     assert best.max() > 0, "round-1 fits predict no class at all"
     # 0.5 drops every class when tiny fits stay below it: halve the best IoU in that case
     threshold = float(min(0.5, 0.5 * best.max()))
     params = CategorySelectionParams(threshold=threshold, fits=fits)
-    result = run_category_selection(ctx, params)
-    return ctx, params, result, best
+    result = run_and_finish("category_selection", ctx, params, fits=metas)
+    return ctx, params, result, best, metas
+
+
+@pytest.fixture
+def selection(template, tmp_path):
+    """The template's results, copied into this test's own results root."""
+    ctx, params, result, best, metas = template
+    root = tmp_path / "results"
+    shutil.copytree(ctx.results_root, root)
+    moved = AnalysisContext(ctx.train_url, ctx.eval_url, str(root), "smoke", "run-a", "cpu")
+    return moved, params, result, best, metas
 
 
 def test_selection_end_to_end(selection):
-    ctx, params, result, best = selection
+    ctx, params, result, best, _ = selection
     assert not result.reused
     table = read_table_part(ctx.results_root, TABLE, result.key)
     summ = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
@@ -207,14 +222,12 @@ def test_selection_end_to_end(selection):
     assert [0, *kept] == expected_kept
     max_iou = r1.groupby("class_index")["iou"].max()
     assert ((max_iou > params.threshold) == r1.groupby("class_index")["kept"].first()).all()
-    assert list(r1["class_name"].unique()) == ["skin", "eyebrows", "eyes", "nose", "lips", "mouth"]
+    assert list(r1["class_name"].unique()) == NAMES[1:]
 
-    # round "selected": only kept classes, renumbered in order, models with n_kept outputs
+    # round "selected": only kept classes, models with n_kept outputs
     r2 = table[table["round"] == "selected"]
     assert sorted(r2["class_index"].unique().tolist()) == kept
     assert r2["kept"].all() and len(r2) == 3 * len(kept)
-    new = r2.drop_duplicates("class_index").sort_values("class_index")["new_index"].tolist()
-    assert new == list(range(1, len(kept) + 1))
     assert (r1.loc[~r1["kept"], "new_index"] == -1).all()
     assert r2["iou"].between(0, 1).all() and (r2["images"] > 0).all()
 
@@ -229,50 +242,59 @@ def test_selection_end_to_end(selection):
             assert model.n_class == len(expected_kept)
             assert meta["kept_classes"] == expected_kept
             assert meta["class_names"][0] == "background"
-    # round 1 reused Table 1's fits (same FitConfig → same key); round 2 trained fresh
-    assert summ.loc[summ["round"] == "all", "fit_reused"].all()
+    # round 1 is Table 1's fits (handed over by the DAG); round 2 trained fresh
     assert not summ.loc[summ["round"] == "selected", "fit_reused"].any()
     assert summ.groupby("round")["rel_diff"].max().tolist() == [0.0, 0.0]
 
     md = result.markdown
     assert "Table 4" in md and "Table 5" in md and "IoU > " in md
     assert all(name in md for name in r1["class_name"])
-    assert Path(ctx.results_root, "reports", "category_selection-smoke.md").read_text() == md
+    assert Path(result.reports[0]).name == f"table4-smoke-{result.key[:8]}.md"
 
 
 def _fit_dir(row: pd.Series) -> str:
     return f"{row['extractor'].lower()}-sel-{row['fit_key'][:16]}"
 
 
+def test_round_one_uses_the_fits_it_is_handed(selection, monkeypatch):
+    """Given Table 1's fits the analysis never calls the fit routine for round 1."""
+    ctx, params, result, _, metas = selection
+    Path(ctx.results_root, "manifests", f"category_selection-{result.key}.json").unlink()
+
+    def boom(*a, **k):
+        raise AssertionError("round 1 refitted although Table 1's fits were handed over")
+
+    monkeypatch.setattr(job, "fit_extractor", boom)
+    redone = run_and_finish("category_selection", ctx, params, fits=metas)
+    assert not redone.reused and redone.key == result.key
+
+
 def test_resume_reuses_result_and_fits(selection):
-    ctx, params, result, _ = selection
-    again = run_category_selection(ctx, params)
-    assert again.reused and again.key == result.key and again.tables == result.tables
-    assert again.markdown == result.markdown
+    ctx, params, result, _, _ = selection
+    again = run_and_finish("category_selection", ctx, params)
+    assert again.reused and again.key == result.key and again.markdown == result.markdown
     # without the manifest the tables are rebuilt, but every fit (both rounds) is reused
-    manifest_target(ctx.results_root, f"category_selection-{result.key}").fs.rm(
-        manifest_target(ctx.results_root, f"category_selection-{result.key}").path
-    )
-    redone = run_category_selection(ctx, params)
+    Path(ctx.results_root, "manifests", f"category_selection-{result.key}.json").unlink()
+    fits_before = sorted(p.name for p in Path(ctx.results_root, "fits").iterdir())
+    redone = run_and_finish("category_selection", ctx, params)
     assert not redone.reused
+    assert sorted(p.name for p in Path(ctx.results_root, "fits").iterdir()) == fits_before
     summ = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
     assert summ["fit_reused"].all()
     manifest = json.loads(
-        manifest_target(ctx.results_root, f"category_selection-{result.key}").read_bytes()
+        Path(ctx.results_root, "manifests", f"category_selection-{result.key}.json").read_bytes()
     )
     assert manifest["key"] == result.key
 
 
-def test_keeping_every_class_reuses_round_one(selection, monkeypatch, tmp_path):
+def test_keeping_every_class_reuses_round_one(selection, monkeypatch):
     """All kept → identity LUT, same fits: round 2 must not retrain (on 150 classes it would
     double the cost of the step for nothing)."""
-    ctx, params, _, _ = selection
-    import lineargan.jobs.category_selection as job
-
+    ctx, params, _, _, _ = selection
     monkeypatch.setattr(job, "select_classes", lambda iou, threshold: list(range(7)))
     before = sorted(p.name for p in Path(ctx.results_root, "fits").iterdir())
     other = params.model_copy(update={"threshold": 0.0})
-    result = run_category_selection(ctx, other)
+    result = run_and_finish("category_selection", ctx, other)
     after = sorted(p.name for p in Path(ctx.results_root, "fits").iterdir())
     assert after == before, "round 2 trained new fits although nothing was dropped"
     summ = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
@@ -285,33 +307,101 @@ def test_keeping_every_class_reuses_round_one(selection, monkeypatch, tmp_path):
         for r in ("all", "selected")
     )
     assert r2["iou"].equals(r1["iou"])
-    assert "round 2 is round 1" in result.markdown
+    assert "round 2 reuses round 1" in result.markdown
 
 
 def test_nothing_passes_the_threshold(selection):
-    ctx, params, _, best = selection
+    ctx, params, _, best, _ = selection
     strict = params.model_copy(update={"threshold": float(max(best.max(), 0.5) + 0.01)})
     with pytest.raises(LinearGanError, match="lower the threshold"):
-        run_category_selection(ctx, strict)
+        run_and_finish("category_selection", ctx, strict)
 
 
-def test_dropped_as_ignore(selection, tmp_path):
-    ctx, params, result_bg, _ = selection
-    # LSE alone: its own best round-1 IoU sets a threshold that keeps some classes, drops others
-    r1 = read_table_part(ctx.results_root, "category_selection", result_bg.key)
-    lse_best = r1[(r1["round"] == "all") & (r1["extractor"] == params.fits[0].extractor)][
-        "iou"
-    ].max()
-    ignore = params.model_copy(
-        update={"dropped_as": "ignore", "fits": params.fits[:1], "threshold": float(0.5 * lse_best)}
+def _hand_made_round1(monkeypatch, iou_by_extractor: dict[str, list[float]]) -> None:
+    """Round 1 sees these per-class IoUs (index = class) instead of the real evaluations."""
+
+    def fake_evaluate_fit(meta, *a, **k):
+        iou = iou_by_extractor[meta["extractor"]]
+        return pd.DataFrame(
+            {
+                "class_index": range(1, len(iou)),
+                "iou": iou[1:],
+                "images": [10] * (len(iou) - 1),
+            }
+        )
+
+    monkeypatch.setattr(job, "evaluate_fit", fake_evaluate_fit)
+
+
+class RecordingRemap(RemappedSource):
+    """Remembers the labels every round-2 training batch had before and after remapping."""
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def next_batch(self, batch_size):
+        feats, original = self.source.next_batch(batch_size)
+        out = remap_labels(original, self.lut)
+        RecordingRemap.seen.append((original.copy(), out))
+        return feats, out
+
+
+@pytest.mark.parametrize("dropped_as", ["background", "ignore"])
+def test_non_adjacent_kept_classes_renumbered_and_remapped(selection, monkeypatch, dropped_as):
+    """Hand-made round-1 IoUs keep eyebrows (2), nose (4) and mouth (6): new indices 1, 2, 3;
+    round-2 training labels are the LUT image of the original labels (dropped classes become
+    background or the ignore value) and evaluation treats dropped pixels accordingly."""
+    ctx, params, _, _, metas = selection
+    _hand_made_round1(
+        monkeypatch,
+        {
+            "LSE": [NAN, 0.05, 0.40, 0.01, 0.02, 0.03, 0.04],
+            "NSE-1": [NAN, 0.08, 0.00, 0.09, 0.60, 0.05, 0.00],
+            "NSE-2": [NAN, 0.02, 0.00, 0.00, 0.00, 0.10, 0.25],  # lips: exactly 10 %, dropped
+        },
     )
-    if "ignore_index" not in inspect.signature(training.fit).parameters:
-        fits_before = sorted(p.name for p in Path(ctx.results_root, "fits").iterdir())
-        with pytest.raises(LinearGanError, match='dropped_as="background"'):
-            run_category_selection(ctx, ignore)
-        assert sorted(p.name for p in Path(ctx.results_root, "fits").iterdir()) == fits_before
-        return
-    result = run_category_selection(ctx, ignore)
+    RecordingRemap.seen = []
+    monkeypatch.setattr(job, "RemappedSource", RecordingRemap)
+    lse_only = params.model_copy(
+        update={"threshold": 0.10, "fits": params.fits[:1], "dropped_as": dropped_as}
+    )
+    result = run_and_finish("category_selection", ctx, lse_only, fits=metas)
+    table = read_table_part(ctx.results_root, TABLE, result.key)
+    r1 = table[table["round"] == "all"].set_index("class_index")
+    # only the LSE is in this run's fits, so only its IoUs count: eyebrows alone passes
+    assert r1["kept"].to_dict() == {1: False, 2: True, 3: False, 4: False, 5: False, 6: False}
+
+    three = params.model_copy(update={"threshold": 0.10, "dropped_as": dropped_as})
+    RecordingRemap.seen = []
+    result = run_and_finish("category_selection", ctx, three, fits=metas)
+    table = read_table_part(ctx.results_root, TABLE, result.key)
+    r1 = table[(table["round"] == "all") & (table["extractor"] == "LSE")].set_index("class_index")
+    assert r1["new_index"].to_dict() == {1: -1, 2: 1, 3: -1, 4: 2, 5: -1, 6: 3}
+    r2 = table[table["round"] == "selected"]
+    assert sorted(r2["class_index"].unique()) == [2, 4, 6]
+    assert (r2.set_index("class_index")["new_index"].groupby(level=0).first() == [1, 2, 3]).all()
+
+    dropped = 0 if dropped_as == "background" else IGNORE_LABEL
+    expected = np.array([0, dropped, 1, dropped, 2, dropped, 3], np.uint8)
+    assert RecordingRemap.seen, "round 2 trained nothing"
+    for original, out in RecordingRemap.seen:
+        np.testing.assert_array_equal(out, expected[original])
+        assert (out[np.isin(original, [1, 3, 5])] == dropped).all()
+
+    # Evaluation: recompute the retrained LSE's per-class IoU by hand on the evaluation store.
     summ = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
-    assert set(summ["dropped_as"]) == {"ignore"} and len(summ) == 2
-    assert "ignored" in result.markdown
+    lse = summ[(summ["round"] == "selected") & (summ["extractor"] == "LSE")].iloc[0]
+    model, meta = load_extractor(Path(ctx.results_root) / "fits" / _fit_dir(lse))
+    assert model.n_class == 4 and meta["kept_classes"] == [0, 2, 4, 6]
+    store = FeatureStore.open(Target(ctx.eval_url))
+    acc = IoUAccumulator(["background", "eyebrows", "nose", "mouth"])
+    for _, chunk in store.iter_chunks():
+        pred = predict(model, chunk.features, 64, torch.device("cpu"))
+        label = expected[chunk.labels]
+        if dropped_as == "ignore":  # excluded: neither label nor prediction counts there
+            pred = np.where(label == IGNORE_LABEL, 0, pred)
+            label = np.where(label == IGNORE_LABEL, 0, label)
+        acc.update(pred.astype(np.uint8), label.astype(np.uint8))
+    want = acc.result()
+    got = r2[r2["extractor"] == "LSE"].set_index("new_index")
+    for new in (1, 2, 3):
+        assert got.loc[new, "iou"] == pytest.approx(want.iou[new], nan_ok=True)

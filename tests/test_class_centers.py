@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lineargan.errors import LinearGanError
-from lineargan.extractors.base import upsample
-from lineargan.geometry import (
+from lineargan.analyses.class_centers import ClassCentersParams
+from lineargan.analyses.geometry import (
     ClassSumAccumulator,
     default_resolution,
     feature_dim,
@@ -21,13 +20,14 @@ from lineargan.geometry import (
     segment_by_centers,
     unit_pixel_features,
 )
-from lineargan.jobs import class_centers as cc
-from lineargan.jobs.analysis import AnalysisContext
-from lineargan.jobs.class_centers import ClassCentersParams, run_class_centers
+from lineargan.errors import LinearGanError
+from lineargan.extractors.base import upsample
 from lineargan.metrics import IoUAccumulator
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
+from tasks.analyses import class_centers as cc
+from tasks.analysis_steps import run_and_finish
 
 DCGAN_SHAPES = ((512, 4, 4), (256, 8, 8), (128, 16, 16), (64, 32, 32))
 
@@ -95,18 +95,6 @@ def test_nearest_center_segments_separable_features_perfectly():
 # -- the analysis on real stores ------------------------------------------------------------------
 
 
-@pytest.fixture
-def ctx(tmp_path, train_store_url, eval_store_url) -> AnalysisContext:
-    return AnalysisContext(
-        train_url=train_store_url,
-        eval_url=eval_store_url,
-        results_root=str(tmp_path / "results"),
-        profile="smoke",
-        run_id="test-run",
-        device="cpu",
-    )
-
-
 def _skin_everywhere_miou(eval_url: str) -> float:
     store = FeatureStore.open(Target(eval_url))
     acc = IoUAccumulator(store.spec.class_names)
@@ -117,7 +105,7 @@ def _skin_everywhere_miou(eval_url: str) -> float:
 
 def test_class_centers_on_real_stores_and_resume(ctx, monkeypatch):
     params = ClassCentersParams(n_images=20, figure_samples=3)  # 20: not a chunk multiple
-    result = run_class_centers(ctx, params)
+    result = run_and_finish("class_centers", ctx, params)
     assert not result.reused and set(result.tables) == {
         "class_centers_iou",
         "class_centers_summary",
@@ -147,28 +135,30 @@ def test_class_centers_on_real_stores_and_resume(ctx, monkeypatch):
 
     png = Image.open(io.BytesIO(Target(result.figures[0]).read_bytes()))
     assert result.figures[0].endswith(f"fig4-smoke-{result.key[:8]}.png") and png.width > 3 * 64
-    assert "| class centers |" in result.markdown and "LSE" not in result.markdown
+    assert "class centers" in result.markdown and "LSE (Table 1)" not in result.markdown
 
     # Resume: same key → stored result, nothing recomputed.
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(cc, "accumulate_class_sums", boom)
-    again = run_class_centers(ctx, params)
+    again = run_and_finish("class_centers", ctx, params)
     assert again.reused and again.key == result.key and again.markdown == result.markdown
 
     # The LSE mIoU is not part of the key: passing it rewrites summary and markdown only.
-    with_lse = run_class_centers(ctx, params, lse_miou=0.5)
+    with_lse = run_and_finish("class_centers", ctx, params, reference={"LSE": 0.5})
     assert with_lse.reused and with_lse.key == result.key
-    assert "| LSE (Table 1) | 50.0 |" in with_lse.markdown
+    lse_row = next(line for line in with_lse.markdown.splitlines() if "LSE (Table 1)" in line)
+    assert [c.strip() for c in lse_row.split("|")][1:3] == ["LSE (Table 1)", "50.0"]
     stored = read_table_part(ctx.results_root, "class_centers_summary", result.key)
     assert stored["lse_miou"].iloc[0] == 0.5 and stored["miou"].iloc[0] == row["miou"]
-    assert run_class_centers(ctx, params, lse_miou=0.5).markdown == with_lse.markdown
+    again = run_and_finish("class_centers", ctx, params, reference={"LSE": 0.5})
+    assert again.markdown == with_lse.markdown
 
 
 def test_resolution_above_the_output_is_refused(ctx):
     with pytest.raises(LinearGanError, match="resolution 128"):
-        run_class_centers(ctx, ClassCentersParams(n_images=4, resolution=128))
+        run_and_finish("class_centers", ctx, ClassCentersParams(n_images=4, resolution=128))
 
 
 def test_profiles_scale_the_number_of_images():

@@ -124,9 +124,9 @@ def test_run_config_derives_datasets_and_fits():
 
 
 def test_analysis_params_default_to_the_profile():
-    from lineargan.jobs.cosine_similarity import CosineSimilarityParams
-    from lineargan.jobs.layerwise import LayerwiseParams
-    from lineargan.jobs.params import analysis_params
+    from lineargan.analyses.cosine_similarity import CosineSimilarityParams
+    from lineargan.analyses.layerwise import LayerwiseParams
+    from tasks.analyses.registry import analysis_params
 
     run = RunConfig(profile="quick", samples_per_epoch=64)
     assert analysis_params(run, "cosine_similarity") == CosineSimilarityParams.for_profile("quick")
@@ -138,7 +138,7 @@ def test_analysis_params_default_to_the_profile():
 
 
 def test_analysis_params_overrides_change_the_key_and_only_the_named_fields():
-    from lineargan.jobs.params import analysis_params
+    from tasks.analyses.registry import analysis_params
 
     base = RunConfig(profile="paper")
     run = RunConfig(
@@ -165,13 +165,27 @@ def test_analysis_params_overrides_change_the_key_and_only_the_named_fields():
     ],
 )
 def test_bad_analysis_params_fail_before_any_work(overrides, message):
+    from tasks.analyses.registry import resolve_analyses
+
     with pytest.raises(LinearGanError, match=message):
-        RunConfig(profile="smoke", analysis_params=overrides)
+        resolve_analyses(RunConfig(profile="smoke", analysis_params=overrides))
 
 
 def test_unknown_analysis_name_rejected():
-    with pytest.raises(ValueError, match="analysis_params"):
-        RunConfig(analysis_params={"cosine": {"t1": 5}})
+    from tasks.analyses.registry import resolve_analyses
+
+    with pytest.raises(LinearGanError, match="unknown analysis 'cosine'.*cosine_similarity"):
+        resolve_analyses(RunConfig(analysis_params={"cosine": {"t1": 5}}))
+    with pytest.raises(LinearGanError, match="unknown analysis 'nope'"):
+        resolve_analyses(RunConfig(analyses=("fewshot", "nope")))
+    assert list(resolve_analyses(RunConfig(analyses=()))) == []
+    assert list(resolve_analyses(RunConfig())) == [
+        "fewshot",
+        "category_selection",
+        "class_centers",
+        "cosine_similarity",
+        "layerwise",
+    ]
 
 
 def test_cli_set_parses_json_values_and_rejects_malformed():
@@ -184,7 +198,7 @@ def test_cli_set_parses_json_values_and_rejects_malformed():
 
 
 def test_nested_overrides_keep_the_runs_other_fields():
-    from lineargan.jobs.params import analysis_params
+    from tasks.analyses.registry import analysis_params
 
     run = RunConfig(
         profile="quick",

@@ -12,22 +12,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lineargan.geometry import (
+from lineargan.analyses.geometry import (
     FairSampler,
     pairwise_mean_cosine,
     pool_cosine_matrix,
     rows_intra_above_inter,
 )
-from lineargan.jobs import cosine_similarity as cs
-from lineargan.jobs.analysis import AnalysisContext
-from lineargan.jobs.cosine_similarity import (
-    CosineSimilarityParams,
-    fair_sample,
-    run_cosine_similarity,
-)
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
+from tasks.analyses import cosine_similarity as cs
+from tasks.analyses.cosine_similarity import (
+    CosineSimilarityParams,
+    fair_sample,
+)
+from tasks.analysis_steps import run_and_finish
 
 # -- the identity mean_{i,j} a_i·b_j = ā·b̄ --------------------------------------------------------
 
@@ -122,18 +121,6 @@ def test_params_validate_thresholds_and_scale_by_profile():
 # -- on the real stores --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def ctx(tmp_path, train_store_url, eval_store_url) -> AnalysisContext:
-    return AnalysisContext(
-        train_url=train_store_url,
-        eval_url=eval_store_url,
-        results_root=str(tmp_path / "results"),
-        profile="smoke",
-        run_id="test-run",
-        device="cpu",
-    )
-
-
 def test_large_t1_leaves_small_classes_empty_and_exhausts_the_store(train_store_url):
     store = FeatureStore.open(Target(train_store_url))
     s = fair_sample(store, t1=100, t2=200, size=32, seed=0, device=torch.device("cpu"))
@@ -169,7 +156,7 @@ def test_cosine_similarity_on_real_stores_and_resume(ctx, monkeypatch):
 
     monkeypatch.setattr(cs, "FairSampler", recording)
     params = CosineSimilarityParams(t1=5, t2=30, seed=7)
-    result = run_cosine_similarity(ctx, params)
+    result = run_and_finish("cosine_similarity", ctx, params)
     assert not result.reused and set(result.tables) == {"cosine_similarity", "cosine_pools"}
 
     sim = read_table_part(ctx.results_root, "cosine_similarity", result.key)
@@ -211,5 +198,5 @@ def test_cosine_similarity_on_real_stores_and_resume(ctx, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(cs, "fair_sample", boom)
-    again = run_cosine_similarity(ctx, params)
+    again = run_and_finish("cosine_similarity", ctx, params)
     assert again.reused and again.key == result.key and again.markdown == result.markdown

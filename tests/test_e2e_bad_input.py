@@ -19,9 +19,10 @@ from tests.e2e_helpers import isolated_env, run_module
         (["--results-root", "memory://results"], "is not a local directory"),
         (["--set", "cosine_similarity.t_one=5"], "valid fields of cosine_similarity"),
         (["--set", "cosine_similarity=5"], "ANALYSIS.FIELD=VALUE"),
-        (["--set", "cosine.t1=5"], "invalid parameter analysis_params"),
+        (["--set", "cosine.t1=5"], "unknown analysis 'cosine'"),
     ],
 )
+@pytest.mark.slow
 def test_reproduce_rejects_bad_input(tmp_path, args, needle):
     proc = run_module("flows.reproduce", args, isolated_env(tmp_path), timeout=120)
     assert proc.returncode == 2
@@ -29,6 +30,7 @@ def test_reproduce_rejects_bad_input(tmp_path, args, needle):
     assert len(errors) == 1 and needle in errors[0] and "Fix:" in errors[0], proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_wrong_checkpoint_is_refused_before_anything_is_written(tmp_path):
     bogus = tmp_path / "bogus.pt"
     bogus.write_bytes(b"not a checkpoint")

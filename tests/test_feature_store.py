@@ -12,20 +12,20 @@ import pytest
 import torch
 import zarr
 
-import lineargan.jobs.cache as cache_jobs
+import tasks.cache as cache_jobs
 from lineargan.config import DatasetConfig
 from lineargan.errors import CorruptChunkError, FingerprintMismatchError, StoreIncompleteError
-from lineargan.jobs.cache import (
+from lineargan.models.weights import sha256_file
+from storage.feature_store import FeatureStore
+from storage.layout import store_target
+from storage.target import Target
+from tasks.cache import (
     build_store,
     fill_chunk,
     finalize_store,
     prepare_store,
     spec_for,
 )
-from lineargan.models.weights import sha256_file
-from storage.feature_store import FeatureStore
-from storage.layout import store_target
-from storage.target import Target
 from tests.conftest import (
     SMALL_CHUNK,
     SMALL_N,
@@ -393,7 +393,7 @@ def test_train_eval_pair_must_come_from_the_same_models():
 
 
 def test_analysis_context_refuses_mismatched_stores(tmp_path):
-    from lineargan.jobs.analysis import AnalysisContext
+    from tasks.analyses.contract import AnalysisContext
 
     train = build_synthetic_store(str(tmp_path / "train.zarr"), synthetic_spec())
     evals = build_synthetic_store(

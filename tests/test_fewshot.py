@@ -9,34 +9,26 @@ import pandas as pd
 import pytest
 import torch
 
-from lineargan.errors import LinearGanError
-from lineargan.evaluate import evaluate, evaluate_many
-from lineargan.extractors import build_extractor
-from lineargan.fewshot import (
+import tasks.fit
+from lineargan.analyses.fewshot import (
+    FewShotParams,
     FixedSamples,
     choose_train_indices,
     fewshot_schedule,
-    load_samples,
     max_deviation,
-    summarize,
-    table2_markdown,
+    summarize_runs,
 )
-from lineargan.jobs import fewshot as jobs
-from lineargan.jobs.analysis import AnalysisContext
+from lineargan.errors import LinearGanError
+from lineargan.evaluate import evaluate, evaluate_many
+from lineargan.extractors import build_extractor
+from lineargan.render import render_table2
 from lineargan.training import fit
 from storage.feature_store import FeatureStore
 from storage.target import Target
+from tasks.analyses import fewshot as jobs
+from tasks.analyses.contract import AnalysisContext
+from tasks.analysis_steps import run_and_finish
 from tests.conftest import build_synthetic_store, synthetic_spec
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine is shared: one torch thread is far faster than two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 # -- science ----------------------------------------------------------------------------------
 
@@ -60,7 +52,7 @@ def test_train_indices_are_disjoint_random_and_seeded():
 def test_load_samples_and_fixed_source_serve_exactly_the_chosen_samples(memory_url):
     store = build_synthetic_store(memory_url, synthetic_spec(n=64, chunk_size=8))
     chosen = [40, 3, 17, 41]  # across chunks, unsorted: order is kept
-    feats, labels = load_samples(store, chosen)
+    feats, labels = store.read_samples(chosen)
     assert labels[:, 0, 0].tolist() == chosen
     for f, shape in zip(feats, store.spec.layer_shapes, strict=True):
         assert f.shape == (4, *shape) and f.dtype == np.float16
@@ -74,7 +66,7 @@ def test_load_samples_and_fixed_source_serve_exactly_the_chosen_samples(memory_u
     assert cyc.next_batch(3)[1][:, 0, 0].tolist() == [40, 3, 17]
     assert cyc.next_batch(3)[1][:, 0, 0].tolist() == [41, 40, 3]
     with pytest.raises(ValueError):
-        load_samples(store, [64])
+        store.read_samples([64])
 
 
 def test_fewshot_schedule_drives_fit_with_the_same_batch_every_step(memory_url):
@@ -84,7 +76,7 @@ def test_fewshot_schedule_drives_fit_with_the_same_batch_every_step(memory_url):
     assert sched.lr_drop_epoch > max(e for e, _ in sched.epochs())  # no lr drop
 
     store = build_synthetic_store(memory_url, synthetic_spec(n=16, chunk_size=8, resolution=4))
-    feats, labels = load_samples(store, [2, 9, 5, 14])
+    feats, labels = store.read_samples([2, 9, 5, 14])
     source = FixedSamples(feats, labels)
     seen = []
 
@@ -107,19 +99,23 @@ def test_max_deviation_and_summary_on_hand_made_numbers():
     runs = pd.DataFrame(
         {"n_shot": [4, 4, 4, 1, 1], "miou": [0.5, 0.6, 0.7, 0.2, 0.4], "repeat": [0, 1, 2, 0, 1]}
     )
-    s = summarize(runs, reference_miou=0.8)
+    s = summarize_runs(runs, reference_miou=0.8)
     assert s["n_shot"].tolist() == [1, 4]
     assert s["repeats"].tolist() == [2, 3]
     assert s["mean_miou"].tolist() == pytest.approx([0.3, 0.6])
     assert s["max_dev"].tolist() == pytest.approx([0.1, 0.1])
     assert s["ratio_to_full"].tolist() == pytest.approx([0.375, 0.75])
     assert s["reference_miou"].tolist() == [0.8, 0.8]
-    none = summarize(runs)
+    none = summarize_runs(runs)
     assert none["ratio_to_full"].isna().all() and none["reference_miou"].isna().all()
-    md = table2_markdown(s)
-    assert "| 1 | 30.0 ± 10.0 | 37.5% |" in md
-    assert "| 4 | 60.0 ± 10.0 | 75.0% |" in md
-    assert "| full | 80.0 | 100% |" in md
+    per_class = pd.DataFrame(
+        {"n_shot": [1, 4], "class_index": [1, 1], "class_name": ["skin"] * 2, "iou": [0.3, 0.6]}
+    )
+    md = render_table2({"fewshot_summary": s, "fewshot_per_class": per_class})
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if "|" in line]
+    assert ["1", "30.0 ± 10.0", "37.5%", "2"] in cells
+    assert ["4", "60.0 ± 10.0", "75.0%", "3"] in cells
+    assert ["full", "80.0", "100%", "–"] in cells
 
 
 def test_evaluate_many_matches_evaluate(eval_store_url):
@@ -149,40 +145,48 @@ def test_evaluate_many_matches_evaluate(eval_store_url):
 
 
 def test_params_for_profile():
-    paper = jobs.FewShotParams.for_profile("paper")
+    paper = FewShotParams.for_profile("paper")
     assert paper.shots == (1, 4, 8, 16) and paper.iterations == (2000, 2000, 1000, 500)
     assert paper.repeats == 5 and paper.lr == 1e-3
-    assert jobs.FewShotParams.for_profile("quick").iterations == (500, 500, 250, 125)
-    smoke = jobs.FewShotParams.for_profile("smoke")
+    assert FewShotParams.for_profile("quick").iterations == (500, 500, 250, 125)
+    smoke = FewShotParams.for_profile("smoke")
     assert (smoke.shots, smoke.iterations, smoke.repeats) == ((1, 4), (20, 20), 2)
     with pytest.raises(LinearGanError):
-        jobs.FewShotParams(shots=(1, 4), iterations=(10,))
+        FewShotParams(shots=(1, 4), iterations=(10,))
     with pytest.raises(LinearGanError):
-        jobs.FewShotParams.for_profile("nope")
+        FewShotParams.for_profile("nope")
 
 
 # -- the analysis job -------------------------------------------------------------------------
 
-PARAMS = jobs.FewShotParams(shots=(1, 4), iterations=(10, 10), repeats=2, seed=0)
+PARAMS = FewShotParams(shots=(1, 4), iterations=(10, 10), repeats=2, seed=0)
 
 
 def _ctx(train_url: str, eval_url: str, root: Path) -> AnalysisContext:
     return AnalysisContext(train_url, eval_url, str(root), "smoke", "test-run", device="cpu")
 
 
-def _forbid(monkeypatch, *names: str) -> None:
+def _forbid(monkeypatch, training: bool = True, evaluation: bool = False) -> None:
+    """Make training (the one fit loop) and/or the evaluation pass fail if called."""
+
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    for name in names:
-        monkeypatch.setattr(jobs, name, boom)
+    if training:
+        monkeypatch.setattr(tasks.fit, "fit", boom)
+    if evaluation:
+        monkeypatch.setattr(jobs, "evaluate_many", boom)
+
+
+def _run(ctx: AnalysisContext, params: FewShotParams, reference: float | None = None):
+    return run_and_finish("fewshot", ctx, params, reference={"LSE": reference} if reference else None)
 
 
 def test_run_fewshot_tables_resume_and_determinism(
     train_store_url, eval_store_url, tmp_path, monkeypatch
 ):
     ctx = _ctx(train_store_url, eval_store_url, tmp_path / "a")
-    res = jobs.run_fewshot(ctx, PARAMS, reference_miou=0.5)
+    res = _run(ctx, PARAMS, 0.5)
     assert not res.reused and set(res.tables) == {"fewshot", "fewshot_per_class", "fewshot_summary"}
 
     runs = pd.read_parquet(tmp_path / "a" / "tables" / "fewshot")
@@ -211,24 +215,26 @@ def test_run_fewshot_tables_resume_and_determinism(
         assert s.mean_miou == pytest.approx(vals.mean())
         assert s.max_dev == pytest.approx((vals - vals.mean()).abs().max())
         assert s.ratio_to_full == pytest.approx(vals.mean() / 0.5)
-    assert "Table 2" in res.markdown and "| 4 |" in res.markdown and "±" in res.markdown
-    fits = sorted(p.name.split("-", 2)[-1] for p in (tmp_path / "a" / "fits").iterdir())
-    assert fits == ["n1-r0", "n1-r1", "n4-r0", "n4-r1"]
-    assert (tmp_path / "a" / "reports" / "fewshot-smoke.md").exists()
+    assert "Table 2" in res.markdown and "±" in res.markdown
+    assert any(line.split("|")[1].strip() == "4" for line in res.markdown.splitlines() if "±" in line and line.startswith("|"))
+    fits = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "a" / "fits").iterdir())
+    assert fits == ["fewshot-n1-r0", "fewshot-n1-r1", "fewshot-n4-r0", "fewshot-n4-r1"]
+    assert res.reports == [str(tmp_path / "a" / "reports" / f"table2-smoke-{res.key[:8]}.md")]
+    assert Path(res.reports[0]).read_text() == res.markdown
 
     # Deterministic: the same params in a fresh results root give the same numbers.
-    runs_b = jobs.run_fewshot(_ctx(train_store_url, eval_store_url, tmp_path / "b"), PARAMS, 0.5)
+    runs_b = _run(_ctx(train_store_url, eval_store_url, tmp_path / "b"), PARAMS, 0.5)
     again = pd.read_parquet(runs_b.tables["fewshot"]).sort_values(["n_shot", "repeat"])
     assert again.miou.tolist() == runs.sort_values(["n_shot", "repeat"]).miou.tolist()
 
     # Resume: a finished analysis is returned without recomputation.
-    _forbid(monkeypatch, "fit", "evaluate_many")
-    done = jobs.run_fewshot(ctx, PARAMS, reference_miou=0.5)
+    _forbid(monkeypatch, training=True, evaluation=True)
+    done = _run(ctx, PARAMS, 0.5)
     assert done.reused and done.key == res.key and done.markdown == res.markdown
 
     # Another reference only redoes the summary (no training, no evaluation).
-    other = jobs.run_fewshot(ctx, PARAMS, reference_miou=0.25)
-    assert not other.reused and other.key != res.key
+    other = _run(ctx, PARAMS, 0.25)
+    assert other.reused and other.key == res.key
     s2 = pd.read_parquet(other.tables["fewshot_summary"]).sort_values("n_shot")
     assert s2.ratio_to_full.tolist() == pytest.approx((4 * s2.mean_miou).tolist())
 
@@ -239,14 +245,14 @@ def test_run_fewshot_reloads_finished_checkpoints_after_a_crash(
     root = tmp_path / "r"
     ctx = _ctx(train_store_url, eval_store_url, root)
     params = PARAMS.model_copy(update={"shots": (4,), "iterations": (10,)})
-    first = jobs.run_fewshot(ctx, params)
+    first = _run(ctx, params)
     miou = pd.read_parquet(first.tables["fewshot"]).sort_values("repeat").miou.tolist()
     # Simulate a crash after training: only the checkpoints survive.
     for sub in ("tables", "manifests", "reports"):
         for p in sorted((root / sub).rglob("*"), reverse=True):
             p.unlink() if p.is_file() else p.rmdir()
-    _forbid(monkeypatch, "fit")
-    second = jobs.run_fewshot(ctx, params)
+    _forbid(monkeypatch)
+    second = _run(ctx, params)
     assert not second.reused
     assert pd.read_parquet(second.tables["fewshot"]).sort_values("repeat").miou.tolist() == miou
 
@@ -254,7 +260,7 @@ def test_run_fewshot_reloads_finished_checkpoints_after_a_crash(
 def test_all_ignored_batches_are_skipped_not_nan(memory_url):
     """Category selection's "ignore" mode can hand the trainer a batch with no valid pixel."""
     store = build_synthetic_store(memory_url, synthetic_spec(n=16, chunk_size=8, resolution=4))
-    feats, labels = load_samples(store, [0, 1, 2, 3])
+    feats, labels = store.read_samples([0, 1, 2, 3])
     ignored = np.full_like(labels, 255)
     batches = iter([(feats, ignored), (feats, labels), (feats, ignored), (feats, labels)])
 
@@ -284,7 +290,7 @@ def test_store_too_small_for_the_largest_n_fails_before_any_training(
 ):
     ctx = _ctx(train_store_url, eval_store_url, tmp_path)
     params = PARAMS.model_copy(update={"shots": (1, 40), "iterations": (10, 10)})  # 80 > 64
-    _forbid(monkeypatch, "fit")
+    _forbid(monkeypatch)
     with pytest.raises(LinearGanError, match="80 training images"):
-        jobs.run_fewshot(ctx, params)
+        _run(ctx, params)
     assert not (tmp_path / "fits").exists()

@@ -4,8 +4,6 @@ from lineargan.extractors.base import (
     EXTRACTORS,
     SemanticExtractor,
     build_extractor,
-    load_extractor,
-    save_extractor,
 )
 from lineargan.extractors.linear import LSE
 from lineargan.extractors.nonlinear import NSE1, NSE2
@@ -17,6 +15,4 @@ __all__ = [
     "NSE2",
     "SemanticExtractor",
     "build_extractor",
-    "load_extractor",
-    "save_extractor",
 ]

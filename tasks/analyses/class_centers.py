@@ -17,7 +17,7 @@ Tables (each part keyed by the analysis key; every row also carries ``profile``,
   in which the class counted), n_images (training images used), resolution. Background
   (class 0) is not listed (ignored by Appx A).
 - ``class_centers_summary``: generator, segmenter, method, analysis_key, miou, lse_miou (the
-  LSE mIoU of Table 1 passed in by the flow, NaN when not given), n_images, n_eval,
+  LSE mIoU of Table 1, filled in by :func:`summarize`; NaN without it), n_images, n_eval,
   resolution, feature_dim.
 - ``class_centers``: generator, segmenter, analysis_key, class_index, class_name, n_pixels
   (training pixels of the class at ``resolution``), center (list<float>: the unit center,
@@ -29,17 +29,13 @@ first ``figure_samples`` evaluation images.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
-from pydantic import PositiveInt
 
-from lineargan.config import Frozen, get_profile
-from lineargan.device import resolve_device
-from lineargan.figures import comparison_grid
-from lineargan.geometry import (
+from lineargan.analyses.class_centers import ClassCentersParams
+from lineargan.analyses.geometry import (
     ClassSumAccumulator,
     feature_dim,
     image_batches,
@@ -48,19 +44,21 @@ from lineargan.geometry import (
     segment_by_centers,
     unit_pixel_features,
 )
-from lineargan.jobs.analysis import (
+from lineargan.device import resolve_device
+from lineargan.figures import comparison_grid
+from lineargan.metrics import IoUAccumulator, IoUResult
+from storage.feature_store import FeatureStore
+from storage.layout import write_figure
+from storage.tables import read_table_part, run_metadata, schema, write_table_part
+from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
+    Inputs,
     analysis_key,
     figure_name,
     load_finished,
     save_finished,
 )
-from lineargan.jobs.models import limit_torch_threads
-from lineargan.metrics import IoUAccumulator, IoUResult
-from storage.feature_store import FeatureStore, StoreSpec
-from storage.layout import write_figure
-from storage.tables import read_table_part, run_metadata, write_table_part
 
 NAME = "class_centers"
 IOU_TABLE = "class_centers_iou"
@@ -68,23 +66,40 @@ SUMMARY_TABLE = "class_centers_summary"
 CENTERS_TABLE = "class_centers"
 METHOD = "class-centers"
 
-_PROFILE_IMAGES = {"paper": 3000, "quick": 1024, "smoke": 64}
-
-
-class ClassCentersParams(Frozen):
-    """Sec 3.3: centers from ``n_images`` training images (paper: 3000)."""
-
-    n_images: PositiveInt = 3000
-    resolution: PositiveInt | None = None  # None: the largest feature-map resolution
-    figure_samples: PositiveInt = 6
-
-    @classmethod
-    def for_profile(cls, profile: str) -> ClassCentersParams:
-        p = get_profile(profile)
-        return cls(
-            n_images=_PROFILE_IMAGES.get(profile, min(3000, p.n_train)),
-            figure_samples=p.figure_samples,
-        )
+_BASE = {"generator": pa.string(), "segmenter": pa.string()}
+TABLES = {
+    IOU_TABLE: schema(
+        **_BASE,
+        method=pa.string(),
+        analysis_key=pa.string(),
+        class_index=pa.int64(),
+        class_name=pa.string(),
+        iou=pa.float64(),
+        images=pa.int64(),
+        n_images=pa.int64(),
+        resolution=pa.int64(),
+    ),
+    SUMMARY_TABLE: schema(
+        **_BASE,
+        method=pa.string(),
+        analysis_key=pa.string(),
+        miou=pa.float64(),
+        lse_miou=pa.float64(),
+        n_images=pa.int64(),
+        n_eval=pa.int64(),
+        resolution=pa.int64(),
+        feature_dim=pa.int64(),
+    ),
+    CENTERS_TABLE: schema(
+        **_BASE,
+        analysis_key=pa.string(),
+        class_index=pa.int64(),
+        class_name=pa.string(),
+        n_pixels=pa.int64(),
+        center=pa.list_(pa.float64()),
+        resolution=pa.int64(),
+    ),
+}
 
 
 @torch.no_grad()
@@ -141,15 +156,14 @@ def segment_store(
 
 
 def run_class_centers(
-    ctx: AnalysisContext, params: ClassCentersParams, lse_miou: float | None = None
+    ctx: AnalysisContext, params: ClassCentersParams, inputs: Inputs
 ) -> AnalysisResult:
     """Class centers from the training store, nearest-center segmentation of the evaluation
-    store; ``lse_miou`` (Table 1's LSE mIoU, not part of the key) is shown for comparison."""
-    key = analysis_key(NAME, params, ctx)
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return _refresh_lse(ctx, done, lse_miou)
-    limit_torch_threads()
+    store (Table 1's LSE mIoU is added by :func:`summarize`, so this never waits for it)."""
     train, evals = ctx.stores()
+    key = analysis_key(NAME, params, ctx, (train, evals))
+    if (done := load_finished(ctx, NAME, key)) is not None:
+        return done
     spec = train.spec
     size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)
@@ -175,7 +189,22 @@ def run_class_centers(
         }
     )
     iou = iou[iou.class_index != 0].reset_index(drop=True)  # background ignored (Appx A)
-    summary = _summary(base, key, result.miou, lse_miou, used, evals.spec.n, size, spec, meta)
+    summary = pd.DataFrame(
+        [
+            {
+                **base,
+                "method": METHOD,
+                "analysis_key": key,
+                "miou": result.miou,
+                "lse_miou": float("nan"),
+                "n_images": used,
+                "n_eval": evals.spec.n,
+                "resolution": size,
+                "feature_dim": feature_dim(spec.layer_shapes),
+                **meta,
+            }
+        ]
+    )
     present_np = present.cpu().numpy()
     centers_df = pd.DataFrame(
         {
@@ -183,7 +212,7 @@ def run_class_centers(
             "analysis_key": key,
             "class_index": range(len(spec.class_names)),
             "class_name": list(spec.class_names),
-            "n_pixels": sums.counts.cpu().numpy(),
+            "n_pixels": sums.counts.cpu().numpy().astype(np.int64),
             "center": [
                 [float(v) for v in c] if ok else []
                 for c, ok in zip(centers.cpu().numpy(), present_np, strict=True)
@@ -192,10 +221,10 @@ def run_class_centers(
             **meta,
         }
     )
+    frames = {IOU_TABLE: iou, SUMMARY_TABLE: summary, CENTERS_TABLE: centers_df}
     tables = {
-        IOU_TABLE: write_table_part(ctx.results_root, IOU_TABLE, key, iou),
-        SUMMARY_TABLE: write_table_part(ctx.results_root, SUMMARY_TABLE, key, summary),
-        CENTERS_TABLE: write_table_part(ctx.results_root, CENTERS_TABLE, key, centers_df),
+        name: write_table_part(ctx.results_root, name, key, df, TABLES[name])
+        for name, df in frames.items()
     }
     figures = []
     if fig:
@@ -204,104 +233,17 @@ def run_class_centers(
             {"segmenter": fig["labels"], "class centers": fig["preds"]},
             spec.class_names,
         )
-        figures.append(write_figure(ctx.results_root, figure_name("fig4", ctx, key), image))
-    md = render_markdown(iou, summary.iloc[0], ctx, figures, present_np, spec)
-    return save_finished(
-        ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, markdown=md)
-    )
+        figures += write_figure(ctx.results_root, figure_name("fig4", ctx, key), image)
+    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures))
 
 
-def _summary(base, key, miou, lse_miou, used, n_eval, size, spec, meta) -> pd.DataFrame:
-    return pd.DataFrame(
-        [
-            {
-                **base,
-                "method": METHOD,
-                "analysis_key": key,
-                "miou": miou,
-                "lse_miou": float("nan") if lse_miou is None else float(lse_miou),
-                "n_images": used,
-                "n_eval": n_eval,
-                "resolution": size,
-                "feature_dim": feature_dim(spec.layer_shapes),
-                **meta,
-            }
-        ]
-    )
-
-
-def _pct(x: float) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
-
-
-def render_markdown(
-    iou: pd.DataFrame,
-    summary: pd.Series,
-    ctx: AnalysisContext,
-    figures: list[str],
-    present: np.ndarray,
-    spec: StoreSpec,
-) -> str:
-    """Fig 4's numbers: per-class IoU and mIoU of nearest-center segmentation vs LSE."""
-    names = list(iou["class_name"])
-    lines = [
-        f"## Fig 4 (Sec 3.3) — segmentation by class centers (profile `{ctx.profile}`, "
-        f"run `{ctx.run_id}`)",
-        "",
-        "| method | mIoU | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-        f"| class centers | {_pct(summary['miou'])} | "
-        + " | ".join(_pct(v) for v in iou["iou"])
-        + " |",
-    ]
-    lse = summary["lse_miou"]
-    if not pd.isna(lse):
-        lines.append(f"| LSE (Table 1) | {_pct(lse)} | " + " | ".join("–" for _ in names) + " |")
-    lines += [
-        "",
-        f"IoU in % (Appx A, background ignored). Centers from {summary['n_images']} training "
-        f"images (paper: 3000), evaluated on {summary['n_eval']} images; unit feature vectors "
-        f"of all layers at {summary['resolution']}×{summary['resolution']} "
-        f"(n = {summary['feature_dim']}); scores upsampled bilinearly to "
-        f"{spec.resolution}×{spec.resolution} before the argmax; the background has its own "
-        "center.",
-    ]
-    missing = [n for n, ok in zip(spec.class_names, present, strict=True) if not ok]
-    if missing:
-        lines.append(f"\nClasses without any training pixel (no center): {', '.join(missing)}.")
-    if not pd.isna(lse) and lse > 0:
-        ratio = summary["miou"] / lse
-        lines.append(f"\nClass centers reach {100 * ratio:.1f}% of the LSE's mIoU.")
-    for url in figures:
-        lines.append(f"\nFigure (image | segmenter | class centers): `{url}`")
-    return "\n".join(lines) + "\n"
-
-
-def _refresh_lse(
-    ctx: AnalysisContext, done: AnalysisResult, lse_miou: float | None
-) -> AnalysisResult:
-    """A finished result with a different LSE mIoU: rewrite the summary row and markdown from
-    the stored tables (nothing is recomputed; the key does not depend on the LSE mIoU)."""
-    if lse_miou is None:
-        return done
-    summary = read_table_part(ctx.results_root, SUMMARY_TABLE, done.key)
-    iou = read_table_part(ctx.results_root, IOU_TABLE, done.key)
-    centers = read_table_part(ctx.results_root, CENTERS_TABLE, done.key)
-    if summary is None or iou is None or centers is None:
-        return done
-    old = summary["lse_miou"].iloc[0]
-    if not pd.isna(old) and math.isclose(float(old), float(lse_miou), rel_tol=0, abs_tol=1e-12):
-        return done
-    summary["lse_miou"] = float(lse_miou)
-    write_table_part(ctx.results_root, SUMMARY_TABLE, done.key, summary)
-    spec = ctx.train_store().spec
-    present = np.array([len(c) > 0 for c in centers.sort_values("class_index")["center"]])
-    md = render_markdown(iou, summary.iloc[0], ctx, done.figures, present, spec)
-    saved = save_finished(
-        ctx,
-        AnalysisResult(
-            name=done.name, key=done.key, tables=done.tables, figures=done.figures, markdown=md
-        ),
-    )
-    saved.reused = True
-    return saved
+def summarize(
+    ctx: AnalysisContext, params: ClassCentersParams, result: AnalysisResult, reference: dict
+) -> None:
+    """Put Table 1's LSE mIoU (``reference["LSE"]``) beside the class centers' own."""
+    lse = reference.get("LSE")
+    if lse is None:
+        return
+    summary = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
+    summary["lse_miou"] = float(lse)
+    write_table_part(ctx.results_root, SUMMARY_TABLE, result.key, summary, TABLES[SUMMARY_TABLE])

@@ -7,11 +7,11 @@ import pandas as pd
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
 from lineargan.evaluate import evaluate
-from lineargan.extractors import load_extractor
-from lineargan.jobs.models import limit_torch_threads
+from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part, run_metadata, write_table_part
 from storage.target import Target
+from tasks.models import limit_torch_threads
 
 IOU_TABLE = "iou_per_class"
 

@@ -30,7 +30,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, field_validator
 
+from lineargan.config import ALL_EXTRACTORS, FitConfig, Frozen, RunConfig
 from lineargan.evaluate import predict
 from lineargan.extractors.base import SemanticExtractor
 from lineargan.metrics import IoUAccumulator, IoUResult
@@ -146,3 +148,36 @@ def evaluate_remapped(
             pred = np.where(ignored, 0, pred).astype(np.uint8)
         acc.update(pred, target)
     return acc.result()
+
+
+class CategorySelectionParams(Frozen):
+    """Appx E: IoU threshold, the fits of both rounds, and what dropped classes become."""
+
+    threshold: float = Field(0.10, ge=0, lt=1, description="keep a class if IoU > threshold")
+    fits: tuple[FitConfig, ...] = tuple(FitConfig(extractor=e) for e in ALL_EXTRACTORS)
+    dropped_as: Literal["background", "ignore"] = "background"
+
+    @field_validator("fits")
+    @classmethod
+    def _check_fits(cls, fits: tuple[FitConfig, ...]) -> tuple[FitConfig, ...]:
+        names = [f.extractor for f in fits]
+        if not names:
+            raise ValueError("category selection needs at least one extractor")
+        if len(set(names)) != len(names):
+            raise ValueError(f"each extractor may appear once, got {names}")
+        return fits
+
+    @classmethod
+    def for_run(cls, config: RunConfig, **overrides) -> CategorySelectionParams:
+        """The fits of the reproduce flow for ``config``, so round 1 reuses Table 1's fits."""
+        fits = tuple(config.fit(e) for e in config.extractors)
+        return cls(**{"fits": fits, **overrides})
+
+    @classmethod
+    def for_profile(cls, profile: str) -> CategorySelectionParams:
+        """Threshold 10 %, LSE/NSE-1/NSE-2 with the profile's schedule (as in Table 1)."""
+        return cls.for_run(RunConfig(profile=profile))
+
+    @property
+    def extractors(self) -> tuple[str, ...]:
+        return tuple(f.extractor for f in self.fits)

@@ -1,24 +1,41 @@
-"""Report stage: Table 1 as Parquet + markdown, and the Fig 3 style comparison PNG."""
+"""Table 1 (and Table 6): Parquet rows from the fits' evaluations, rendered like every paper
+table; and the Fig 3 style comparison PNG."""
 
 from __future__ import annotations
 
 import hashlib
 
 import pandas as pd
+import pyarrow as pa
 
 from lineargan.device import resolve_device
 from lineargan.evaluate import predict
-from lineargan.extractors import load_extractor
 from lineargan.figures import comparison_grid
-from lineargan.jobs.analysis import AnalysisResult
-from lineargan.jobs.evaluate import IOU_TABLE
-from lineargan.render import per_class_markdown, table1_markdown, table1_summary
+from lineargan.render import table1_summary
+from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
-from storage.layout import report_target, table_dir, write_figure
-from storage.tables import run_metadata, write_table_part
+from storage.layout import table_dir, write_figure
+from storage.tables import run_metadata, schema, write_table_part
 from storage.target import Target
+from tasks.analyses.contract import AnalysisResult
+from tasks.evaluate import IOU_TABLE
+from tasks.render import TABLE1, render_experiment
 
-TABLE1 = "table1"
+TABLE1_SCHEMA = schema(
+    generator=pa.string(),
+    segmenter=pa.string(),
+    extractor=pa.string(),
+    fit_key=pa.string(),
+    miou=pa.float64(),
+    rel_diff=pa.float64(),
+    eval_digest=pa.string(),
+    n_train=pa.int64(),
+    n_eval=pa.int64(),
+    iterations=pa.int64(),
+    train_seconds=pa.float64(),
+    fallback_rate_train=pa.float64(),
+    fallback_rate_eval=pa.float64(),
+)
 
 
 def _run_key(fit_metas: list[dict], eval_url: str) -> str:
@@ -35,45 +52,31 @@ def write_table1(
     profile: str,
     run_id: str,
 ) -> tuple[pd.DataFrame, AnalysisResult]:
-    """Summarise per-class IoU into Table 1 rows; write them and the markdown report."""
+    """Summarise per-class IoU into Table 1 rows, write them, render Tables 1 and 6."""
     iou = pd.concat(iou_frames, ignore_index=True)
     summary = table1_summary(iou)
     train = FeatureStore.open(Target(train_url)).group.attrs.asdict()
-    evals = FeatureStore.open(Target(eval_url)).group.attrs.asdict()
+    evals = FeatureStore.open(Target(eval_url))
+    eval_attrs = evals.group.attrs.asdict()
     by_key = {m["fit_key"]: m for m in fit_metas}
+    summary["eval_digest"] = evals.spec.digest()
     summary["n_train"] = train["fingerprint"]["n"]
-    summary["n_eval"] = evals["fingerprint"]["n"]
+    summary["n_eval"] = evals.spec.n
     summary["iterations"] = summary["fit_key"].map(lambda k: by_key[k]["iterations"])
     summary["train_seconds"] = summary["fit_key"].map(lambda k: by_key[k]["train_seconds"])
     summary["fallback_rate_train"] = train.get("fallback_rate")
-    summary["fallback_rate_eval"] = evals.get("fallback_rate")
+    summary["fallback_rate_eval"] = eval_attrs.get("fallback_rate")
     for col, val in run_metadata(profile, run_id).items():
         summary[col] = val
     key = _run_key(fit_metas, eval_url)
-    part = write_table_part(results_root, TABLE1, key, summary)
-    markdown = (
-        f"## Table 1 — mIoU (%) of LSE, NSE-1, NSE-2 (profile `{profile}`, run `{run_id}`)\n\n"
-        + table1_markdown(summary)
-        + "\n\nBest in bold; brackets: difference relative to the best (Appx D).\n\n"
-        + "### Per-class IoU (%)\n\n"
-        + per_class_markdown(iou)
-        + f"\n\nTraining images: {summary['n_train'].iloc[0]}, evaluation images: "
-        f"{summary['n_eval'].iloc[0]}; segmenter fallback rate (train/eval): "
-        f"{_pct(train.get('fallback_rate'))} / {_pct(evals.get('fallback_rate'))}.\n"
-    )
-    report = report_target(results_root, f"table1-{profile}")
-    report.write_bytes_atomic(markdown.encode())
+    part = write_table_part(results_root, TABLE1, key, summary, TABLE1_SCHEMA)
     result = AnalysisResult(
-        name="table1",
+        name=TABLE1,
         key=key,
         tables={TABLE1: part, IOU_TABLE: table_dir(results_root, IOU_TABLE).url},
-        markdown=markdown,
+        fits=[m["fit_dir"] for m in fit_metas],
     )
-    return summary, result
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    return summary, render_experiment(result, results_root, profile, run_id)
 
 
 def render_figure3(
@@ -83,7 +86,7 @@ def render_figure3(
     n_samples: int,
     name: str,
     device: str = "auto",
-) -> str:
+) -> list[str]:
     """Image, segmenter label and each extractor's prediction for the first evaluation samples."""
     store = FeatureStore.open(Target(eval_url), require_complete=True)
     spec = store.spec

@@ -39,66 +39,68 @@ Figure ``cosine-<profile>-<key8>.png``: the matrix as a heatmap with values and 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
-from pydantic import Field, PositiveInt, model_validator
 
-from lineargan.config import Frozen, get_profile
-from lineargan.device import resolve_device
-from lineargan.figures import heatmap
-from lineargan.geometry import (
+from lineargan.analyses.cosine_similarity import CosineSimilarityParams
+from lineargan.analyses.geometry import (
     MAX_BATCH,
     FairSampler,
     feature_dim,
     labels_at,
     pool_cosine_matrix,
     resolve_resolution,
-    rows_intra_above_inter,
     unit_pixel_features,
 )
-from lineargan.jobs.analysis import (
+from lineargan.device import resolve_device
+from lineargan.figures import heatmap
+from storage.feature_store import FeatureStore
+from storage.layout import write_figure
+from storage.tables import run_metadata, schema, write_table_part
+from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
+    Inputs,
     analysis_key,
     figure_name,
     load_finished,
     save_finished,
 )
-from lineargan.jobs.models import limit_torch_threads
-from storage.feature_store import FeatureStore
-from storage.layout import write_figure
-from storage.tables import run_metadata, write_table_part
 
 NAME = "cosine_similarity"
 SIM_TABLE = "cosine_similarity"
 POOLS_TABLE = "cosine_pools"
 
-_PROFILE_T = {"paper": (200, 4000), "quick": (5, 400), "smoke": (5, 100)}
-
-
-class CosineSimilarityParams(Frozen):
-    """Algorithm 1's thresholds (paper: T1 = 200, T2 = 4000) and where to sample."""
-
-    t1: PositiveInt = 200
-    t2: PositiveInt = 4000
-    resolution: PositiveInt | None = None  # None: the largest feature-map resolution
-    split: Literal["train", "eval"] = "train"
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> CosineSimilarityParams:
-        if self.t2 < self.t1 or self.t2 % self.t1:
-            raise ValueError(f"t2 ({self.t2}) must be a multiple of t1 ({self.t1})")
-        return self
-
-    @classmethod
-    def for_profile(cls, profile: str) -> CosineSimilarityParams:
-        get_profile(profile)
-        t1, t2 = _PROFILE_T.get(profile, (200, 4000))
-        return cls(t1=t1, t2=t2)
+_BASE = {
+    "generator": pa.string(),
+    "segmenter": pa.string(),
+    "analysis_key": pa.string(),
+    "split": pa.string(),
+}
+_SIZES = {"t1": pa.int64(), "t2": pa.int64(), "resolution": pa.int64()}
+TABLES = {
+    SIM_TABLE: schema(
+        **_BASE,
+        class_a_index=pa.int64(),
+        class_a=pa.string(),
+        class_b_index=pa.int64(),
+        class_b=pa.string(),
+        cosine=pa.float64(),
+        **_SIZES,
+    ),
+    POOLS_TABLE: schema(
+        **_BASE,
+        class_index=pa.int64(),
+        class_name=pa.string(),
+        n_vectors=pa.int64(),
+        reached_t2=pa.bool_(),
+        n_images_visited=pa.int64(),
+        n_store=pa.int64(),
+        **_SIZES,
+    ),
+}
 
 
 @torch.no_grad()
@@ -136,13 +138,15 @@ def fair_sample(
     return sampler
 
 
-def run_cosine_similarity(ctx: AnalysisContext, params: CosineSimilarityParams) -> AnalysisResult:
+def run_cosine_similarity(
+    ctx: AnalysisContext, params: CosineSimilarityParams, inputs: Inputs
+) -> AnalysisResult:
     """Fig 9: fair pools per class, then the matrix of mean pairwise cosines."""
-    key = analysis_key(NAME, params, ctx)
+    train, evals = ctx.stores()
+    key = analysis_key(NAME, params, ctx, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
-    limit_torch_threads()
-    store = ctx.train_store() if params.split == "train" else ctx.eval_store()
+    store = train if params.split == "train" else evals
     spec = store.spec
     size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)
@@ -188,63 +192,9 @@ def run_cosine_similarity(ctx: AnalysisContext, params: CosineSimilarityParams) 
         }
     )
     tables = {
-        SIM_TABLE: write_table_part(ctx.results_root, SIM_TABLE, key, sim),
-        POOLS_TABLE: write_table_part(ctx.results_root, POOLS_TABLE, key, pools),
+        name: write_table_part(ctx.results_root, name, key, df, TABLES[name])
+        for name, df in ((SIM_TABLE, sim), (POOLS_TABLE, pools))
     }
     image = heatmap(matrix, names, title=f"cosine similarity ({ctx.profile})")
-    figure = write_figure(ctx.results_root, figure_name("cosine", ctx, key), image)
-    md = render_markdown(matrix, names, pools, params, size, ctx, figure)
-    return save_finished(
-        ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=[figure], markdown=md)
-    )
-
-
-def render_markdown(
-    matrix: np.ndarray,
-    names: list[str],
-    pools: pd.DataFrame,
-    params: CosineSimilarityParams,
-    size: int,
-    ctx: AnalysisContext,
-    figure: str,
-) -> str:
-    """The matrix (diagonal in bold), the intra > inter count and the pool sizes."""
-    wins, total = rows_intra_above_inter(matrix)
-    lines = [
-        f"## Fig 9 (Appx F) — cosine similarity between categories (profile `{ctx.profile}`, "
-        f"run `{ctx.run_id}`)",
-        "",
-        "| class | " + " | ".join(names) + " |",
-        "|---|" + "---|" * len(names),
-    ]
-    for a, name in enumerate(names):
-        cells = []
-        for b in range(len(names)):
-            v = matrix[a, b]
-            cell = "–" if not np.isfinite(v) else f"{v:.3f}"
-            cells.append(f"**{cell}**" if a == b and np.isfinite(v) else cell)
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    visited = int(pools["n_images_visited"].iloc[0])
-    n_store = int(pools["n_store"].iloc[0])
-    lines += [
-        "",
-        f"Intra > inter: in {wins} of {total} rows the diagonal (intra-class) is the row maximum"
-        " (rows of empty pools not counted).",
-        "",
-        f"cos(A, B) = mean of all |A|·|B| pairwise cosines = ā·b̄ (exact); the diagonal includes"
-        f" the i = j pairs. Unit feature vectors of all layers at {size}×{size}. Fair sampling"
-        f" (Algorithm 1) with T1 = {params.t1}, T2 = {params.t2} (paper: 200, 4000) over the "
-        f"{params.split} store: {visited} of {n_store} images visited.",
-        "",
-        "| class | vectors in pool | reached T2 |",
-        "|---|---|---|",
-    ]
-    for row in pools.itertuples(index=False):
-        lines.append(
-            f"| {row.class_name} | {row.n_vectors} | {'yes' if row.reached_t2 else 'no'} |"
-        )
-    short = [r.class_name for r in pools.itertuples(index=False) if not r.reached_t2]
-    if short:
-        lines.append(f"\nPools below T2 (store exhausted before they filled): {', '.join(short)}.")
-    lines.append(f"\nFigure: `{figure}`")
-    return "\n".join(lines) + "\n"
+    figures = write_figure(ctx.results_root, figure_name("cosine", ctx, key), image)
+    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures))

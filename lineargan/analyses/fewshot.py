@@ -14,10 +14,45 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, PositiveInt, model_validator
 
-from lineargan.config import Schedule
+from lineargan.config import Frozen, Schedule, get_profile
 from lineargan.errors import LinearGanError
-from storage.feature_store import FeatureStore
+
+PAPER_SHOTS = (1, 4, 8, 16)
+PAPER_ITERATIONS = (2000, 2000, 1000, 500)
+
+
+class FewShotParams(Frozen):
+    """Shots N, iterations per N (aligned with ``shots``), repeats per N, seed, Adam lr."""
+
+    shots: tuple[PositiveInt, ...] = PAPER_SHOTS
+    iterations: tuple[PositiveInt, ...] = PAPER_ITERATIONS
+    repeats: PositiveInt = 5
+    seed: int = Field(0, ge=0)
+    lr: float = Field(1e-3, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> FewShotParams:
+        if len(self.shots) != len(self.iterations):
+            raise LinearGanError(
+                f"{len(self.shots)} shots but {len(self.iterations)} iteration counts",
+                "give one iteration count per entry of shots",
+            )
+        if len(set(self.shots)) != len(self.shots):
+            raise LinearGanError(f"repeated entries in shots {self.shots}", "list each N once")
+        return self
+
+    @classmethod
+    def for_profile(cls, profile: str) -> FewShotParams:
+        """``paper``: Table 2 settings; ``quick``: iterations / 4; ``smoke``: N ∈ {1, 4},
+        2 repeats, 20 iterations."""
+        get_profile(profile)
+        if profile == "smoke":
+            return cls(shots=(1, 4), iterations=(20, 20), repeats=2)
+        if profile == "quick":
+            return cls(iterations=tuple(max(1, i // 4) for i in PAPER_ITERATIONS))
+        return cls()
 
 
 def choose_train_indices(n_total: int, n_shot: int, repeats: int, seed: int) -> list[np.ndarray]:
@@ -48,32 +83,6 @@ def fewshot_schedule(n_shot: int, iterations: int, lr: float = 1e-3) -> Schedule
         lr=lr,
         lr_drop_epoch=iterations,
     )
-
-
-def load_samples(
-    store: FeatureStore, indices: Sequence[int]
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Features (per layer, float16) and labels of the given samples, in the given order.
-
-    Reads only the chunks that hold them (memory: one chunk plus the selected samples).
-    """
-    idx = np.asarray(indices, dtype=np.int64)
-    if idx.size == 0 or idx.min() < 0 or idx.max() >= store.spec.n:
-        raise ValueError(f"sample indices must lie in [0, {store.spec.n}), got {idx.tolist()}")
-    size = store.spec.chunk_size
-    feats: list[np.ndarray | None] = [None] * len(store.spec.layer_names)
-    labels: np.ndarray | None = None
-    for chunk in np.unique(idx // size):
-        pos = np.flatnonzero(idx // size == chunk)
-        batch = store.read_chunk(int(chunk))
-        local = idx[pos] - chunk * size
-        if labels is None:
-            labels = np.empty((len(idx), *batch.labels.shape[1:]), batch.labels.dtype)
-            feats = [np.empty((len(idx), *f.shape[1:]), f.dtype) for f in batch.features]
-        labels[pos] = batch.labels[local]
-        for out, f in zip(feats, batch.features, strict=True):
-            out[pos] = f[local]
-    return feats, labels
 
 
 class FixedSamples:
@@ -108,7 +117,7 @@ def max_deviation(values: Sequence[float]) -> float:
     return float(np.abs(v - v.mean()).max()) if v.size else float("nan")
 
 
-def summarize(runs: pd.DataFrame, reference_miou: float | None = None) -> pd.DataFrame:
+def summarize_runs(runs: pd.DataFrame, reference_miou: float | None = None) -> pd.DataFrame:
     """Per n_shot: mean mIoU over repeats, max deviation, and the ratio to ``reference_miou``
     (the fully trained LSE; NaN when not given). ``runs`` needs columns n_shot, miou."""
     ref = float("nan") if reference_miou is None else float(reference_miou)
@@ -126,14 +135,3 @@ def summarize(runs: pd.DataFrame, reference_miou: float | None = None) -> pd.Dat
             }
         )
     return pd.DataFrame(rows)
-
-
-def table2_markdown(summary: pd.DataFrame) -> str:
-    """Table 2 layout: one row per N, "mean ± max deviation" (%) and the ratio to full (%)."""
-    lines = ["| N-shot | mIoU (%) | of full LSE |", "|---|---|---|"]
-    for r in summary.sort_values("n_shot").itertuples(index=False):
-        ratio = "–" if np.isnan(r.ratio_to_full) else f"{100 * r.ratio_to_full:.1f}%"
-        lines.append(f"| {r.n_shot} | {100 * r.mean_miou:.1f} ± {100 * r.max_dev:.1f} | {ratio} |")
-    ref = summary["reference_miou"].iloc[0] if len(summary) else float("nan")
-    lines.append(f"| full | {'–' if np.isnan(ref) else f'{100 * ref:.1f}'} | 100% |")
-    return "\n".join(lines)

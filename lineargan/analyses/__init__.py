@@ -1,0 +1,1 @@
+"""The science of each analysis of the paper: parameters with per-profile defaults, and math."""

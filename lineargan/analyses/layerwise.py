@@ -1,0 +1,21 @@
+"""Layer-wise semantics (Appx I, Eq. 8): the parameters of the per-layer-loss LSE."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+
+from lineargan.config import Frozen, RunConfig, Schedule
+
+
+class LayerwiseParams(Frozen):
+    """α of Eq. 8, the training schedule, the fit seed and how many images Fig 10 shows."""
+
+    alpha: float = Field(0.1, gt=0)
+    schedule: Schedule = Schedule()
+    seed: int = Field(0, ge=0)
+    figure_samples: PositiveInt = 3
+
+    @classmethod
+    def for_profile(cls, profile: str) -> LayerwiseParams:
+        """The profile's full LSE schedule (the same one Table 1 uses)."""
+        return cls(schedule=RunConfig(profile=profile).fit("LSE").schedule)

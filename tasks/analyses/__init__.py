@@ -1,0 +1,1 @@
+"""One pipeline module per analysis, their shared contract, and the registry that lists them."""

@@ -1,0 +1,209 @@
+"""Few-shot LSE analysis (Table 2): N ∈ {1, 4, 8, 16} labelled images, 5 disjoint repeats.
+
+Every (N, repeat) LSE is trained through :func:`tasks.fit.fit_or_reuse` on N images of the
+training store held in memory (batch = N), checkpointed under
+``<results_root>/fits/fewshot-n<N>-r<repeat>-<key16>`` (a rerun after a crash reloads the
+finished ones), then all of them are evaluated in a single pass over the evaluation store.
+Training never waits for Table 1: only :func:`summarize` needs the full LSE's mIoU.
+
+Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_at``):
+
+- ``fewshot`` (one row per (n_shot, repeat); part key = the analysis key): generator, segmenter, extractor ("LSE"), n_shot, repeat, train_indices (comma
+  separated training-store indices), miou (fraction), iterations, seed (torch seed of the fit),
+  final_loss, train_seconds, n_train_store, n_eval, fit_dir, key.
+- ``fewshot_per_class`` (same part key): generator, segmenter, n_shot, repeat, class_index,
+  class_name, iou (fraction, NaN where the class never counted), images, key. Background is
+  left out (Appx A).
+- ``fewshot_summary`` (part key = the analysis key; rewritten by :func:`summarize`): generator, segmenter, n_shot, repeats,
+  mean_miou, max_dev (max |miou − mean| over repeats), ratio_to_full (mean_miou /
+  reference_miou, NaN without a reference), reference_miou (NaN when None), key.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pandas as pd
+import pyarrow as pa
+
+from lineargan.analyses.fewshot import (
+    FewShotParams,
+    FixedSamples,
+    choose_train_indices,
+    fewshot_schedule,
+    repeat_seed,
+    summarize_runs,
+)
+from lineargan.config import FitConfig
+from lineargan.device import resolve_device
+from lineargan.evaluate import evaluate_many
+from storage.checkpoints import load_extractor
+from storage.feature_store import FeatureStore
+from storage.tables import read_table_part, run_metadata, schema, write_table_part
+from tasks.analyses.contract import (
+    AnalysisContext,
+    AnalysisResult,
+    Inputs,
+    analysis_key,
+    load_finished,
+    save_finished,
+)
+from tasks.fit import FitJob, fit_or_reuse
+
+NAME = "fewshot"
+RUNS_TABLE = "fewshot"
+PER_CLASS_TABLE = "fewshot_per_class"
+SUMMARY_TABLE = "fewshot_summary"
+
+_MODELS = {"generator": pa.string(), "segmenter": pa.string()}
+TABLES = {
+    RUNS_TABLE: schema(
+        **_MODELS,
+        extractor=pa.string(),
+        n_shot=pa.int64(),
+        repeat=pa.int64(),
+        train_indices=pa.string(),
+        iterations=pa.int64(),
+        seed=pa.int64(),
+        final_loss=pa.float64(),
+        train_seconds=pa.float64(),
+        n_train_store=pa.int64(),
+        n_eval=pa.int64(),
+        fit_dir=pa.string(),
+        miou=pa.float64(),
+        key=pa.string(),
+    ),
+    PER_CLASS_TABLE: schema(
+        **_MODELS,
+        n_shot=pa.int64(),
+        repeat=pa.int64(),
+        class_index=pa.int64(),
+        class_name=pa.string(),
+        iou=pa.float64(),
+        images=pa.int64(),
+        key=pa.string(),
+    ),
+    SUMMARY_TABLE: schema(
+        **_MODELS,
+        n_shot=pa.int64(),
+        repeats=pa.int64(),
+        mean_miou=pa.float64(),
+        max_dev=pa.float64(),
+        ratio_to_full=pa.float64(),
+        reference_miou=pa.float64(),
+        key=pa.string(),
+    ),
+}
+
+
+def _fit_all(
+    ctx: AnalysisContext, params: FewShotParams, train: FeatureStore
+) -> tuple[list[dict], list[dict]]:
+    """Every (N, repeat) fit through the one fit-or-reuse routine; (records, fit metas)."""
+    spec = train.spec
+    records, metas = [], []
+    # draw every N first: a store too small for the largest N fails before any training
+    all_draws = [choose_train_indices(spec.n, n, params.repeats, params.seed) for n in params.shots]
+    for n_shot, iterations, draws in zip(params.shots, params.iterations, all_draws, strict=True):
+        schedule = fewshot_schedule(n_shot, iterations, params.lr)
+        for repeat, indices in enumerate(draws):
+            seed = repeat_seed(params.seed, n_shot, repeat)
+            job = FitJob(
+                cfg=FitConfig(extractor="LSE", schedule=schedule, seed=seed),
+                prefix=f"fewshot-n{n_shot}-r{repeat}",
+                class_names=spec.class_names,
+                key_extra={"train_indices": indices.tolist()},
+                metadata={"train_indices": indices.tolist()},
+            )
+            meta = fit_or_reuse(
+                train,
+                ctx.train_url,
+                job,
+                ctx.results_root,
+                source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
+                device=ctx.device,
+            )
+            metas.append(meta)
+            records.append(
+                {
+                    "generator": spec.generator,
+                    "segmenter": spec.segmenter,
+                    "extractor": "LSE",
+                    "n_shot": n_shot,
+                    "repeat": repeat,
+                    "train_indices": ",".join(str(int(i)) for i in indices),
+                    "iterations": int(meta["iterations"]),
+                    "seed": seed,
+                    "final_loss": float(meta["final_loss"]),
+                    "train_seconds": float(meta["train_seconds"]),
+                    "n_train_store": spec.n,
+                    "fit_dir": meta["fit_dir"],
+                }
+            )
+    return records, metas
+
+
+def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> AnalysisResult:
+    """Train every (N, repeat) few-shot LSE and evaluate them all in one pass (Table 2 rows)."""
+    train, evals = ctx.stores()
+    key = analysis_key(NAME, params, ctx, (train, evals))
+    if (done := load_finished(ctx, NAME, key)) is not None:
+        return done
+    records, metas = _fit_all(ctx, params, train)
+    dev = resolve_device(ctx.device)
+    models = [load_extractor(m["fit_dir"], dev)[0] for m in metas]
+    chunks = ((c.features, c.labels) for _, c in evals.iter_chunks())
+    results = evaluate_many(models, chunks, evals.spec.class_names, evals.spec.resolution, dev)
+    meta_cols = {**run_metadata(ctx.profile, ctx.run_id), "key": key}
+    runs = pd.DataFrame(
+        [
+            {**rec, "n_eval": evals.spec.n, "miou": res.miou, **meta_cols}
+            for rec, res in zip(records, results, strict=True)
+        ]
+    )
+    per_class = pd.DataFrame(
+        [
+            {
+                "generator": rec["generator"],
+                "segmenter": rec["segmenter"],
+                "n_shot": rec["n_shot"],
+                "repeat": rec["repeat"],
+                "class_index": c,
+                "class_name": res.class_names[c],
+                "iou": float(res.iou[c]),
+                "images": int(res.images[c]),
+                **meta_cols,
+            }
+            for rec, res in zip(records, results, strict=True)
+            for c in range(1, len(res.class_names))  # background ignored (Appx A)
+        ]
+    )
+    tables = {
+        PER_CLASS_TABLE: write_table_part(
+            ctx.results_root, PER_CLASS_TABLE, key, per_class, TABLES[PER_CLASS_TABLE]
+        ),
+        RUNS_TABLE: write_table_part(ctx.results_root, RUNS_TABLE, key, runs, TABLES[RUNS_TABLE]),
+    }
+    tables[SUMMARY_TABLE] = _write_summary(ctx, key, runs, None)
+    fits = [m["fit_dir"] for m in metas]
+    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, fits=fits))
+
+
+def _write_summary(
+    ctx: AnalysisContext, key: str, runs: pd.DataFrame, reference: float | None
+) -> str:
+    summary = summarize_runs(runs, reference)
+    summary.insert(0, "generator", runs["generator"].iloc[0])
+    summary.insert(1, "segmenter", runs["segmenter"].iloc[0])
+    summary["key"] = key
+    for col, val in run_metadata(ctx.profile, ctx.run_id).items():
+        summary[col] = val
+    return write_table_part(ctx.results_root, SUMMARY_TABLE, key, summary, TABLES[SUMMARY_TABLE])
+
+
+def summarize(
+    ctx: AnalysisContext, params: FewShotParams, result: AnalysisResult, reference: dict
+) -> None:
+    """Table 2's summary with the ratio to the fully trained LSE (``reference["LSE"]``)."""
+    runs = read_table_part(ctx.results_root, RUNS_TABLE, result.key)
+    result.tables[SUMMARY_TABLE] = _write_summary(ctx, result.key, runs, reference.get("LSE"))
