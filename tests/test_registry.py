@@ -1,0 +1,153 @@
+"""The analysis contract and registry: declared needs drive the DAG, overridden runs get their
+own outputs, and a new analysis plugs in through the recipe of the README alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from pydantic import PositiveInt
+
+import flows.analyses as dag
+from lineargan.config import Frozen, RunConfig
+from lineargan.render import markdown_grid
+from storage.tables import run_metadata, schema, write_table_part
+from tasks.analyses.contract import (
+    AnalysisResult,
+    AnalysisSpec,
+    Needs,
+    PaperTable,
+    analysis_key,
+    load_finished,
+    save_finished,
+)
+from tasks.analyses.registry import ANALYSES, analysis_params, resolve_analyses
+from tasks.analysis_steps import run_and_finish
+from tasks.index import write_index_and_report
+from tasks.render import paper_tables, render
+
+
+class Recorder:
+    """Stands in for a Prefect task: records what ``submit`` was given."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.calls = name, []
+
+    def submit(self, *args):
+        self.calls.append(args)
+        return f"{self.name}:{args[0]}"
+
+
+def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
+    run, finish = Recorder("run"), Recorder("finish")
+    monkeypatch.setattr(dag, "run_analysis", run)
+    monkeypatch.setattr(dag, "finish_analysis", finish)
+    params = resolve_analyses(RunConfig(profile="smoke"))
+    fits = {"LSE": "fit-LSE", "NSE-1": "fit-NSE-1", "NSE-2": "fit-NSE-2"}
+    evals = {"LSE": "eval-LSE", "NSE-1": "eval-NSE-1", "NSE-2": "eval-NSE-2"}
+    futures = dag.submit_analyses(params, "ctx", fits, evals)
+
+    submitted = {args[0]: args for args in run.calls}
+    assert set(submitted) == set(ANALYSES)
+    # only category selection waits for Table 1's fits; nothing else waits for anything
+    assert submitted["category_selection"][3] == fits
+    assert all(args[3] is None for name, args in submitted.items() if name != "category_selection")
+    # the reference numbers go to the finish step only, and only the ones declared
+    finished = {args[0]: args for args in finish.calls}
+    assert finished["fewshot"][3] == "run:fewshot" and finished["fewshot"][4] == {"LSE": "eval-LSE"}
+    assert finished["class_centers"][4] == {"LSE": "eval-LSE"}
+    assert finished["cosine_similarity"][4] == {} and finished["layerwise"][4] == {}
+    # expensive analyses are submitted first (Dask starts ready tasks in submission order)
+    costs = [ANALYSES[args[0]].cost for args in run.calls]
+    assert costs == sorted(costs, reverse=True)
+    assert futures == [f"finish:{args[0]}" for args in finish.calls]
+
+
+def test_table1_only_submits_nothing(monkeypatch):
+    run = Recorder("run")
+    monkeypatch.setattr(dag, "run_analysis", run)
+    assert dag.submit_analyses(resolve_analyses(RunConfig(analyses=())), "ctx", {}, {}) == []
+    assert run.calls == []
+
+
+def test_an_overridden_run_gets_its_own_key_report_and_figure(ctx):
+    default = RunConfig(profile="smoke")
+    other = RunConfig(profile="smoke", analysis_params={"cosine_similarity": {"t2": 50}})
+    a = run_and_finish("cosine_similarity", ctx, analysis_params(default, "cosine_similarity"))
+    b = run_and_finish("cosine_similarity", ctx, analysis_params(other, "cosine_similarity"))
+    assert a.key != b.key
+    assert set(a.reports).isdisjoint(b.reports) and set(a.figures).isdisjoint(b.figures)
+    for result in (a, b):  # both reports survive, each with its own numbers
+        assert all(Path(p).read_text() == result.markdown.split("\nFigure:")[0] for p in result.reports)
+    assert "T2 = 100" in Path(a.reports[0]).read_text()
+    assert "T2 = 50" in Path(b.reports[0]).read_text()
+
+
+# -- the README's recipe, followed by a test-only analysis -------------------------------------
+
+
+class PixelShareParams(Frozen):  # 1. science: parameters with per-profile defaults
+    max_images: PositiveInt = 64
+
+    @classmethod
+    def for_profile(cls, profile: str) -> PixelShareParams:
+        return cls(max_images=16 if profile == "smoke" else 64)
+
+
+def pixel_share(labels: np.ndarray, n_class: int) -> np.ndarray:  # ... and the math
+    return np.bincount(labels.ravel(), minlength=n_class) / labels.size
+
+
+TABLES = {"pixel_share": schema(class_name=pa.string(), share=pa.float64(), key=pa.string())}
+
+
+def run_pixel_share(ctx, params, inputs) -> AnalysisResult:  # 2. pipeline
+    train, evals = ctx.stores()
+    key = analysis_key("pixel_share", params, ctx, (train, evals))
+    if (done := load_finished(ctx, "pixel_share", key)) is not None:
+        return done
+    labels = evals.read_samples(range(min(params.max_images, evals.spec.n)))[1]
+    share = pixel_share(labels, len(evals.spec.class_names))
+    df = pd.DataFrame(
+        {"class_name": list(evals.spec.class_names), "share": share, "key": key}
+    ).assign(**run_metadata(ctx.profile, ctx.run_id))
+    url = write_table_part(ctx.results_root, "pixel_share", key, df, TABLES["pixel_share"])
+    return save_finished(ctx, AnalysisResult("pixel_share", key, tables={"pixel_share": url}))
+
+
+def render_pixel_share(tables) -> str:  # 3. renderer
+    df = tables["pixel_share"].set_index("class_name")[["share"]]
+    return markdown_grid(df.map(lambda v: f"{100 * v:.1f}"), "class")
+
+
+SPEC = AnalysisSpec(  # 4. registry entry
+    name="pixel_share",
+    params=PixelShareParams,
+    defaults=lambda config: PixelShareParams.for_profile(config.profile),
+    run=run_pixel_share,
+    tables=TABLES,
+    renderers={"pixel_share": PaperTable("Label pixel share (%)", render_pixel_share)},
+    needs=Needs(),
+)
+
+
+def test_a_new_analysis_plugs_in_through_the_registry_alone(ctx, monkeypatch):
+    monkeypatch.setitem(ANALYSES, "pixel_share", SPEC)
+    config = RunConfig(
+        profile="smoke", analyses=("pixel_share",), analysis_params={"pixel_share": {"max_images": 8}}
+    )
+    params = resolve_analyses(config)
+    assert params == {"pixel_share": PixelShareParams(max_images=8)}
+    assert "pixel_share" in paper_tables()
+
+    result = run_and_finish("pixel_share", ctx, params["pixel_share"])
+    write_index_and_report([result], ctx.results_root, ctx.profile, ctx.run_id)
+    rendered = render("pixel_share", ctx.results_root, "smoke")
+    assert rendered == Path(result.reports[0]).read_text() == result.markdown
+    table = pd.read_parquet(result.tables["pixel_share"])
+    assert table["share"].sum() == pytest.approx(1.0)
+    with pytest.raises(Exception, match="max_images"):
+        resolve_analyses(config.model_copy(update={"analysis_params": {"pixel_share": {"n": 1}}}))
