@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+from tqdm import tqdm
 
 from lineargan.cache import SampleBatch, generate_and_label
 from lineargan.config import DatasetConfig
@@ -88,9 +90,10 @@ def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str
     limit_torch_threads()
     url, pending, _ = prepare_store(cfg, data_root)
     store = FeatureStore.open(Target(url))
+    bar = tqdm(pending, desc=f"cache {cfg.split}", unit="chunk", disable=not sys.stderr.isatty())
     with ThreadPoolExecutor(max_workers=1) as writer:
         inflight: Future | None = None
-        for i in pending:
+        for i in bar:
             batch = compute_chunk(store, i, device)
             if inflight is not None:
                 inflight.result()  # surface write errors; bounds memory to two chunks
