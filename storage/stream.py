@@ -38,6 +38,9 @@ class ChunkStream:
         self._stop = threading.Event()
         self._block: tuple[list[np.ndarray], np.ndarray] | None = None
         self._offset = 0
+        # The producer reports an error once and then exits; remembering it here lets every
+        # later ``next_batch`` raise it again instead of waiting forever on an empty queue.
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._produce, daemon=True)
         self._thread.start()
 
@@ -71,8 +74,11 @@ class ChunkStream:
                 continue
 
     def _next_block(self) -> None:
+        if self._error is not None:
+            raise self._error
         item = self._queue.get()
         if isinstance(item, BaseException):
+            self._error = item
             raise item
         self._block, self._offset = item, 0
 

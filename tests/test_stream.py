@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -78,17 +79,31 @@ def test_chunk_ids_restrict_the_stream(store):
     assert set(ids) == set(range(8, 16)) | set(range(48, 56))
 
 
-def test_memory_is_bounded_by_prefetch(store):
-    """The producer never holds more than ``prefetch`` blocks queued, however slow the reader."""
-    stream = ChunkStream(store, seed=0, buffer_chunks=2, prefetch=1)
-    try:
-        time.sleep(0.3)  # let the producer run ahead as far as it can
-        assert stream._queue.qsize() <= 1
-        assert stream._thread.is_alive()  # blocked on the full queue, not finished
-        feats, labels = stream.next_batch(2 * CHUNK)  # exactly one block
-        assert len(labels) == 2 * CHUNK
-    finally:
-        stream.close()
+def test_reads_ahead_at_most_prefetch_plus_one_blocks(store):
+    """Memory bound: before anything is consumed the producer reads ``(prefetch + 1)`` blocks
+    of ``buffer_chunks`` chunks (``prefetch`` queued, one waiting to be put) and then stops,
+    however long the trainer takes; each consumed block lets it read exactly one more."""
+    prefetch, buffer_chunks = 1, 2
+    counted = FeatureStore.open(store.target)  # own instance: the shared fixture stays untouched
+    reads: list[int] = []
+    real_read = counted.read_chunk
+
+    def counting_read(i: int, **kwargs):
+        reads.append(i)
+        return real_read(i, **kwargs)
+
+    counted.read_chunk = counting_read
+    bound = (prefetch + 1) * buffer_chunks  # 4 of the store's 8 chunks
+    with ChunkStream(counted, seed=0, buffer_chunks=buffer_chunks, prefetch=prefetch) as stream:
+        wait_until(lambda: len(reads) >= bound)
+        time.sleep(0.3)  # room to overrun: an unbounded producer would read on, epoch after epoch
+        assert len(reads) == bound
+        assert stream._thread.is_alive()  # parked on the full queue, not finished
+        feats, labels = stream.next_batch(buffer_chunks * CHUNK)  # exactly one block
+        assert len(labels) == buffer_chunks * CHUNK
+        wait_until(lambda: len(reads) >= bound + buffer_chunks)
+        time.sleep(0.3)
+        assert len(reads) == bound + buffer_chunks
 
 
 def test_close_stops_the_thread(store):
@@ -105,10 +120,79 @@ def test_close_stops_the_thread(store):
 def test_reader_errors_surface_in_next_batch(tmp_path):
     url = str(tmp_path / "s.zarr")
     store = build_synthetic_store(url, synthetic_spec(n=16, chunk_size=8))
-    path = Path(url) / "labels" / "c" / "1" / "0" / "0"
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0xFF
-    path.write_bytes(bytes(raw))
+    flip_byte(Path(url) / "labels" / "c" / "1" / "0" / "0")
     with ChunkStream(store, seed=0, buffer_chunks=1) as stream, pytest.raises(CorruptChunkError):
         for _ in range(4):
             stream.next_batch(8)
+
+
+def test_reader_error_is_raised_again_on_every_later_batch(tmp_path):
+    """The producer dies with the error it reports: later batches must raise it again, not
+    wait forever on a queue nobody fills (a trainer that retries would hang the run)."""
+    url = str(tmp_path / "s.zarr")
+    store = build_synthetic_store(url, synthetic_spec(n=16, chunk_size=8))
+    flip_byte(Path(url) / "features" / "l1" / "c" / "1" / "0" / "0" / "0")
+    with ChunkStream(store, seed=0, buffer_chunks=1) as stream:
+        # chunk 0 is sound, so the error may come after one good block (order is shuffled)
+        first = within_timeout(lambda: [stream.next_batch(8) for _ in range(4)])
+        assert isinstance(first, CorruptChunkError)
+        assert "features/l1" in str(first) and "8-16" in str(first)
+        assert not stream._thread.is_alive()  # the producer is gone for good
+        for _ in range(2):
+            again = within_timeout(lambda: stream.next_batch(1))
+            assert isinstance(again, CorruptChunkError)
+            assert str(again) == str(first)
+
+
+def test_fit_on_a_corrupt_store_fails_and_leaves_no_checkpoint(tmp_path):
+    """The fit step surfaces the damaged chunk as the one-line error and saves nothing that a
+    rerun would mistake for a finished fit."""
+    from lineargan.config import FitConfig, Schedule
+    from tasks.fit import fit_extractor
+
+    url = str(tmp_path / "s.zarr")
+    build_synthetic_store(url, synthetic_spec(n=16, chunk_size=8))
+    flip_byte(Path(url) / "features" / "l0" / "c" / "0" / "0" / "0" / "0")
+    cfg = FitConfig(extractor="LSE", schedule=Schedule(phases=((1, 4),), samples_per_epoch=8))
+    results = tmp_path / "results"
+    outcome = within_timeout(lambda: fit_extractor(url, cfg, str(results), device="cpu"))
+    assert isinstance(outcome, CorruptChunkError)
+    assert "features/l0" in str(outcome) and "Fix:" in str(outcome)
+    assert list(results.glob("fits/*/config.json")) == []
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def flip_byte(path: Path) -> None:
+    """Damage one stored chunk file so its CRC32C check fails on read."""
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.01)
+
+
+def within_timeout(fn, timeout: float = 10.0) -> object:
+    """Run ``fn`` in a thread; return its result or the exception it raised. A call that is
+    still blocked after ``timeout`` fails the test instead of hanging the suite."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        pytest.fail(f"call still blocked after {timeout} s (it would hang forever)")
+    return outcome[0]
