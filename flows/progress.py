@@ -1,4 +1,4 @@
-"""Progress for mapped tasks: a Prefect log line per step and a terminal bar when interactive.
+"""Progress for mapped tasks: a Prefect log line every ~10% and a tqdm bar when interactive.
 
 Waiting also watches the Dask cluster: if every worker is gone (killed, or unable to load the
 code), Dask would keep the tasks pending forever and the run would hang with no error. After
@@ -13,11 +13,16 @@ from collections.abc import Iterable
 
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, wait
+from tqdm import tqdm
 
 from lineargan.errors import LinearGanError
 
 POLL_S = 10.0
 WORKERLESS_GRACE_S = 120.0
+
+# The watchdog's clock, looked up at each call so tests can replace it: the grace period is
+# minutes long, and only a controlled clock shows that a returning worker restarts it.
+monotonic = time.monotonic
 
 
 def dask_worker_count() -> int | None:
@@ -40,31 +45,30 @@ def wait_with_progress(futures: Iterable[PrefectFuture], label: str) -> list:
     total = len(futures)
     logger = get_run_logger()
     step = max(1, total // 10)
-    tty = sys.stderr.isatty()
-    pending, done, workerless_since = list(futures), 0, None
-    while pending:
-        finished, still = wait(pending, timeout=POLL_S)
-        for fut in finished:
-            fut.result()  # raise the first failure here
-            done += 1
-            if tty:
-                filled = int(30 * done / total)
-                sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}")
-                sys.stderr.flush()
-            if done % step == 0 or done == total:
-                logger.info("%s: %d/%d", label, done, total)
-        pending = list(still)
-        if pending and dask_worker_count() == 0:
-            workerless_since = workerless_since or time.monotonic()
-            if time.monotonic() - workerless_since > WORKERLESS_GRACE_S:
-                raise LinearGanError(
-                    f"{label}: every Dask worker of this run is gone and {len(pending)} tasks "
-                    "can never finish (see the worker log: killed, out of memory, or the code "
-                    "changed under a running run)",
-                    "rerun with the same parameters: finished chunks, fits and analyses are reused",
-                )
-        else:
-            workerless_since = None
-    if tty and total:
-        sys.stderr.write("\n")
+    pending, done = list(futures), 0
+    workerless_since: float | None = None
+    # The Prefect log lines are the record (UI, files); the bar is only for a person watching.
+    with tqdm(total=total, desc=label, disable=not sys.stderr.isatty()) as bar:
+        while pending:
+            finished, still = wait(pending, timeout=POLL_S)
+            for fut in finished:
+                fut.result()  # raise the first failure here
+                done += 1
+                bar.update(1)
+                if done % step == 0 or done == total:
+                    logger.info("%s: %d/%d", label, done, total)
+            pending = list(still)
+            if pending and dask_worker_count() == 0:
+                if workerless_since is None:
+                    workerless_since = monotonic()
+                if monotonic() - workerless_since > WORKERLESS_GRACE_S:
+                    raise LinearGanError(
+                        f"{label}: every Dask worker of this run is gone and {len(pending)} "
+                        "tasks can never finish (see the worker log: killed, out of memory, or "
+                        "the code changed under a running run)",
+                        "rerun with the same parameters: finished chunks, fits and analyses "
+                        "are reused",
+                    )
+            else:
+                workerless_since = None  # a worker is back (nannies restart killed ones)
     return [f.result() for f in futures]
