@@ -7,6 +7,7 @@ segmenter's labels at output resolution (Sec 3.1). Optimiser and schedule: Appx 
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -16,6 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from lineargan.config import Schedule
 from lineargan.extractors.base import SemanticExtractor
@@ -26,6 +28,12 @@ class BatchSource(Protocol):
 
 
 ProgressFn = Callable[[int, int, float], None]  # (iteration, total, loss)
+
+
+class _Bar(tqdm):
+    """fit's terminal bar, without tqdm's monitor thread: the fit stays single-threaded."""
+
+    monitor_interval = 0
 
 
 @dataclass
@@ -108,6 +116,9 @@ def fit(
     history: list[tuple[int, float]] = []
     it, t0 = 0, time.perf_counter()
     running: float | None = None
+    # a terminal bar only (under Dask workers stderr is not a TTY and `progress` is the logged
+    # channel); it reads `running` and nothing else, so the fit is the same with or without it
+    bar = _Bar(total=total, desc="fit", unit="it", leave=False, disable=not sys.stderr.isatty())
     for epoch, batch in schedule.epochs():
         if epoch == schedule.lr_drop_epoch:
             for group in opt.param_groups:
@@ -120,10 +131,15 @@ def fit(
                 running = loss if running is None else 0.98 * running + 0.02 * loss
             # else: every pixel is ignored (category selection's "ignore" mode): the loss would
             # be 0/0, so the batch teaches nothing and must not turn the running loss into NaN
+            if not bar.disable:
+                if running is not None:
+                    bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                bar.update(1)
             if (it % log_every == 0 or it == total) and running is not None:
                 history.append((it, running))
                 if progress is not None:
                     progress(it, total, running)
+    bar.close()
     model.eval()
     return FitResult(
         iterations=it,

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The main job: install (if needed), start a Prefect server on 127.0.0.1 with its state under
-# .prefect/, a process work pool and worker, deploy prefect.yaml, trigger
-# `prefect deployment run reproduce/<profile>` and follow it to the end, print Table 1 and
-# where the files are, then stop the worker and the server (by PID).
+# .prefect/, a process work pool and worker, deploy prefect.yaml, start a run of
+# reproduce/<profile> and follow it to the end (`python -m flows.follow`: every log line of the
+# flow, its subflows and tasks as it arrives - cache chunks, fit iterations and losses, each
+# analysis), print Table 1 and where the files are, then stop the worker and the server (by PID).
+# The server's port: LINEARGAN_PREFECT_PORT, or a free one (picked again if another process
+# takes it before the server binds it).
 #
 #   bash scripts/run.sh            # quick profile (minutes on 2 CPU cores)
 #   bash scripts/run.sh smoke      # seconds; paper = the paper's sizes (hours)
@@ -18,8 +21,6 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$PREFECT_HOME"
 bash scripts/setup.sh
 BIN=$PWD/.venv/bin
-PORT=${LINEARGAN_PREFECT_PORT:-$("$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-export PREFECT_API_URL=http://127.0.0.1:$PORT/api
 LOGS=$PREFECT_HOME/logs
 mkdir -p "$LOGS"
 
@@ -37,18 +38,60 @@ stop() {
 }
 trap stop EXIT
 
-echo "run: starting Prefect server on 127.0.0.1:$PORT (state in $PREFECT_HOME, log $LOGS/server.log)"
-set -m
-"$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$LOGS/server.log" 2>&1 &
-SERVER_PID=$!
-set +m
-for i in $(seq 1 120); do
-  if "$BIN/python" -c "import urllib.request,sys; urllib.request.urlopen('$PREFECT_API_URL/health', timeout=2)" 2>/dev/null; then
-    break
+free_port() {
+  "$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# 0 when the server on $1 answers /health and the listening socket belongs to process $2 (or a
+# child): another process that took the port must not pass for our server
+SERVING='import sys, urllib.request, psutil
+url, port, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    urllib.request.urlopen(url + "/health", timeout=2)
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    ours = any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+               for p in procs for c in p.net_connections("tcp"))
+except Exception:
+    ours = False
+sys.exit(0 if ours else 1)'
+
+# Start the server on $PORT and wait until it serves. Returns 0 when it does, 2 when the port
+# was taken before the server could bind it; exits with an error on any other failure.
+start_server() {
+  export PREFECT_API_URL=http://127.0.0.1:$PORT/api
+  echo "run: starting Prefect server on 127.0.0.1:$PORT (state in $PREFECT_HOME, log $LOGS/server.log)"
+  set -m
+  "$BIN/prefect" server start --host 127.0.0.1 --port "$PORT" >"$LOGS/server.log" 2>&1 &
+  SERVER_PID=$!
+  set +m
+  for _ in $(seq 1 120); do
+    "$BIN/python" -c "$SERVING" "$PREFECT_API_URL" "$PORT" "$SERVER_PID" && return 0
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      grep -qi "already in use" "$LOGS/server.log" && return 2
+      tail -n 20 "$LOGS/server.log" >&2 || true
+      echo "error: Prefect server exited; see $LOGS/server.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  echo "error: Prefect server not healthy after 120 s; see $LOGS/server.log" >&2
+  exit 1
+}
+
+ATTEMPTS=5
+for attempt in $(seq 1 "$ATTEMPTS"); do
+  PORT=${LINEARGAN_PREFECT_PORT:-$(free_port)}
+  started=0
+  start_server || started=$?
+  [ "$started" -eq 0 ] && break
+  if [ -n "${LINEARGAN_PREFECT_PORT:-}" ]; then
+    echo "error: port $PORT (LINEARGAN_PREFECT_PORT) is already in use. Fix: choose another port, or unset LINEARGAN_PREFECT_PORT to use a free one" >&2
+    exit 1
   fi
-  kill -0 "$SERVER_PID" 2>/dev/null || { echo "error: Prefect server exited; see $LOGS/server.log" >&2; exit 1; }
-  [ "$i" -eq 120 ] && { echo "error: Prefect server not healthy after 120 s; see $LOGS/server.log" >&2; exit 1; }
-  sleep 1
+  if [ "$attempt" -eq "$ATTEMPTS" ]; then
+    echo "error: could not start the Prefect server: $ATTEMPTS free ports in a row were taken before it could bind them (last $PORT); see $LOGS/server.log. Fix: set LINEARGAN_PREFECT_PORT to a port you reserve" >&2
+    exit 1
+  fi
+  echo "run: port $PORT was taken before the server could bind it; retrying on another port"
 done
 
 "$BIN/prefect" --no-prompt work-pool create lineargan-process --type process --overwrite >/dev/null
@@ -61,9 +104,9 @@ set -m
 WORKER_PID=$!
 set +m
 
-echo "run: prefect deployment run reproduce/$PROFILE --watch (worker log $LOGS/worker.log)"
+echo "run: starting reproduce/$PROFILE and following its progress (worker log $LOGS/worker.log)"
 set +e
-"$BIN/prefect" deployment run "reproduce/$PROFILE" --watch --watch-interval 5
+"$BIN/python" -m flows.follow --deployment "reproduce/$PROFILE"
 rc=$?
 set -e
 if [ "$rc" -ne 0 ]; then
@@ -71,4 +114,4 @@ if [ "$rc" -ne 0 ]; then
   tail -n 30 "$LOGS/worker.log" >&2 || true
   exit "$rc"
 fi
-"$BIN/python" -m lineargan.cli render all --profile "$PROFILE"
+"$BIN/python" -m flows.cli render all --profile "$PROFILE"

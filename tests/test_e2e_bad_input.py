@@ -36,7 +36,7 @@ def test_wrong_checkpoint_is_refused_before_anything_is_written(tmp_path):
     bogus.write_bytes(b"not a checkpoint")
     env = isolated_env(tmp_path)
     proc = run_module(
-        "flows.cache", ["--generator-checkpoint", str(bogus), "--n", "32", "--chunk-size", "16"], env, timeout=300
+        "flows.cache", ["--generator-checkpoint", str(bogus), "-n", "32", "--chunk-size", "16"], env, timeout=300
     )
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

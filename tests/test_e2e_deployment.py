@@ -1,5 +1,5 @@
 """The user's path: Prefect server on 127.0.0.1 + process work pool + worker + `prefect deploy`
-+ `prefect deployment run reproduce/smoke --watch`, all through scripts/run.sh."""
++ the deployment run followed live by flows.follow, all through scripts/run.sh."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ def test_run_script_smoke_through_deployment(tmp_path):
     )
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "Flow run finished successfully in 'Completed'" in proc.stdout
-    assert "Table 1" in proc.stdout and "| NSE-2 |" in proc.stdout and "Table 2" in proc.stdout
+    assert "Table 1" in proc.stdout and "NSE-2" in proc.stdout and "Table 2" in proc.stdout
+    # live progress reached the terminal: cache chunks, fit iterations, analyses
+    assert "cache chunks:" in proc.stdout and "LSE: iteration" in proc.stdout
+    assert "analyses:" in proc.stdout
     t1 = pd.read_parquet(tmp_path / "results" / "tables" / "table1")
     assert sorted(t1.extractor) == ["LSE", "NSE-1", "NSE-2"]
     # the script stops the server and worker it started (found by their PREFECT_HOME)
