@@ -1,4 +1,5 @@
-"""Bad input exits non-zero with one clear line naming the problem and the fix."""
+"""Bad input exits non-zero with one clear line naming the problem and the fix, before any
+work starts."""
 
 from __future__ import annotations
 
@@ -22,12 +23,27 @@ from tests.e2e_helpers import isolated_env, run_module
         (["--set", "cosine.t1=5"], "unknown analysis 'cosine'"),
     ],
 )
+def test_reproduce_rejects_bad_input(tmp_path, monkeypatch, capsys, args, needle):
+    """In process (the checks run before any flow, server or cluster starts)."""
+    from flows.reproduce import main
+
+    for key, value in isolated_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and needle in errors[0] and "Fix:" in errors[0], err[-2000:]
+    assert not (tmp_path / "data" / "stores").exists()
+
+
 @pytest.mark.slow
-def test_reproduce_rejects_bad_input(tmp_path, args, needle):
-    proc = run_module("flows.reproduce", args, isolated_env(tmp_path), timeout=120)
+def test_the_real_entry_point_exits_2_with_one_line(tmp_path):
+    proc = run_module("flows.reproduce", ["--profile", "nope"], isolated_env(tmp_path), timeout=120)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and needle in errors[0] and "Fix:" in errors[0], proc.stderr[-2000:]
+    assert len(errors) == 1 and "unknown profile 'nope'" in errors[0], proc.stderr[-2000:]
 
 
 @pytest.mark.slow
