@@ -1,8 +1,9 @@
 """The analyses' part of the reproduce DAG, built from the registry's declared needs.
 
 Every selected analysis gets two tasks: its run, which waits only for what it declares
-(``Needs.fits``: Table 1's fits), and its finish (summary + report), which also waits for the
-Table 1 evaluations it shows (``Needs.reference``). Nothing here names an analysis.
+(``Needs.fits``: Table 1's fits and their evaluations, which it reuses), and its finish
+(summary + report), which also waits for the Table 1 evaluations it shows
+(``Needs.reference``). Nothing here names an analysis.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def submit_analyses(
     finished = []
     for name in sorted(params, key=lambda n: -ANALYSES[n].cost):
         spec = ANALYSES[name]
-        run = run_analysis.submit(name, ctx, params[name], fits if spec.needs.fits else None)
+        if spec.needs.fits:  # the evaluations too: reusing them beats racing them
+            run = run_analysis.submit(
+                name, ctx, params[name], fits, wait_for=list(evaluations.values())
+            )
+        else:
+            run = run_analysis.submit(name, ctx, params[name], None)
         reference = {e: evaluations[e] for e in spec.needs.reference if e in evaluations}
         finished.append(finish_analysis.submit(name, ctx, params[name], run, reference))
     return finished

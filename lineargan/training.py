@@ -118,28 +118,28 @@ def fit(
     running: float | None = None
     # a terminal bar only (under Dask workers stderr is not a TTY and `progress` is the logged
     # channel); it reads `running` and nothing else, so the fit is the same with or without it
-    bar = _Bar(total=total, desc="fit", unit="it", leave=False, disable=not sys.stderr.isatty())
-    for epoch, batch in schedule.epochs():
-        if epoch == schedule.lr_drop_epoch:
-            for group in opt.param_groups:
-                group["lr"] *= schedule.lr_drop_factor
-        for _ in range(schedule.samples_per_epoch // batch):
-            xs, y = to_tensors(*source.next_batch(batch), device)
-            it += 1
-            if bool((y != ignore_index).any()):
-                loss = _step(model, opt, xs, y, size, autocast, layer_loss_weight, ignore_index)
-                running = loss if running is None else 0.98 * running + 0.02 * loss
-            # else: every pixel is ignored (category selection's "ignore" mode): the loss would
-            # be 0/0, so the batch teaches nothing and must not turn the running loss into NaN
-            if not bar.disable:
-                if running is not None:
-                    bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-                bar.update(1)
-            if (it % log_every == 0 or it == total) and running is not None:
-                history.append((it, running))
-                if progress is not None:
-                    progress(it, total, running)
-    bar.close()
+    tty = sys.stderr.isatty()
+    with _Bar(total=total, desc="fit", unit="it", leave=False, disable=not tty) as bar:
+        for epoch, batch in schedule.epochs():
+            if epoch == schedule.lr_drop_epoch:
+                for group in opt.param_groups:
+                    group["lr"] *= schedule.lr_drop_factor
+            for _ in range(schedule.samples_per_epoch // batch):
+                xs, y = to_tensors(*source.next_batch(batch), device)
+                it += 1
+                if bool((y != ignore_index).any()):
+                    loss = _step(model, opt, xs, y, size, autocast, layer_loss_weight, ignore_index)
+                    running = loss if running is None else 0.98 * running + 0.02 * loss
+                # else: every pixel is ignored (category selection's "ignore" mode): the loss would
+                # be 0/0, so the batch teaches nothing and must not turn the running loss into NaN
+                if not bar.disable:
+                    if running is not None:
+                        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+                    bar.update(1)
+                if (it % log_every == 0 or it == total) and running is not None:
+                    history.append((it, running))
+                    if progress is not None:
+                        progress(it, total, running)
     model.eval()
     return FitResult(
         iterations=it,

@@ -14,7 +14,7 @@ from lineargan.render import miou_from_rows
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext, AnalysisResult, Inputs
 from tasks.analyses.registry import get_analysis
-from tasks.models import limit_torch_threads
+from tasks.models import limit_torch_threads, store_generator, store_segmenter
 from tasks.render import render_experiment
 
 
@@ -26,7 +26,14 @@ def run_analysis(
     spec = get_analysis(name)
     limit_torch_threads()
     Target(ctx.results_root).ensure_writable()
-    return spec.run(ctx, spec.params.model_validate(params), Inputs(fits=dict(fits or {})))
+    inputs = Inputs(fits=dict(fits or {}))
+    if spec.needs.generator or spec.needs.segmenter:
+        store = ctx.train_store()
+        if spec.needs.generator:
+            inputs.generator = store_generator(store, ctx.device)
+        if spec.needs.segmenter:
+            inputs.segmenter = store_segmenter(store)
+    return spec.run(ctx, spec.params.model_validate(params), inputs)
 
 
 def finish_analysis(

@@ -11,11 +11,16 @@ from tqdm import tqdm
 from lineargan.cache import SampleBatch, generate_and_label
 from lineargan.config import DatasetConfig
 from lineargan.device import resolve_device
-from lineargan.errors import FingerprintMismatchError
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import store_target
 from storage.target import Target
-from tasks.models import cached_generator, cached_segmenter, limit_torch_threads
+from tasks.models import (
+    cached_generator,
+    cached_segmenter,
+    limit_torch_threads,
+    store_generator,
+    store_segmenter,
+)
 
 
 def spec_for(cfg: DatasetConfig) -> StoreSpec:
@@ -67,13 +72,7 @@ def compute_chunk(store: FeatureStore, index: int, device: str = "auto") -> Samp
     """Run G and P on chunk ``index``'s stored latents (models checked against the fingerprint)."""
     spec = store.spec
     dev = resolve_device(device)
-    g = cached_generator(spec.generator, str(dev), store.group.attrs.get("generator_checkpoint"))
-    p = cached_segmenter(spec.segmenter)
-    if g.weights_sha256 != spec.generator_sha256 or tuple(p.class_names) != spec.class_names:
-        raise FingerprintMismatchError(
-            f"store {store.target.url} was made with other weights or classes than the loaded {spec.generator}/{spec.segmenter}",
-            "use a new data_root for these models, or restore the original checkpoints",
-        )
+    g, p = store_generator(store, str(dev)), store_segmenter(store)
     with torch.inference_mode():
         return generate_and_label(g, p, store.read_latents(spec.chunk_slice(index)), dev)
 

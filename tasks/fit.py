@@ -37,9 +37,10 @@ SourceFactory = Callable[[], AbstractContextManager[BatchSource]]
 def fit_key(cfg: FitConfig, train_digest: str, extra: dict | None = None) -> str:
     """A fit is identified by its configuration, the exact training store it reads and
     whatever else changes its result (``extra``: kept classes, sample indices, α, ...)."""
-    payload: dict[str, Any] = {"fit": cfg.model_dump(mode="json"), "train": train_digest}
-    if extra:
-        payload["extra"] = extra
+    extra = extra or {}
+    if {"fit", "train"} & set(extra):
+        raise ValueError("key_extra may not redefine 'fit' or 'train'")
+    payload: dict[str, Any] = {"fit": cfg.model_dump(mode="json"), "train": train_digest, **extra}
     blob = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

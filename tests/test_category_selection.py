@@ -242,7 +242,8 @@ def test_selection_end_to_end(selection):
             assert model.n_class == len(expected_kept)
             assert meta["kept_classes"] == expected_kept
             assert meta["class_names"][0] == "background"
-    # round 1 is Table 1's fits (handed over by the DAG); round 2 trained fresh
+    # round 1 is Table 1's fits (handed over by the DAG, so reused); round 2 trained fresh
+    assert summ.loc[summ["round"] == "all", "fit_reused"].all()
     assert not summ.loc[summ["round"] == "selected", "fit_reused"].any()
     assert summ.groupby("round")["rel_diff"].max().tolist() == [0.0, 0.0]
 

@@ -140,3 +140,21 @@ def test_longer_lse_fit_learns_face_layout(train_store_url, eval_store_url, resu
     skin = df.set_index("class_name").loc["skin", "iou"]
     assert skin > 0.3  # the face is most of the image: even 8 steps find much of it
     assert df.iou.mean() > tiny.iou.mean()
+
+
+def test_keys_with_extra_fields_keep_the_checkpoints_of_earlier_versions():
+    """Category selection's round-2 checkpoints were keyed by a flat JSON of the fit, the
+    store and the kept classes: the one fit routine must reach the same directories."""
+    import hashlib
+    import json
+
+    cfg, digest = FitConfig(schedule=TINY), "d" * 64
+    extra = {"kept_classes": [0, 2, 5], "dropped_as": "background"}
+    before = hashlib.sha256(
+        json.dumps({"fit": cfg.model_dump(mode="json"), "train": digest, **extra}, sort_keys=True)
+        .encode()
+    ).hexdigest()
+    assert fit_key(cfg, digest, extra) == before
+    assert fit_key(cfg, digest) != before
+    with pytest.raises(ValueError):
+        fit_key(cfg, digest, {"train": "x"})

@@ -25,7 +25,7 @@ from tasks.analyses.contract import (
     save_finished,
 )
 from tasks.analyses.registry import ANALYSES, analysis_params, resolve_analyses
-from tasks.analysis_steps import run_and_finish
+from tasks.analysis_steps import run_analysis, run_and_finish
 from tasks.index import write_index_and_report
 from tasks.render import paper_tables, render
 
@@ -36,8 +36,9 @@ class Recorder:
     def __init__(self, name: str) -> None:
         self.name, self.calls = name, []
 
-    def submit(self, *args):
+    def submit(self, *args, wait_for=None):
         self.calls.append(args)
+        self.waits = {**getattr(self, "waits", {}), args[0]: wait_for}
         return f"{self.name}:{args[0]}"
 
 
@@ -52,9 +53,12 @@ def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
 
     submitted = {args[0]: args for args in run.calls}
     assert set(submitted) == set(ANALYSES)
-    # only category selection waits for Table 1's fits; nothing else waits for anything
+    # only category selection waits for Table 1's fits (and their evaluations, which it
+    # reuses instead of racing them); nothing else waits for anything
     assert submitted["category_selection"][3] == fits
-    assert all(args[3] is None for name, args in submitted.items() if name != "category_selection")
+    assert run.waits["category_selection"] == list(evals.values())
+    others = [name for name in submitted if name != "category_selection"]
+    assert all(submitted[name][3] is None and run.waits[name] is None for name in others)
     # the reference numbers go to the finish step only, and only the ones declared
     finished = {args[0]: args for args in finish.calls}
     assert finished["fewshot"][3] == "run:fewshot" and finished["fewshot"][4] == {"LSE": "eval-LSE"}
@@ -151,3 +155,34 @@ def test_a_new_analysis_plugs_in_through_the_registry_alone(ctx, monkeypatch):
     assert table["share"].sum() == pytest.approx(1.0)
     with pytest.raises(Exception, match="max_images"):
         resolve_analyses(config.model_copy(update={"analysis_params": {"pixel_share": {"n": 1}}}))
+
+
+def test_declared_models_are_handed_over_and_undeclared_ones_are_not(ctx, monkeypatch, generator):
+    seen = {}
+
+    def run(ctx, params, inputs):
+        seen["inputs"] = inputs
+        return AnalysisResult("probe", "k")
+
+    for needs in (Needs(generator=True, segmenter=True), Needs()):
+        spec = AnalysisSpec(
+            name="probe",
+            params=PixelShareParams,
+            defaults=lambda config: PixelShareParams(),
+            run=run,
+            tables={},
+            renderers={},
+            needs=needs,
+        )
+        monkeypatch.setitem(ANALYSES, "probe", spec)
+        run_analysis("probe", ctx, PixelShareParams())
+        inputs = seen["inputs"]
+        if needs.generator:
+            # the very weights that made the store, and its segmenter's classes
+            assert inputs.generator.weights_sha256 == generator.weights_sha256
+            assert tuple(inputs.segmenter.class_names) == tuple(NAMES)
+        else:
+            assert inputs.generator is None and inputs.segmenter is None
+
+
+NAMES = ["background", "skin", "eyebrows", "eyes", "nose", "lips", "mouth"]

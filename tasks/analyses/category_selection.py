@@ -5,7 +5,7 @@ and it reuses every one whose ``FitConfig`` matches its own; a fit it does not g
 overrides, or a run of this analysis alone) goes through :func:`tasks.fit.fit_extractor`.
 A class is kept when any extractor's round-1 IoU on the evaluation store is strictly above
 ``threshold`` (background is always kept). Round 2 ("selected") retrains every extractor on the
-kept classes only, with labels remapped by :func:`lineargan.category_selection.build_lut`
+kept classes only, with labels remapped by :func:`lineargan.analyses.category_selection.build_lut`
 (dropped classes → background by default, see that module), and evaluates it on the evaluation
 store remapped the same way. Round-2 checkpoints live under
 ``fits/<extractor>-sel-<key16>`` keyed by the fit config, the training store, the kept classes
@@ -149,7 +149,7 @@ def _round1_fit(ctx: AnalysisContext, cfg: FitConfig, given: dict[str, dict]) ->
     """Table 1's fit of ``cfg`` when the DAG handed it over, else fit (or reuse) it here."""
     meta = given.get(cfg.extractor)
     if meta is not None and meta.get("fit_config") == cfg.model_dump(mode="json"):
-        return meta
+        return {**meta, "reused": True}  # trained by Table 1, not by this analysis
     return fit_extractor(ctx.train_url, cfg, ctx.results_root, ctx.device)
 
 

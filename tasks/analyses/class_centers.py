@@ -1,7 +1,7 @@
 """Class centers (Sec 3.3, Fig 4): segment images by the nearest class center on the n-sphere.
 
 From the first ``n_images`` images of the training store, every pixel's unit feature vector
-(all layers u↑ to one resolution, concatenated, normalised: :mod:`lineargan.geometry`) is
+(all layers u↑ to one resolution, concatenated, normalised: :mod:`lineargan.analyses.geometry`) is
 added to its class's sum; the per-class mean, renormalised, is the class center c_k. The
 background is a class like any other and gets a center too (a pixel must be able to be
 background), although IoU ignores it (Appx A). Evaluation images are then segmented by
@@ -49,7 +49,7 @@ from lineargan.figures import comparison_grid
 from lineargan.metrics import IoUAccumulator, IoUResult
 from storage.feature_store import FeatureStore
 from storage.layout import write_figure
-from storage.tables import read_table_part, run_metadata, schema, write_table_part
+from storage.tables import run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
@@ -57,6 +57,7 @@ from tasks.analyses.contract import (
     analysis_key,
     figure_name,
     load_finished,
+    read_finished_part,
     save_finished,
 )
 
@@ -242,8 +243,6 @@ def summarize(
 ) -> None:
     """Put Table 1's LSE mIoU (``reference["LSE"]``) beside the class centers' own."""
     lse = reference.get("LSE")
-    if lse is None:
-        return
-    summary = read_table_part(ctx.results_root, SUMMARY_TABLE, result.key)
-    summary["lse_miou"] = float(lse)
+    summary = read_finished_part(ctx, SUMMARY_TABLE, result)
+    summary["lse_miou"] = float("nan") if lse is None else float(lse)
     write_table_part(ctx.results_root, SUMMARY_TABLE, result.key, summary, TABLES[SUMMARY_TABLE])

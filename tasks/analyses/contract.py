@@ -32,9 +32,16 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from lineargan.config import Frozen, RunConfig
+from lineargan.errors import LinearGanError
+from lineargan.models import GeneratorAdapter, Segmenter
 from storage.feature_store import FeatureStore, check_same_models
 from storage.manifests import load_manifest, save_manifest
+from storage.tables import read_table_part
 from storage.target import Target
+
+# Bumped when what a finished analysis writes changes (2: PNG + PDF figures, rendered reports,
+# fit checkpoints listed), so results written by older code are recomputed, not reused.
+RESULT_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -65,24 +72,27 @@ class AnalysisContext:
 class Needs:
     """What an analysis reads besides the two cached stores; the DAG waits for exactly this.
 
-    ``fits``: Table 1's fitted extractors (their checkpoint metadata, by extractor name) that
-    the run reuses. ``reference``: Table 1 mIoUs only ``summarize`` shows (the run never waits
-    for them). ``generator`` / ``segmenter`` / ``differentiable_segmenter``: models the run
-    calls in its loop (loaded per worker through :mod:`tasks.models`).
+    ``fits``: Table 1's fitted extractors (their checkpoint metadata, by extractor name) and
+    their evaluations, which the run reuses. ``reference``: Table 1 mIoUs only ``summarize``
+    shows (the run never waits for them). ``generator`` / ``segmenter``: models the run calls
+    in its loop, handed over by :class:`Inputs` (loaded once per worker, checked against the
+    store's fingerprint).
     """
 
     fits: bool = False
     reference: tuple[str, ...] = ()
     generator: bool = False
     segmenter: bool = False
-    differentiable_segmenter: bool = False
 
 
 @dataclass
 class Inputs:
-    """What the DAG hands an analysis: Table 1's fits (``Needs.fits``), by extractor."""
+    """What the DAG hands an analysis: Table 1's fits (``Needs.fits``), by extractor, and the
+    models it declared (``Needs.generator`` / ``Needs.segmenter``)."""
 
     fits: dict[str, dict] = field(default_factory=dict)
+    generator: GeneratorAdapter | None = None
+    segmenter: Segmenter | None = None
 
 
 @dataclass
@@ -137,6 +147,7 @@ def analysis_key(
     train, evals = stores or (ctx.train_store(), ctx.eval_store())
     blob = json.dumps(
         {
+            "format": RESULT_FORMAT,
             "analysis": name,
             "params": params.model_dump(mode="json"),
             "train": train.spec.digest(),
@@ -154,6 +165,19 @@ def load_finished(ctx: AnalysisContext, name: str, key: str) -> AnalysisResult |
         return None
     fields = AnalysisResult.__dataclass_fields__
     return AnalysisResult(**{**{k: v for k, v in data.items() if k in fields}, "reused": True})
+
+
+def read_finished_part(ctx: AnalysisContext, table: str, result: AnalysisResult) -> pd.DataFrame:
+    """A table part a finished analysis wrote; its absence means the results were tampered
+    with, which a one-line error says how to repair (recompute that analysis)."""
+    part = read_table_part(ctx.results_root, table, result.key)
+    if part is None:
+        raise LinearGanError(
+            f"{result.name} is marked finished but its table {table!r} (part {result.key}) is "
+            "missing",
+            f"delete {ctx.results_root}/manifests/{result.name}-{result.key}.json and rerun",
+        )
+    return part
 
 
 def save_finished(ctx: AnalysisContext, result: AnalysisResult) -> AnalysisResult:

@@ -5,13 +5,13 @@ visited in a seeded random order (chunks in a random order, images in a random o
 each chunk, so only one chunk is in memory); for each visited image and each class k whose
 pool holds fewer than T2 vectors and which has at least T1 pixels in the image (at the sampling
 resolution), T1 of those pixels are drawn without replacement and their unit feature vectors
-(:mod:`lineargan.geometry`) join pool k. Sampling stops when every pool holds T2 vectors or the
+(:mod:`lineargan.analyses.geometry`) join pool k. Sampling stops when every pool holds T2 vectors or the
 store is exhausted; a class that never reaches T2 is reported with its count (0 if no image
 ever had T1 pixels of it), never dropped silently. Every class, background included, has a
 pool (Algorithm 1 loops over all M classes of P).
 
 cos(A, B) is the mean of the |A|×|B| matrix of pairwise cosines, which equals ā·b̄ exactly
-(:func:`lineargan.geometry.pool_cosine_matrix`): only each pool's sum and count are kept, and
+(:func:`lineargan.analyses.geometry.pool_cosine_matrix`): only each pool's sum and count are kept, and
 no T2×T2 matrix is built. The intra-class value (diagonal) is the mean over all pairs of the
 pool with itself, the i = j pairs included — the mean of the full T2×T2 matrix.
 

@@ -39,13 +39,14 @@ from lineargan.device import resolve_device
 from lineargan.evaluate import evaluate_many
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
-from storage.tables import read_table_part, run_metadata, schema, write_table_part
+from storage.tables import run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
     Inputs,
     analysis_key,
     load_finished,
+    read_finished_part,
     save_finished,
 )
 from tasks.fit import FitJob, fit_or_reuse
@@ -205,5 +206,5 @@ def summarize(
     ctx: AnalysisContext, params: FewShotParams, result: AnalysisResult, reference: dict
 ) -> None:
     """Table 2's summary with the ratio to the fully trained LSE (``reference["LSE"]``)."""
-    runs = read_table_part(ctx.results_root, RUNS_TABLE, result.key)
+    runs = read_finished_part(ctx, RUNS_TABLE, result)
     result.tables[SUMMARY_TABLE] = _write_summary(ctx, result.key, runs, reference.get("LSE"))
