@@ -26,16 +26,6 @@ class CountingSource:
         return [x], (x[:, 0] > 0).astype(np.uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Thousands of 1×1 steps: thread hand-offs would cost more than the arithmetic (several
-    times slower on a loaded 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def step_lrs(monkeypatch) -> list[float]:
     """The learning rate of every optimiser step the fit loop takes, in order.
