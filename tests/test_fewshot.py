@@ -229,8 +229,11 @@ def test_run_fewshot_tables_resume_and_determinism(
 
     # Resume: a finished analysis is returned without recomputation.
     _forbid(monkeypatch, training=True, evaluation=True)
+    summary_part = Path(res.tables["fewshot_summary"])
+    written = summary_part.stat().st_mtime_ns
     done = _run(ctx, PARAMS, 0.5)
     assert done.reused and done.key == res.key and done.markdown == res.markdown
+    assert summary_part.stat().st_mtime_ns == written  # same reference: nothing rewritten
 
     # Another reference only redoes the summary (no training, no evaluation).
     other = _run(ctx, PARAMS, 0.25)

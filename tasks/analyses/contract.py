@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -178,6 +179,14 @@ def read_finished_part(ctx: AnalysisContext, table: str, result: AnalysisResult)
             f"delete {ctx.results_root}/manifests/{result.name}-{result.key}.json and rerun",
         )
     return part
+
+
+def unchanged(stored: float, new: float | None) -> bool:
+    """Whether a stored reference number equals the new one (None and NaN: "not given"), so
+    a rerun with the same reference rewrites nothing."""
+    if new is None or math.isnan(new):
+        return math.isnan(stored)
+    return not math.isnan(stored) and stored == float(new)
 
 
 def save_finished(ctx: AnalysisContext, result: AnalysisResult) -> AnalysisResult:
