@@ -39,6 +39,16 @@ RUN_METADATA = {
 }
 
 
+# Column groups many tables share: which models made the rows, and per-class IoU (Appx A).
+MODELS = {"generator": pa.string(), "segmenter": pa.string()}
+CLASS_IOU = {
+    "class_index": pa.int64(),
+    "class_name": pa.string(),
+    "iou": pa.float64(),
+    "images": pa.int64(),
+}
+
+
 def schema(**columns: pa.DataType) -> pa.Schema:
     """A table's schema: its own columns, then the run metadata every row carries."""
     return pa.schema(list(columns.items()) + list(RUN_METADATA.items()))

@@ -15,15 +15,14 @@ from lineargan.render import table1_summary
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.layout import table_dir, write_figure
-from storage.tables import run_metadata, schema, write_table_part
+from storage.tables import MODELS, run_metadata, schema, write_table_part
 from storage.target import Target
 from tasks.analyses.contract import AnalysisResult
 from tasks.evaluate import IOU_TABLE
 from tasks.render import TABLE1, render_experiment
 
 TABLE1_SCHEMA = schema(
-    generator=pa.string(),
-    segmenter=pa.string(),
+    **MODELS,
     extractor=pa.string(),
     fit_key=pa.string(),
     miou=pa.float64(),

@@ -46,7 +46,7 @@ from lineargan.errors import LinearGanError
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.stream import ChunkStream
-from storage.tables import run_metadata, schema, write_table_part
+from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
@@ -63,8 +63,7 @@ TABLE = "category_selection"
 SUMMARY_TABLE = "category_selection_summary"
 
 _COMMON = {
-    "generator": pa.string(),
-    "segmenter": pa.string(),
+    **MODELS,
     "round": pa.string(),
     "extractor": pa.string(),
     "fit_key": pa.string(),
@@ -72,11 +71,8 @@ _COMMON = {
 TABLES = {
     TABLE: schema(
         **_COMMON,
-        class_index=pa.int64(),
+        **CLASS_IOU,
         new_index=pa.int64(),
-        class_name=pa.string(),
-        iou=pa.float64(),
-        images=pa.int64(),
         kept=pa.bool_(),
         threshold=pa.float64(),
         dropped_as=pa.string(),

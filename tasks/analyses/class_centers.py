@@ -49,7 +49,7 @@ from lineargan.figures import comparison_grid
 from lineargan.metrics import IoUAccumulator, IoUResult
 from storage.feature_store import FeatureStore
 from storage.layout import write_figure
-from storage.tables import run_metadata, schema, write_table_part
+from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
@@ -68,21 +68,17 @@ SUMMARY_TABLE = "class_centers_summary"
 CENTERS_TABLE = "class_centers"
 METHOD = "class-centers"
 
-_BASE = {"generator": pa.string(), "segmenter": pa.string()}
 TABLES = {
     IOU_TABLE: schema(
-        **_BASE,
+        **MODELS,
         method=pa.string(),
         analysis_key=pa.string(),
-        class_index=pa.int64(),
-        class_name=pa.string(),
-        iou=pa.float64(),
-        images=pa.int64(),
+        **CLASS_IOU,
         n_images=pa.int64(),
         resolution=pa.int64(),
     ),
     SUMMARY_TABLE: schema(
-        **_BASE,
+        **MODELS,
         method=pa.string(),
         analysis_key=pa.string(),
         miou=pa.float64(),
@@ -93,7 +89,7 @@ TABLES = {
         feature_dim=pa.int64(),
     ),
     CENTERS_TABLE: schema(
-        **_BASE,
+        **MODELS,
         analysis_key=pa.string(),
         class_index=pa.int64(),
         class_name=pa.string(),

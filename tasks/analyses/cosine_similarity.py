@@ -58,7 +58,7 @@ from lineargan.device import resolve_device
 from lineargan.figures import heatmap
 from storage.feature_store import FeatureStore
 from storage.layout import write_figure
-from storage.tables import run_metadata, schema, write_table_part
+from storage.tables import MODELS, run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
@@ -74,8 +74,7 @@ SIM_TABLE = "cosine_similarity"
 POOLS_TABLE = "cosine_pools"
 
 _BASE = {
-    "generator": pa.string(),
-    "segmenter": pa.string(),
+    **MODELS,
     "analysis_key": pa.string(),
     "split": pa.string(),
 }

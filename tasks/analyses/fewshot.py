@@ -39,7 +39,7 @@ from lineargan.device import resolve_device
 from lineargan.evaluate import evaluate_many
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
-from storage.tables import run_metadata, schema, write_table_part
+from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
@@ -57,10 +57,9 @@ RUNS_TABLE = "fewshot"
 PER_CLASS_TABLE = "fewshot_per_class"
 SUMMARY_TABLE = "fewshot_summary"
 
-_MODELS = {"generator": pa.string(), "segmenter": pa.string()}
 TABLES = {
     RUNS_TABLE: schema(
-        **_MODELS,
+        **MODELS,
         extractor=pa.string(),
         n_shot=pa.int64(),
         repeat=pa.int64(),
@@ -76,17 +75,14 @@ TABLES = {
         key=pa.string(),
     ),
     PER_CLASS_TABLE: schema(
-        **_MODELS,
+        **MODELS,
         n_shot=pa.int64(),
         repeat=pa.int64(),
-        class_index=pa.int64(),
-        class_name=pa.string(),
-        iou=pa.float64(),
-        images=pa.int64(),
+        **CLASS_IOU,
         key=pa.string(),
     ),
     SUMMARY_TABLE: schema(
-        **_MODELS,
+        **MODELS,
         n_shot=pa.int64(),
         repeats=pa.int64(),
         mean_miou=pa.float64(),

@@ -35,7 +35,7 @@ from lineargan.extractors.base import LayerView
 from lineargan.figures import comparison_grid, layer_miou_plot
 from storage.checkpoints import load_extractor
 from storage.layout import write_figure
-from storage.tables import run_metadata, schema, write_table_part
+from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
 from tasks.analyses.contract import (
     AnalysisContext,
     AnalysisResult,
@@ -53,8 +53,7 @@ SUMMARY_TABLE = "layerwise_summary"
 ALL = "all"
 
 _COMMON = {
-    "generator": pa.string(),
-    "segmenter": pa.string(),
+    **MODELS,
     "alpha": pa.float64(),
     "layer_index": pa.int64(),
     "layer_name": pa.string(),
@@ -62,10 +61,7 @@ _COMMON = {
 TABLES = {
     TABLE: schema(
         **_COMMON,
-        class_index=pa.int64(),
-        class_name=pa.string(),
-        iou=pa.float64(),
-        images=pa.int64(),
+        **CLASS_IOU,
         key=pa.string(),
     ),
     SUMMARY_TABLE: schema(
