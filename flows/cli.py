@@ -61,7 +61,7 @@ def parse_config(model: type[M], argv: list[str] | None, prog: str, description:
     if extra:
         from pydantic import create_model
 
-        command = create_model(command.__name__, __base__=command, **extra)
+        command = create_model(command.__name__, __base__=command, __doc__=description, **extra)
     parsed = CliApp.run(command, cli_args=sys.argv[1:] if argv is None else argv)
     values = parsed.model_dump()
     own = {k: values.pop(k) for k in extra}
