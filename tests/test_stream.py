@@ -196,3 +196,46 @@ def within_timeout(fn, timeout: float = 10.0) -> object:
     if thread.is_alive():
         pytest.fail(f"call still blocked after {timeout} s (it would hang forever)")
     return outcome[0]
+
+
+def counting(store: FeatureStore) -> tuple[FeatureStore, list[int]]:
+    """Its own instance of ``store`` whose chunk reads are recorded."""
+    counted, reads = FeatureStore.open(store.target), []
+    real_read = counted.read_chunk
+
+    def read(i: int, **kwargs):
+        reads.append(i)
+        return real_read(i, **kwargs)
+
+    counted.read_chunk = read
+    return counted, reads
+
+
+def test_memory_cache_gives_the_same_batches_and_decodes_each_chunk_once(store):
+    disk_store, disk_reads = counting(store)
+    mem_store, mem_reads = counting(store)
+    sizes = [1, 4, 64, 7, 64, 64, 3]  # > 3 epochs of 64 samples, blocks split across batches
+    with (
+        ChunkStream(disk_store, seed=5, memory_budget_bytes=0) as disk,
+        ChunkStream(mem_store, seed=5) as mem,
+    ):
+        assert not disk.in_memory and mem.in_memory
+        for size in sizes:
+            (fd, yd), (fm, ym) = disk.next_batch(size), mem.next_batch(size)
+            np.testing.assert_array_equal(yd, ym)
+            for a, b in zip(fd, fm, strict=True):
+                np.testing.assert_array_equal(a, b)
+    assert sorted(set(mem_reads)) == list(range(N // CHUNK))
+    assert len(mem_reads) == N // CHUNK  # decoded once, however many epochs
+    assert len(disk_reads) >= 3 * (N // CHUNK)
+
+
+def test_a_store_over_the_budget_streams_from_disk(store, monkeypatch):
+    per_sample = 2 * (2 * 2 * 2 + 3 * 4 * 4) + 4 * 4  # float16 features + uint8 labels
+    with ChunkStream(store, memory_budget_bytes=N * per_sample - 1) as over:
+        assert not over.in_memory
+    with ChunkStream(store, memory_budget_bytes=N * per_sample) as exact:
+        assert exact.in_memory
+    monkeypatch.setenv("LINEARGAN_STREAM_MEMORY_MB", "0")
+    with ChunkStream(store) as from_env:
+        assert not from_env.in_memory
