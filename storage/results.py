@@ -14,8 +14,7 @@ import pandas as pd
 
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
-from storage.tables import read_table
-from storage.target import Target
+from storage.tables import read_table, read_table_url
 
 
 def load_table(name: str, results_root: str | None = None) -> pd.DataFrame:
@@ -46,17 +45,3 @@ def run_tables(index: pd.DataFrame, experiment: str) -> dict[str, pd.DataFrame]:
             "rerun reproduce with that analysis enabled (RunConfig.analyses)",
         )
     return {r.name: read_table_url(r.path) for r in rows.itertuples(index=False)}
-
-
-def read_table_url(url: str) -> pd.DataFrame:
-    """A whole table directory (or one part) given by URL, as recorded in the index."""
-    target = Target(url)
-    if target.path.endswith(".parquet"):
-        return pd.read_parquet(_open(url))
-    parts = sorted(p for p in target.fs.ls(target.path, detail=False) if p.endswith(".parquet"))
-    return pd.concat([pd.read_parquet(target.fs.open(p, "rb")) for p in parts], ignore_index=True)
-
-
-def _open(url: str):
-    target = Target(url)
-    return target.fs.open(target.path, "rb")

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from lineargan import __version__
 from storage.layout import table_dir, table_part
+from storage.target import Target
 
 RUN_METADATA = {
     "profile": pa.string(),
@@ -90,11 +91,22 @@ def read_table(results_root: str, table: str) -> pd.DataFrame:
         raise FileNotFoundError(
             f"no table {table!r} under {results_root}; run the reproduce flow first"
         )
-    files = sorted(p for p in target.fs.ls(target.path, detail=False) if p.endswith(".parquet"))
-    if not files:
+    if not _part_paths(target):
         raise FileNotFoundError(f"table {table!r} under {results_root} has no parts yet")
+    return read_table_url(target.url)
+
+
+def _part_paths(target: Target) -> list[str]:
+    if target.path.endswith(".parquet"):
+        return [target.path]
+    return sorted(p for p in target.fs.ls(target.path, detail=False) if p.endswith(".parquet"))
+
+
+def read_table_url(url: str) -> pd.DataFrame:
+    """A whole table directory (or one part) given by URL, as the results index records it."""
+    target = Target(url)
     frames = []
-    for path in files:
+    for path in _part_paths(target):
         with target.fs.open(path, "rb") as fh:
             frames.append(pd.read_parquet(fh))
     return pd.concat(frames, ignore_index=True)

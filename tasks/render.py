@@ -15,7 +15,8 @@ from lineargan import render as renderers
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
 from storage.layout import report_target
-from storage.results import latest_index, read_table_url, run_tables
+from storage.results import latest_index, run_tables
+from storage.tables import read_table_url
 from tasks.analyses.contract import AnalysisResult, PaperTable
 from tasks.analyses.registry import ANALYSES
 

@@ -110,7 +110,7 @@ TABLES = {"pixel_share": schema(class_name=pa.string(), share=pa.float64(), key=
 
 def run_pixel_share(ctx, params, inputs) -> AnalysisResult:  # 2. pipeline
     train, evals = ctx.stores()
-    key = analysis_key("pixel_share", params, ctx, (train, evals))
+    key = analysis_key("pixel_share", params, (train, evals))
     if (done := load_finished(ctx, "pixel_share", key)) is not None:
         return done
     labels = evals.read_samples(range(min(params.max_images, evals.spec.n)))[1]

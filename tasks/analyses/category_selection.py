@@ -154,7 +154,7 @@ def run_category_selection(
 ) -> AnalysisResult:
     """Appx E on ``ctx``'s stores: round 1 on all classes, selection, round 2 on the kept ones."""
     train, evals = ctx.stores()
-    key = analysis_key(NAME, params, ctx, (train, evals))
+    key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     spec = evals.spec

@@ -159,7 +159,7 @@ def run_class_centers(
     """Class centers from the training store, nearest-center segmentation of the evaluation
     store (Table 1's LSE mIoU is added by :func:`summarize`, so this never waits for it)."""
     train, evals = ctx.stores()
-    key = analysis_key(NAME, params, ctx, (train, evals))
+    key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     spec = train.spec

@@ -142,10 +142,11 @@ class AnalysisSpec:
 
 
 def analysis_key(
-    name: str, params: BaseModel, ctx: AnalysisContext, stores: tuple | None = None
+    name: str, params: BaseModel, stores: tuple[FeatureStore, FeatureStore]
 ) -> str:
-    """sha256 over the analysis name, its parameters and the digests of both stores."""
-    train, evals = stores or (ctx.train_store(), ctx.eval_store())
+    """sha256 over the analysis name, its parameters and the digests of both (train, eval)
+    stores."""
+    train, evals = stores
     blob = json.dumps(
         {
             "format": RESULT_FORMAT,

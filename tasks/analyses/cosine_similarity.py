@@ -142,7 +142,7 @@ def run_cosine_similarity(
 ) -> AnalysisResult:
     """Fig 9: fair pools per class, then the matrix of mean pairwise cosines."""
     train, evals = ctx.stores()
-    key = analysis_key(NAME, params, ctx, (train, evals))
+    key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     store = train if params.split == "train" else evals

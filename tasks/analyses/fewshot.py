@@ -144,7 +144,7 @@ def _fit_all(
 def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> AnalysisResult:
     """Train every (N, repeat) few-shot LSE and evaluate them all in one pass (Table 2 rows)."""
     train, evals = ctx.stores()
-    key = analysis_key(NAME, params, ctx, (train, evals))
+    key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     records, metas = _fit_all(ctx, params, train)

@@ -79,7 +79,7 @@ TABLES = {
 def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs) -> AnalysisResult:
     """Train the Eq. 8 LSE, score every layer alone and the sum; tables, PNGs, markdown."""
     train, evals = ctx.stores()
-    key = analysis_key(NAME, params, ctx, (train, evals))
+    key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
     spec = evals.spec
