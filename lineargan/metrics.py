@@ -41,11 +41,13 @@ class IoUAccumulator:
         pred = torch.as_tensor(pred).long().reshape(pred.shape[0], -1)
         label = torch.as_tensor(label).long().reshape(label.shape[0], -1).to(pred.device)
         b, m = pred.shape[0], self.n_class
-        # Labels outside [0, m) (e.g. 255 = "ignore") count for no class: route those pixels
-        # to a spare bin instead of letting them spill into the next image's counts.
+        # A label outside [0, m) (e.g. a segmenter's 255 = "ignore") belongs to no class: it
+        # goes to a spare bin (so it never spills into the next image's counts), while the
+        # prediction made there still counts for the predicted class. Appx A's A_i is the set
+        # of pixels predicted as the class, so such a pixel is a false positive of it.
         valid = (label >= 0) & (label < m)
         label = torch.where(valid, label, torch.full_like(label, m))
-        pred = torch.where(valid, pred.clamp(0, m - 1), torch.full_like(pred, m))
+        pred = pred.clamp(0, m - 1)
         m = m + 1
         offset = torch.arange(b, device=pred.device).unsqueeze(1) * m
         area_p = torch.bincount((pred + offset).ravel(), minlength=b * m).view(b, m)

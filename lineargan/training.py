@@ -106,7 +106,7 @@ def fit(
     """
     torch.manual_seed(seed)
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=schedule.lr, betas=(0.9, 0.999))
+    opt = torch.optim.Adam(model.param_groups(schedule.lr), betas=(0.9, 0.999))
     total = schedule.iterations()
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)

@@ -66,9 +66,7 @@ class FitJob:
         return fit_key(self.cfg, spec.digest(), self.key_extra)
 
     def build(self, spec: StoreSpec) -> SemanticExtractor:
-        kwargs = {} if self.cfg.extractor == "LSE" or self.cfg.ksize is None else {
-            "ksize": self.cfg.ksize
-        }
+        kwargs = self.cfg.extractor_kwargs()
         torch.manual_seed(self.cfg.seed)  # initial weights are part of what the key promises
         return build_extractor(
             self.cfg.extractor,

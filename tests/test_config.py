@@ -52,8 +52,8 @@ def test_paper_schedule_has_6656_iterations():
     assert s.n_epochs == 50
     epochs = s.epochs()
     assert epochs[0] == (0, 1) and epochs[2] == (2, 4) and epochs[18] == (18, 64)
-    assert s.lr == 1e-3 and s.lr_drop_epoch == 18  # lr/10 when the batch-64 phase starts
-    assert epochs[s.lr_drop_epoch][1] == 64 and epochs[s.lr_drop_epoch - 1][1] == 4
+    assert s.lr == 1e-3 and s.lr_drop_epoch == 20  # lr/10 at epoch 20 (Appx D, MultiStepLR([20]))
+    assert [b for _, b in epochs[18 : s.lr_drop_epoch + 1]] == [64, 64, 64]
 
 
 def test_small_schedule_caps_batch_at_epoch_size():
@@ -149,7 +149,12 @@ def test_analysis_params_overrides_change_the_key_and_only_the_named_fields():
         analysis_params(run, "cosine_similarity"),
         analysis_params(base, "cosine_similarity"),
     )
-    assert (cos.t1, cos.t2) == (5, 4000) and (cos0.t1, cos0.t2) == (200, 4000)
+    assert (cos.t1, cos.pool_size) == (5, 4000) and (cos0.t1, cos0.pool_size) == (200, 4000)
+    lowered = analysis_params(
+        RunConfig(profile="paper", analysis_params={"cosine_similarity": {"t1": 10}}),
+        "cosine_similarity",
+    )
+    assert lowered.pool_size == 200  # T1 alone: T2 follows at 20·T1
     assert cos.seed == cos0.seed and cos.config_hash() != cos0.config_hash()
     few = analysis_params(run, "fewshot")
     assert few.repeats == 2 and few.shots == analysis_params(base, "fewshot").shots
@@ -160,7 +165,7 @@ def test_analysis_params_overrides_change_the_key_and_only_the_named_fields():
     ("overrides", "message"),
     [
         ({"cosine_similarity": {"t_one": 5}}, "valid fields of cosine_similarity: t1, t2"),
-        ({"cosine_similarity": {"t1": 300}}, "must be a multiple of t1"),
+        ({"cosine_similarity": {"t1": 30, "t2": 100}}, "must be a multiple of t1"),
         ({"fewshot": {"repeats": 0}}, "invalid analysis_params for fewshot"),
     ],
 )
@@ -213,3 +218,16 @@ def test_nested_overrides_keep_the_runs_other_fields():
     assert lw.schedule.samples_per_epoch == run.fit("LSE").schedule.samples_per_epoch == 128
     sel = analysis_params(run, "category_selection")
     assert sel.fits == (run.fit("LSE"),)  # round 1 still reuses Table 1's LSE
+
+
+def test_authors_protocol_switches_layer_weights_of_lse_and_nse1_only():
+    paper, authors = RunConfig(profile="smoke"), RunConfig(profile="smoke", protocol="authors")
+    assert {paper.fit(e).layer_weights for e in ("LSE", "NSE-1", "NSE-2")} == {"none"}
+    assert [authors.fit(e).layer_weights for e in ("LSE", "NSE-1", "NSE-2")] == [
+        "softplus",
+        "softplus",
+        "none",
+    ]
+    assert authors.fit("LSE").config_hash() != paper.fit("LSE").config_hash()
+    with pytest.raises(LinearGanError, match="NSE-2 has no per-layer"):
+        FitConfig(extractor="NSE-2", layer_weights="softplus")

@@ -113,9 +113,11 @@ def test_params_validate_thresholds_and_scale_by_profile():
     with pytest.raises(pydantic.ValidationError, match="multiple"):
         CosineSimilarityParams(t1=30, t2=100)
     assert CosineSimilarityParams.for_profile("paper") == CosineSimilarityParams()
-    assert (CosineSimilarityParams().t1, CosineSimilarityParams().t2) == (200, 4000)
-    smoke = CosineSimilarityParams.for_profile("smoke")
-    assert smoke.t2 % smoke.t1 == 0 and smoke.t1 < 200
+    assert (CosineSimilarityParams().t1, CosineSimilarityParams().pool_size) == (200, 4000)
+    for profile in ("smoke", "quick"):  # a lowered T1 keeps the paper's T2 = 20·T1
+        low = CosineSimilarityParams.for_profile(profile)
+        assert low.t1 < 200 and low.pool_size == 20 * low.t1
+    assert CosineSimilarityParams(t1=5, t2=400).pool_size == 400  # unless T2 is given
 
 
 # -- on the real stores --------------------------------------------------------------------------

@@ -171,3 +171,27 @@ def test_load_mismatched_weights_raises(tmp_path):
     (tmp_path / "b" / "weights.safetensors").replace(tmp_path / "a" / "weights.safetensors")
     with pytest.raises(CheckpointError, match="Fix:"):
         load_extractor(tmp_path / "a")
+
+
+def test_softplus_layer_weights_keep_the_lse_linear_and_train_at_ten_times_lr():
+    """The authors' variant: S = Σ w_i·u↑(T_i x_i), w = softplus(a)/Σ softplus(a). Still one
+    linear map (``matrix`` folds w in), and the optimiser sees the weights at 10× lr."""
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 3, 2, 2), torch.randn(2, 5, 4, 4)]
+    model = build_extractor("LSE", n_class=4, dims=[3, 5], layer_weights="softplus")
+    with torch.no_grad():
+        model.weighting.layer_weight.copy_(torch.tensor([0.3, -1.2]))
+    w = torch.nn.functional.softplus(torch.tensor([0.3, -1.2]))
+    w = w / w.sum()
+    plain = build_extractor("LSE", n_class=4, dims=[3, 5])
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if "weighting" not in k})
+    layers = plain.layer_logits(feats, 4)
+    torch.testing.assert_close(model(feats, 4), w[0] * layers[0] + w[1] * layers[1])
+    # the folded matrix applied to the upsampled features equals the forward pass (Eq. 2)
+    up = torch.cat([torch.nn.functional.interpolate(f, size=(4, 4), mode="bilinear") for f in feats], 1)
+    torch.testing.assert_close(torch.einsum("kc,bchw->bkhw", model.matrix(), up), model(feats, 4))
+    groups = model.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-2]
+    assert groups[1]["params"] == [model.weighting.layer_weight]
+    assert model.init_args()["layer_weights"] == "softplus"
+    assert "layer_weights" not in plain.init_args()  # old checkpoints keep their arguments

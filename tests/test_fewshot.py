@@ -73,7 +73,10 @@ def test_fewshot_schedule_drives_fit_with_the_same_batch_every_step(memory_url):
     sched = fewshot_schedule(4, 7)
     assert sched.iterations() == 7
     assert all(b == 4 for _, b in sched.epochs())
-    assert sched.lr_drop_epoch > max(e for e, _ in sched.epochs())  # no lr drop
+    assert sched.lr_drop_epoch == 3  # ÷10 after 40 % of the 7 iterations (round(2.8))
+    assert fewshot_schedule(16, 500).lr_drop_epoch == 200
+    never = fewshot_schedule(4, 7, drop_at=1.0)
+    assert never.lr_drop_epoch > max(e for e, _ in never.epochs())
 
     store = build_synthetic_store(memory_url, synthetic_spec(n=16, chunk_size=8, resolution=4))
     feats, labels = store.read_samples([2, 9, 5, 14])

@@ -99,3 +99,21 @@ def test_empty_accumulator_has_nan_miou():
     assert np.isnan(res.iou).all()
     assert (res.images == 0).all()
     assert math.isnan(res.miou)
+
+
+def test_prediction_on_an_out_of_range_label_is_a_false_positive():
+    """A label pixel outside the class range (255 = a segmenter's "ignore") belongs to no
+    class, but the prediction there is still in the predicted class's set A_i (Appx A)."""
+    label = np.array([[[1, 1], [255, 0]]], np.uint8)
+    pred = np.array([[[1, 0], [1, 2]]], np.uint8)
+    acc = IoUAccumulator(("background", "A", "B"))
+    acc.update(pred, label)
+    res = acc.result()
+    # A: label {(0,0),(0,1)}, pred {(0,0),(1,0)}: ∩1, ∪3 (the 255 pixel is a false positive)
+    assert res.iou[1] == pytest_approx(1 / 3)
+    # B is predicted at a background pixel only: counted, IoU 0
+    assert res.iou[2] == 0 and res.images[2] == 1
+    # nothing spills into the next image: a second image with only 255 labels and background
+    # predictions adds no count for any class
+    acc.update(np.zeros((1, 2, 2), np.uint8), np.full((1, 2, 2), 255, np.uint8))
+    assert list(acc.result().images) == [0, 1, 1]

@@ -53,7 +53,7 @@ def run(schedule: Schedule) -> tuple[CountingSource, int]:
 
 def test_paper_schedule_batches_and_lr_drop(step_lrs):
     schedule = Schedule()  # 2 epochs at batch 1, 16 at batch 4, 32 at batch 64; 1,024 per epoch
-    assert schedule.lr_drop_epoch == 18  # the first epoch of the batch-64 phase
+    assert schedule.lr_drop_epoch == 20  # Appx D "at epoch 20" = the authors' MultiStepLR([20])
     source, iterations = run(schedule)
 
     # hand-counted: 2·1024/1 + 16·1024/4 + 32·1024/64 = 2048 + 4096 + 512 = 6656
@@ -61,10 +61,11 @@ def test_paper_schedule_batches_and_lr_drop(step_lrs):
     assert source.sizes == [1] * 2048 + [4] * 4096 + [64] * 512
     assert len(step_lrs) == 6656  # every batch trains (no label is ignored)
 
-    # epochs 0-17 take 2048 + 4096 = 6144 iterations; epoch 18 starts at iteration 6144
+    # epochs 0-19 take 2048 + 4096 + 2·16 = 6176 iterations; epoch 20 starts at iteration 6176,
+    # two epochs into the batch-64 phase
     dropped = schedule.lr * schedule.lr_drop_factor
-    assert step_lrs[:6144] == [schedule.lr] * 6144
-    assert step_lrs[6144:] == [dropped] * 512
+    assert step_lrs[:6176] == [schedule.lr] * 6176
+    assert step_lrs[6176:] == [dropped] * 480
     assert dropped == pytest.approx(1e-4, rel=1e-12)
 
 

@@ -2,7 +2,8 @@
 
 The paper uses T1 = 200, T2 = 4000 on 1024² images; at the embedded DCGAN's 32² feature maps
 only background and skin ever reach T1 = 200, so the small profiles use T1 = 5 (see
-``tasks/analyses/cosine_similarity.py`` for the measured class sizes).
+``tasks/analyses/cosine_similarity.py`` for the measured class sizes). T2 follows T1 at the
+paper's ratio, T2 = 20·T1 (each pool = T1 vectors from 20 images), unless it is given.
 """
 
 from __future__ import annotations
@@ -13,26 +14,35 @@ from pydantic import Field, PositiveInt, model_validator
 
 from lineargan.config import Frozen, get_profile
 
-_PROFILE_T = {"paper": (200, 4000), "quick": (5, 400), "smoke": (5, 100)}
+_PROFILE_T1 = {"paper": 200, "quick": 5, "smoke": 5}
+PAPER_T2_PER_T1 = 20  # 4000 / 200
 
 
 class CosineSimilarityParams(Frozen):
-    """Algorithm 1's thresholds (paper: T1 = 200, T2 = 4000) and where to sample."""
+    """Algorithm 1's thresholds (paper: T1 = 200, T2 = 4000) and where to sample.
+
+    ``t2`` None keeps the paper's ratio, T2 = 20·T1, so lowering T1 alone (a profile, or
+    ``--set cosine_similarity.t1=10``) lowers T2 with it; read the value from :attr:`pool_size`.
+    """
 
     t1: PositiveInt = 200
-    t2: PositiveInt = 4000
+    t2: PositiveInt | None = None
     resolution: PositiveInt | None = None  # None: the largest feature-map resolution
     split: Literal["train", "eval"] = "train"
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> CosineSimilarityParams:
-        if self.t2 < self.t1 or self.t2 % self.t1:
+        if self.pool_size < self.t1 or self.pool_size % self.t1:
             raise ValueError(f"t2 ({self.t2}) must be a multiple of t1 ({self.t1})")
         return self
+
+    @property
+    def pool_size(self) -> int:
+        """T2: the given value, or 20·T1."""
+        return self.t2 if self.t2 is not None else PAPER_T2_PER_T1 * self.t1
 
     @classmethod
     def for_profile(cls, profile: str) -> CosineSimilarityParams:
         get_profile(profile)
-        t1, t2 = _PROFILE_T.get(profile, (200, 4000))
-        return cls(t1=t1, t2=t2)
+        return cls(t1=_PROFILE_T1.get(profile, 200))

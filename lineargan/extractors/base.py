@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -32,6 +34,10 @@ class SemanticExtractor(nn.Module):
     def init_args(self) -> dict:
         return {"n_class": self.n_class, "dims": self.dims}
 
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser parameter groups (one group at ``lr`` unless a subclass says otherwise)."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
     def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
         raise NotImplementedError
 
@@ -51,6 +57,41 @@ class LayerView(nn.Module):
 
     def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
         return self.model.layer_logits(features, size)[self.layer]
+
+
+LayerWeighting = Literal["none", "softplus"]
+
+
+class LayerWeights(nn.Module):
+    """The authors' per-layer weights (their ``lw_type="softplus"``): S = Σ_i w_i·u↑(S_i) with
+    w = softplus(a) / Σ softplus(a), a initialised to ones and trained at 10× the learning rate.
+
+    Eq. 1 of the paper has no such weights (``"none"``, the default). For the LSE they change
+    the parametrisation, not the function class (w_i·T_i is still a linear map), so a converged
+    fit reaches the same optimum either way; the Adam schedule's trajectory differs.
+    """
+
+    lr_scale = 10.0
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        self.layer_weight = nn.Parameter(torch.ones(n_layers))
+
+    def forward(self) -> torch.Tensor:
+        w = F.softplus(self.layer_weight)
+        return w / w.sum()
+
+
+def split_param_groups(model: nn.Module, weights: LayerWeights | None, lr: float) -> list[dict]:
+    """One group at ``lr``, plus the layer weights at ``LayerWeights.lr_scale``·lr."""
+    if weights is None:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    own = {id(p) for p in weights.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in own]
+    return [
+        {"params": rest, "lr": lr},
+        {"params": list(weights.parameters()), "lr": LayerWeights.lr_scale * lr},
+    ]
 
 
 def upsample(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -18,7 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lineargan.extractors.base import SemanticExtractor, upsample
+from lineargan.extractors.base import (
+    LayerWeighting,
+    LayerWeights,
+    SemanticExtractor,
+    split_param_groups,
+    upsample,
+)
 
 
 def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
@@ -28,9 +34,16 @@ def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
 class NSE1(SemanticExtractor):
     kind = "NSE-1"
 
-    def __init__(self, n_class: int, dims: list[int], ksize: int = 1) -> None:
+    def __init__(
+        self,
+        n_class: int,
+        dims: list[int],
+        ksize: int = 1,
+        layer_weights: LayerWeighting = "none",
+    ) -> None:
         super().__init__(n_class, dims)
         self.ksize = ksize
+        self.layer_weights = layer_weights
 
         def block(d: int) -> nn.Sequential:
             mid = (d + n_class) // 2
@@ -43,12 +56,20 @@ class NSE1(SemanticExtractor):
             )
 
         self.extractor = nn.ModuleList(block(d) for d in self.dims)
+        self.weighting = LayerWeights(len(self.dims)) if layer_weights == "softplus" else None
 
     def init_args(self) -> dict:
-        return {**super().init_args(), "ksize": self.ksize}
+        args = {**super().init_args(), "ksize": self.ksize}
+        return args if self.weighting is None else {**args, "layer_weights": self.layer_weights}
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return split_param_groups(self, self.weighting, lr)
 
     def layer_logits(self, features: list[torch.Tensor], size: int) -> list[torch.Tensor]:
-        return [upsample(block(x), size) for block, x in zip(self.extractor, features, strict=True)]
+        out = [upsample(block(x), size) for block, x in zip(self.extractor, features, strict=True)]
+        if self.weighting is not None:
+            out = [w * s for w, s in zip(self.weighting(), out, strict=True)]
+        return out
 
     def forward(self, features: list[torch.Tensor], size: int) -> torch.Tensor:
         return torch.stack(self.layer_logits(features, size)).sum(0)

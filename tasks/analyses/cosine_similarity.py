@@ -22,8 +22,8 @@ eyebrows ≈ 10, eyes ≈ 6, mouth ≈ 3 pixels. With T1 = 200 only background a
 (the other pools stay at 0, as the report then shows), and T1 = 20 still excludes eyebrows,
 eyes and mouth. T1 = 5 qualifies ≥ 90% of images for eyebrows/eyes/nose/lips and ≈ 40% for
 mouth, so ``smoke`` uses T1 = 5, T2 = 100 (20 images per pool, like the paper's T2/T1 = 20;
-reachable for every class within the 96-image smoke store) and ``quick`` T1 = 5, T2 = 400
-(80 images per pool; mouth needs ≈ 200 of the 2,048 quick images).
+reachable for every class within the 96-image smoke store) and so does ``quick``: T2 follows
+T1 at the paper's ratio unless it is given (``--set cosine_similarity.t2=400`` for larger pools).
 
 Tables (each part keyed by the analysis key; every row also carries ``profile``, ``run_id``,
 ``code_version``, ``created_at``):
@@ -150,7 +150,7 @@ def run_cosine_similarity(
     size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)
 
-    sampler = fair_sample(store, params.t1, params.t2, size, params.seed, dev)
+    sampler = fair_sample(store, params.t1, params.pool_size, size, params.seed, dev)
     means, counts = sampler.means(feature_dim(spec.layer_shapes))
     matrix = pool_cosine_matrix(means)
     names = list(spec.class_names)
@@ -163,7 +163,7 @@ def run_cosine_similarity(
         "analysis_key": key,
         "split": params.split,
     }
-    sizes = {"t1": params.t1, "t2": params.t2, "resolution": size}
+    sizes = {"t1": params.t1, "t2": params.pool_size, "resolution": size}
     ia, ib = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
     sim = pd.DataFrame(
         {
@@ -183,7 +183,7 @@ def run_cosine_similarity(
             "class_index": range(k),
             "class_name": names,
             "n_vectors": counts,
-            "reached_t2": counts >= params.t2,
+            "reached_t2": counts >= params.pool_size,
             "n_images_visited": sampler.images_visited,
             "n_store": spec.n,
             **sizes,

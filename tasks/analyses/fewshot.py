@@ -103,7 +103,7 @@ def _fit_all(
     # draw every N first: a store too small for the largest N fails before any training
     all_draws = [choose_train_indices(spec.n, n, params.repeats, params.seed) for n in params.shots]
     for n_shot, iterations, draws in zip(params.shots, params.iterations, all_draws, strict=True):
-        schedule = fewshot_schedule(n_shot, iterations, params.lr)
+        schedule = fewshot_schedule(n_shot, iterations, params.lr, params.lr_drop_at)
         for repeat, indices in enumerate(draws):
             seed = repeat_seed(params.seed, n_shot, repeat)
             job = FitJob(
