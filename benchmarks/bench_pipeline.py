@@ -299,6 +299,15 @@ def bench_lse(store_url: str, batch: int, steps: int, warmup: int) -> dict:
             for _ in range(steps):
                 _lse_step(model, opt, *to_tensors(*stream.next_batch(batch), dev), size)
         cached = tc.wall / steps
+        # (a') the same step on batches already decoded into tensors: what the cache costs
+        held = [to_tensors(*stream.next_batch(batch), dev) for _ in range(min(steps, 8))]
+    model, opt = _new_lse(n_class, dims)
+    for xs, y in held[:warmup]:
+        _lse_step(model, opt, xs, y, size)
+    with Timer() as tm:
+        for i in range(steps):
+            _lse_step(model, opt, *held[i % len(held)], size)
+    in_memory = tm.wall / steps
 
     # (b) the authors' design: G and P on every step
     g, p = models()
@@ -319,8 +328,8 @@ def bench_lse(store_url: str, batch: int, steps: int, warmup: int) -> dict:
             regen_step()
     regen = tr.wall / steps
     print(
-        f"  [lse] batch {batch}: cached {cached * 1e3:.1f} ms/step, "
-        f"regenerate {regen * 1e3:.1f} ms/step ({steps} steps)",
+        f"  [lse] batch {batch}: cached {cached * 1e3:.1f} ms/step, in memory "
+        f"{in_memory * 1e3:.1f} ms/step, regenerate {regen * 1e3:.1f} ms/step ({steps} steps)",
         flush=True,
     )
     return {
@@ -328,10 +337,78 @@ def bench_lse(store_url: str, batch: int, steps: int, warmup: int) -> dict:
         "steps": steps,
         "cached_ms_per_step": cached * 1e3,
         "regenerate_ms_per_step": regen * 1e3,
+        "in_memory_ms_per_step": in_memory * 1e3,
+        "cached_over_in_memory": cached / in_memory,
         "speedup": regen / cached,
         "cached_cpu_ms_per_step": tc.cpu / steps * 1e3,
         "regenerate_cpu_ms_per_step": tr.cpu / steps * 1e3,
         "cpu_speedup": tr.cpu / tc.cpu,
+    }
+
+
+# -- 4. fits: L-BFGS to the certificate vs the paper schedule; NSE-2 memory format -------------
+def bench_fits(store_url: str, samples_per_epoch: int, nse2_steps: int) -> dict:
+    """The converged LSE (L-BFGS to the quick profile's certificate, data held in memory) vs
+    the paper's Adam schedule (streamed, ``samples_per_epoch`` per epoch) on the same store;
+    and one NSE-2 training step at batch 64 in channels-last vs contiguous layout."""
+    from lineargan.config import PROFILE_SOLVERS, Schedule
+    from lineargan.convex import solve_lse
+    from lineargan.extractors import NSE2
+    from lineargan.training import fit, to_tensors
+    from storage.feature_store import FeatureStore
+    from storage.stream import ChunkStream
+    from storage.target import Target
+    from tasks.fit import full_batch
+
+    dev = torch.device("cpu")
+    store = FeatureStore.open(Target(store_url))
+    spec = store.spec
+    n_class, dims, size = len(spec.class_names), [s[0] for s in spec.layer_shapes], spec.resolution
+    model, _ = _new_lse(n_class, dims)
+    with Timer() as ta, ChunkStream(store, seed=0) as stream:
+        adam = fit(model, stream, Schedule(samples_per_epoch=samples_per_epoch), size, dev)
+    model, _ = _new_lse(n_class, dims)
+    with Timer() as tl:
+        cert = solve_lse(model, full_batch(store), size, dev, PROFILE_SOLVERS["quick"])
+    print(
+        f"  [fits] LSE: L-BFGS {tl.wall:.1f} s to the certificate ({cert.iterations} iterations, "
+        f"converged={cert.converged}, loss {cert.loss:.4f}); paper schedule {ta.wall:.1f} s "
+        f"({adam.iterations} Adam steps, running loss {adam.final_loss:.4f})",
+        flush=True,
+    )
+    batch = store.read_chunk(0)
+    xs, y = to_tensors(batch.features, batch.labels, dev)
+    times = {}
+    for layout in ("contiguous", "channels_last"):
+        torch.manual_seed(0)
+        nse = NSE2(n_class, dims)
+        if layout == "contiguous":  # the layout before the change: no conversions
+            nse.to(memory_format=torch.contiguous_format)
+            nse.forward = nse.refine
+        opt = torch.optim.Adam(nse.parameters(), lr=1e-3)
+        _lse_step(nse, opt, xs, y, size)  # warm-up
+        with Timer() as tn:
+            for _ in range(nse2_steps):
+                _lse_step(nse, opt, xs, y, size)
+        times[layout] = tn.wall / nse2_steps
+    print(
+        f"  [fits] NSE-2 step at batch {len(y)}: channels-last {times['channels_last']:.2f} s, "
+        f"contiguous {times['contiguous']:.2f} s",
+        flush=True,
+    )
+    return {
+        "lbfgs_seconds": tl.wall,
+        "lbfgs_iterations": cert.iterations,
+        "lbfgs_converged": cert.converged,
+        "lbfgs_loss": cert.loss,
+        "adam_seconds": ta.wall,
+        "adam_iterations": adam.iterations,
+        "adam_running_loss": adam.final_loss,
+        "lbfgs_over_adam": tl.wall / ta.wall,
+        "nse2_channels_last_s": times["channels_last"],
+        "nse2_contiguous_s": times["contiguous"],
+        "nse2_speedup": times["contiguous"] / times["channels_last"],
+        "nse2_batch": len(y),
     }
 
 
@@ -455,7 +532,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--breakdown", action="store_true", help="time build_store's phases (G+P, write, ...)"
     )
     ap.add_argument("--json", dest="json_path", default=None, help="write the numbers here")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: cache,lse,rss")
+    ap.add_argument(
+        "--skip", default="", help="comma list of parts to skip: cache,lse,fits,rss"
+    )
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     defaults = (
@@ -518,6 +597,13 @@ def main(argv: list[str] | None = None) -> int:
             url = results["cache"]["store_url"]
             warmup = min(3, max(1, args.steps // 10))
             results["lse"] = [bench_lse(url, b, args.steps, warmup) for b in batches]
+        if "fits" not in skip:
+            print("4. converged LSE (L-BFGS) vs the paper schedule; NSE-2 layouts", flush=True)
+            if "cache" not in results:
+                results["cache"] = bench_cache(args.n, args.chunk_size, 1, keep, False, False)
+            results["fits"] = bench_fits(
+                results["cache"]["store_url"], 8 if args.quick else 32, 1 if args.quick else 3
+            )
         if "rss" not in skip:
             print("3. peak RSS of the cache stage (fresh subprocesses)", flush=True)
             results["rss"] = bench_rss(args.rss_n, args.rss_factor, args.chunk_size, args.threads)
@@ -563,6 +649,23 @@ def summary(r: dict) -> list[str]:
         lines.append(f"LSE step, regenerate / cached  : {parts}  (target >= 5x)")
         cpu = ", ".join(f"{x['cpu_speedup']:.1f}x at batch {x['batch']}" for x in r["lse"])
         lines.append(f"  same, process CPU time         : {cpu}")
+        mem = ", ".join(
+            f"{x['cached_over_in_memory']:.2f}x at batch {x['batch']}" for x in r["lse"]
+        )
+        lines.append(f"LSE step, cached / in memory   : {mem}  (target <= 1.5x)")
+    if "fits" in r:
+        f = r["fits"]
+        lines.append(
+            f"LSE L-BFGS to certificate / paper-schedule Adam : {f['lbfgs_over_adam']:.2f}x  "
+            f"({f['lbfgs_seconds']:.1f} s, {f['lbfgs_iterations']} iterations, loss "
+            f"{f['lbfgs_loss']:.4f} vs {f['adam_seconds']:.1f} s, {f['adam_iterations']} steps, "
+            f"running loss {f['adam_running_loss']:.4f})"
+        )
+        lines.append(
+            f"NSE-2 step, contiguous / channels-last : {f['nse2_speedup']:.2f}x  "
+            f"({f['nse2_contiguous_s']:.2f} s vs {f['nse2_channels_last_s']:.2f} s at batch "
+            f"{f['nse2_batch']})"
+        )
     if "rss" in r:
         a, b = r["rss"]["runs"]
         lines.append(

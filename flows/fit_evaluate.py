@@ -32,20 +32,21 @@ def submit_fits(
 
     Fits are submitted most expensive first: Dask starts tasks in submission order, so on two
     workers NSE-2 (the long pole) starts at once instead of waiting for a cheaper fit to end.
-    Returns (fits, evaluations), each keyed by extractor in ``config.extractors`` order.
+    Returns (fits, evaluations), each keyed by fit label ("LSE", "LSE:converged", ...) in
+    :meth:`RunConfig.table1_fits` order.
     """
-    order = sorted(config.extractors, key=lambda e: -_FIT_COST.get(e, 0))
+    configs = config.table1_fits()
+    order = sorted(configs, key=lambda k: -_FIT_COST.get(configs[k].extractor, 0))
     fits = {
-        e: fit_extractor.submit(train_url, config.fit(e), results_root, config.device)
-        for e in order
+        k: fit_extractor.submit(train_url, configs[k], results_root, config.device) for k in order
     }
     evals = {
-        e: evaluate_extractor.submit(
-            fits[e], eval_url, results_root, config.profile, run_id, config.device
+        k: evaluate_extractor.submit(
+            fits[k], eval_url, results_root, config.profile, run_id, config.device
         )
-        for e in order
+        for k in order
     }
-    return {e: fits[e] for e in config.extractors}, {e: evals[e] for e in config.extractors}
+    return {k: fits[k] for k in configs}, {k: evals[k] for k in configs}
 
 
 def report_table1(

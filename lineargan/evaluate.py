@@ -48,10 +48,37 @@ def evaluate_many(
 ) -> list[IoUResult]:
     """:func:`evaluate` for several models in one pass over the chunks (each chunk is read
     once, whatever the number of models); same IoU (Appx A)."""
+    masked = ((feats, labels, None) for feats, labels in chunks)
+    return [r["all"] for r in evaluate_subsets(models, masked, class_names, size, device)]
+
+
+def evaluate_subsets(
+    models: Sequence[torch.nn.Module],
+    chunks: Iterable[tuple[list[np.ndarray], np.ndarray, np.ndarray | None]],
+    class_names: tuple[str, ...],
+    size: int,
+    device: torch.device,
+) -> list[dict[str, IoUResult]]:
+    """IoU of each model on all images and on the images a mask selects (each chunk's third
+    item, e.g. the store's ``detected`` flags: the images whose labels come from the
+    segmenter's own detection rather than a fallback). One pass, one prediction per image;
+    results are ``{"all": ..., "detected": ...}`` (only "all" when no chunk has a mask)."""
     for m in models:
         m.to(device).eval()
-    accs = [IoUAccumulator(class_names) for _ in models]
-    for feats, labels in chunks:
+    accs = [
+        {"all": IoUAccumulator(class_names), "detected": IoUAccumulator(class_names)}
+        for _ in models
+    ]
+    any_mask = False
+    for feats, labels, mask in chunks:
         for model, acc in zip(models, accs, strict=True):
-            acc.update(predict(model, feats, size, device), labels)
-    return [acc.result() for acc in accs]
+            pred = predict(model, feats, size, device)
+            acc["all"].update(pred, labels)
+            if mask is not None:
+                any_mask = True
+                keep = np.asarray(mask, dtype=bool)
+                if keep.any():
+                    acc["detected"].update(pred[keep], labels[keep])
+    return [
+        {k: a.result() for k, a in acc.items() if k == "all" or any_mask} for acc in accs
+    ]

@@ -6,14 +6,18 @@ import pandas as pd
 
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
-from lineargan.evaluate import evaluate
+from lineargan.evaluate import evaluate_subsets
+from lineargan.metrics import IoUResult
 from storage.checkpoints import load_extractor
-from storage.feature_store import FeatureStore
+from storage.feature_store import FeatureStore, StoreSpec
 from storage.tables import read_table_part, run_metadata, write_table_part
 from storage.target import Target
 from tasks.models import limit_torch_threads
 
 IOU_TABLE = "iou_per_class"
+# The same rows on the images where the segmenter's detector fired (the store's ``detected``
+# flag): the embedded segmenter labels the others from a fallback box.
+IOU_DETECTED_TABLE = "iou_per_class_detected"
 
 
 def evaluate_fit(
@@ -35,27 +39,48 @@ def evaluate_fit(
         )
     key = f"{fit_meta['fit_key'][:16]}-{spec.digest()[:16]}"
     existing = read_table_part(results_root, IOU_TABLE, key)
-    if existing is not None:
+    if existing is not None and read_table_part(results_root, IOU_DETECTED_TABLE, key) is not None:
         return existing
     dev = resolve_device(device)
     model, _ = load_extractor(fit_meta["fit_dir"], dev)
-    chunks = ((c.features, c.labels) for _, c in store.iter_chunks())
-    result = evaluate(model, chunks, spec.class_names, spec.resolution, dev)
+    chunks = ((c.features, c.labels, c.detected) for _, c in store.iter_chunks())
+    (result,) = evaluate_subsets([model], chunks, spec.class_names, spec.resolution, dev)
+    n_detected = int(store.group["detected"][:].sum())
+    frames = {
+        table: iou_rows(spec, fit_meta, result[subset], n, profile, run_id)
+        for table, subset, n in (
+            (IOU_DETECTED_TABLE, "detected", n_detected),
+            (IOU_TABLE, "all", spec.n),
+        )
+    }
+    for table, df in frames.items():  # the "all" part last: it marks the evaluation done
+        write_table_part(results_root, table, key, df)
+    return frames[IOU_TABLE]
+
+
+def iou_rows(
+    spec: StoreSpec,
+    fit_meta: dict,
+    result: IoUResult,
+    n_eval: int,
+    profile: str,
+    run_id: str,
+) -> pd.DataFrame:
+    """Per-class IoU rows of one fit (background left out: Appx A ignores it)."""
     df = pd.DataFrame(
         {
             "generator": spec.generator,
             "segmenter": spec.segmenter,
             "extractor": fit_meta["extractor"],
+            "method": fit_meta.get("method", "schedule"),
             "fit_key": fit_meta["fit_key"],
             "eval_digest": spec.digest(),
             "class_index": range(len(spec.class_names)),
             "class_name": list(spec.class_names),
             "iou": result.iou,
             "images": result.images,
-            "n_eval": spec.n,
+            "n_eval": n_eval,
             **run_metadata(profile, run_id),
         }
     )
-    df = df[df.class_index != 0].reset_index(drop=True)  # background is ignored (Appx A)
-    write_table_part(results_root, IOU_TABLE, key, df)
-    return df
+    return df[df.class_index != 0].reset_index(drop=True)

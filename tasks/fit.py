@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,10 +22,13 @@ from typing import Any
 
 import torch
 
-from lineargan.config import FitConfig
+from lineargan.config import FitConfig, fit_label
+from lineargan.convex import Chunks, solve_lse
 from lineargan.device import resolve_device
-from lineargan.extractors import SemanticExtractor, build_extractor
-from lineargan.training import BatchSource, FitResult, ProgressFn, fit
+from lineargan.errors import LinearGanError
+from lineargan.extractors import LSE, SemanticExtractor, build_extractor
+from lineargan.plateau import fit_until_plateau
+from lineargan.training import BatchSource, FitResult, ProgressFn, fit, to_tensors
 from storage.checkpoints import is_finished, load_extractor, save_extractor
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
@@ -88,6 +93,8 @@ def fit_metadata(
     """What a checkpoint's config.json records about its fit (and what the tables read back)."""
     return {
         "extractor": job.cfg.extractor,
+        "method": job.cfg.method,
+        "fit_label": fit_label(job.cfg.extractor, job.cfg.method),
         "fit_key": key,
         "fit_dir": str(fit_dir),
         "fit_config": job.cfg.model_dump(mode="json"),
@@ -109,6 +116,114 @@ def stream_source(store: FeatureStore, seed: int) -> SourceFactory:
     return lambda: ChunkStream(store, seed=seed)
 
 
+# Training data a converged (full-batch) fit may hold in memory as float32 tensors; beyond it,
+# every function evaluation decodes the store again (correct, slower).
+DEFAULT_SOLVER_MEMORY = 4 << 30
+
+
+def solver_memory_budget() -> int:
+    """Bytes of float32 training data a converged fit may keep (``LINEARGAN_SOLVER_MEMORY_MB``)."""
+    mb = os.environ.get("LINEARGAN_SOLVER_MEMORY_MB")
+    return DEFAULT_SOLVER_MEMORY if mb in (None, "") else int(float(mb) * (1 << 20))
+
+
+def full_batch(
+    store: FeatureStore, indices: list[int] | None = None, budget: int | None = None
+) -> Chunks:
+    """Every training sample (or ``indices``) as the chunks a full-batch solver sums over:
+    decoded once into float32 tensors when they fit ``budget``, else re-read per pass."""
+    spec = store.spec
+    n = spec.n if indices is None else len(indices)
+    per_sample = 4 * sum(c * h * w for c, h, w in spec.layer_shapes) + 8 * spec.resolution**2
+    budget = solver_memory_budget() if budget is None else budget
+    cpu = torch.device("cpu")
+    if indices is not None:
+        held = [to_tensors(*store.read_samples(indices), cpu)]
+        return lambda: iter(held)
+    if n * per_sample <= budget:
+        held = [to_tensors(c.features, c.labels, cpu) for _, c in store.iter_chunks()]
+        return lambda: iter(held)
+    return lambda: ((c.features, c.labels) for _, c in store.iter_chunks())
+
+
+def holdout_split(n_chunks: int, fraction: float) -> tuple[list[int], list[int]]:
+    """(training chunks, held-out chunks): the last ⌈fraction·n⌉ chunks (at least one, and at
+    least one left to train on) are held out to decide when a nonlinear fit has plateaued."""
+    if n_chunks < 2:
+        raise LinearGanError(
+            "a plateau-stopped fit needs a store of at least 2 chunks (one is held out)",
+            "use a larger training store or a smaller chunk size",
+        )
+    k = min(n_chunks - 1, max(1, math.ceil(fraction * n_chunks)))
+    return list(range(n_chunks - k)), list(range(n_chunks - k, n_chunks))
+
+
+def _train(
+    model: SemanticExtractor,
+    job: FitJob,
+    store: FeatureStore,
+    source: SourceFactory | None,
+    chunks: Chunks | None,
+    dev: torch.device,
+    progress: ProgressFn | None,
+) -> tuple[FitResult, dict]:
+    """Run the job's method; returns the fit result and the method's own metadata."""
+    spec, cfg = store.spec, job.cfg
+    if cfg.method == "converged" and not isinstance(model, LSE):
+        assert cfg.solver is not None
+        train_ids, held_ids = holdout_split(spec.n_chunks, cfg.solver.holdout_fraction)
+        held = [store.read_chunk(i) for i in held_ids]
+        with ChunkStream(store, seed=cfg.seed, chunk_ids=train_ids) as batches:
+            cert = fit_until_plateau(
+                model,
+                batches,
+                lambda: ((c.features, c.labels) for c in held),
+                spec.resolution,
+                dev,
+                cfg.solver,
+                seed=cfg.seed,
+                progress=progress,
+                ignore_index=job.fit_kwargs.get("ignore_index", -100),
+            )
+        result = FitResult(cert.iterations, cert.seconds, cert.loss, cert.loss_history)
+        return result, {
+            "converged": cert.converged,
+            "grad_norm": None,
+            "heldout_loss": cert.loss,
+            "heldout_chunks": held_ids,
+        }
+    if cfg.method == "converged":
+        assert cfg.solver is not None and isinstance(model, LSE)
+        cert = solve_lse(
+            model,
+            chunks or full_batch(store),
+            spec.resolution,
+            dev,
+            cfg.solver,
+            progress=progress,
+            ignore_index=job.fit_kwargs.get("ignore_index", -100),
+        )
+        result = FitResult(cert.iterations, cert.seconds, cert.loss, cert.loss_history)
+        return result, {
+            "converged": cert.converged,
+            "grad_norm": cert.grad_norm,
+            "rel_change": cert.rel_change,
+            "evaluations": cert.evaluations,
+        }
+    with (source or stream_source(store, cfg.seed))() as batches:
+        result = fit(
+            model,
+            batches,
+            cfg.schedule,
+            spec.resolution,
+            dev,
+            seed=cfg.seed,
+            progress=progress,
+            **job.fit_kwargs,
+        )
+    return result, {}
+
+
 def fit_or_reuse(
     store: FeatureStore,
     train_url: str,
@@ -117,9 +232,11 @@ def fit_or_reuse(
     source: SourceFactory | None = None,
     device: str = "auto",
     progress: ProgressFn | None = None,
+    chunks: Chunks | None = None,
 ) -> dict:
-    """Train ``job`` on ``store`` (batches from ``source``, by default the shuffled stream), or
-    reload its finished checkpoint; returns the checkpoint's metadata with ``reused``."""
+    """Train ``job`` on ``store`` (batches from ``source``, by default the shuffled stream;
+    a converged fit sums over ``chunks``, by default the whole store), or reload its finished
+    checkpoint; returns the checkpoint's metadata with ``reused``."""
     spec = store.spec
     key = job.key(spec)
     fit_dir = Path(fit_target(results_root, job.prefix, key).path)
@@ -130,18 +247,8 @@ def fit_or_reuse(
     limit_torch_threads()
     dev = resolve_device(device)
     model = job.build(spec)
-    with (source or stream_source(store, job.cfg.seed))() as batches:
-        result = fit(
-            model,
-            batches,
-            job.cfg.schedule,
-            spec.resolution,
-            dev,
-            seed=job.cfg.seed,
-            progress=progress,
-            **job.fit_kwargs,
-        )
-    meta = fit_metadata(job, key, fit_dir, train_url, spec, result, dev)
+    result, extra = _train(model, job, store, source, chunks, dev, progress)
+    meta = {**fit_metadata(job, key, fit_dir, train_url, spec, result, dev), **extra}
     save_extractor(model, fit_dir, metadata=meta)
     return {**meta, "reused": False}
 
@@ -155,5 +262,6 @@ def fit_extractor(
 ) -> dict:
     """Table 1's fit of ``cfg.extractor`` on all classes of the store at ``train_url``."""
     store = FeatureStore.open(Target(train_url), require_complete=True)
-    job = FitJob(cfg=cfg, prefix=cfg.extractor, class_names=store.spec.class_names)
+    prefix = fit_label(cfg.extractor, cfg.method).replace(":", "-")
+    job = FitJob(cfg=cfg, prefix=prefix, class_names=store.spec.class_names)
     return fit_or_reuse(store, train_url, job, results_root, device=device, progress=progress)

@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from lineargan.config import DatasetConfig, FitConfig
+from lineargan.config import DatasetConfig, FitConfig, fit_label
 from storage.target import Target
 from tasks import analysis_steps
 from tasks import cache as cache_steps
@@ -52,21 +52,39 @@ def fit_extractor(train_url: str, cfg: FitConfig, results_root: str, device: str
     """Train (or reuse) one extractor; logs iteration and loss every ~10% of the fit."""
     logger = get_run_logger()
     logged = [-1]  # last decile logged
+    label = fit_label(cfg.extractor, cfg.method)
 
     def progress(it: int, total: int, loss: float) -> None:
         decile = 10 * it // total
         if decile > logged[0]:
             logged[0] = decile
-            logger.info("%s: iteration %d/%d, loss %.4f", cfg.extractor, it, total, loss)
+            logger.info("%s: iteration %d/%d, loss %.4f", label, it, total, loss)
 
     meta = fit_steps.fit_extractor(train_url, cfg, results_root, device, progress=progress)
     logger.info(
-        "%s %s (%s)", cfg.extractor, "reused" if meta["reused"] else "trained", meta["fit_dir"]
+        "%s %s (%s)%s",
+        label,
+        "reused" if meta["reused"] else "trained",
+        meta["fit_dir"],
+        stopping_note(meta),
     )
     return meta
 
 
-@task(name="evaluate-extractor", task_run_name="evaluate-{fit_meta[extractor]}")
+def stopping_note(meta: dict) -> str:
+    """How a converged fit stopped, for the log ("" for a scheduled fit)."""
+    if "converged" not in meta:
+        return ""
+    how = f"; converged={meta['converged']} after {meta['iterations']} iterations"
+    if meta.get("grad_norm") is not None:
+        return how + (
+            f" (L-BFGS certificate: |grad|_inf={meta['grad_norm']:.2e}, relative loss change "
+            f"{meta['rel_change']:.2e})"
+        )
+    return how + f" (held-out loss plateau at {meta['heldout_loss']:.5f})"
+
+
+@task(name="evaluate-extractor", task_run_name="evaluate-{fit_meta[fit_label]}")
 def evaluate_extractor(
     fit_meta: dict, eval_url: str, results_root: str, profile: str, run_id: str, device: str = "auto"
 ) -> pd.DataFrame:
@@ -74,7 +92,7 @@ def evaluate_extractor(
     return eval_steps.evaluate_fit(fit_meta, eval_url, results_root, profile, run_id, device)
 
 
-TABLE1_ARTIFACT_COLUMNS = ["extractor", "miou", "rel_diff", "n_train", "n_eval", "iterations"]
+TABLE1_ARTIFACT_COLUMNS = ["extractor", "method", "miou", "rel_diff", "n_train", "n_eval", "iterations"]
 
 
 @task(name="write-table1")

@@ -11,27 +11,33 @@ import pyarrow as pa
 from lineargan.device import resolve_device
 from lineargan.evaluate import predict
 from lineargan.figures import comparison_grid
-from lineargan.render import table1_summary
+from lineargan.render import miou_from_rows, row_label, table1_summary
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.layout import table_dir, write_figure
-from storage.tables import MODELS, run_metadata, schema, write_table_part
+from storage.tables import MODELS, read_table_part, run_metadata, schema, write_table_part
 from storage.target import Target
 from tasks.analyses.contract import AnalysisResult
-from tasks.evaluate import IOU_TABLE
+from tasks.evaluate import IOU_DETECTED_TABLE, IOU_TABLE
 from tasks.render import TABLE1, render_experiment
 
 TABLE1_SCHEMA = schema(
     **MODELS,
     extractor=pa.string(),
+    method=pa.string(),
     fit_key=pa.string(),
     miou=pa.float64(),
     rel_diff=pa.float64(),
+    miou_detected=pa.float64(),
+    n_eval_detected=pa.int64(),
     eval_digest=pa.string(),
     n_train=pa.int64(),
     n_eval=pa.int64(),
     iterations=pa.int64(),
     train_seconds=pa.float64(),
+    final_loss=pa.float64(),
+    converged=pa.bool_(),
+    grad_norm=pa.float64(),
     fallback_rate_train=pa.float64(),
     fallback_rate_eval=pa.float64(),
 )
@@ -59,10 +65,21 @@ def write_table1(
     eval_attrs = evals.group.attrs.asdict()
     by_key = {m["fit_key"]: m for m in fit_metas}
     summary["eval_digest"] = evals.spec.digest()
+    detected = {
+        k: read_table_part(results_root, IOU_DETECTED_TABLE, f"{k[:16]}-{evals.spec.digest()[:16]}")
+        for k in summary["fit_key"]
+    }
+    summary["miou_detected"] = summary["fit_key"].map(
+        lambda k: miou_from_rows(detected[k]) if detected[k] is not None else float("nan")
+    )
+    summary["n_eval_detected"] = int(evals.group["detected"][:].sum())
     summary["n_train"] = train["fingerprint"]["n"]
     summary["n_eval"] = evals.spec.n
-    summary["iterations"] = summary["fit_key"].map(lambda k: by_key[k]["iterations"])
-    summary["train_seconds"] = summary["fit_key"].map(lambda k: by_key[k]["train_seconds"])
+    for col in ("iterations", "train_seconds", "final_loss"):
+        summary[col] = summary["fit_key"].map(lambda k, c=col: by_key[k][c])
+    # the stopping certificate of converged fits (a scheduled fit has none: null)
+    summary["converged"] = summary["fit_key"].map(lambda k: by_key[k].get("converged"))
+    summary["grad_norm"] = summary["fit_key"].map(lambda k: by_key[k].get("grad_norm"))
     summary["fallback_rate_train"] = train.get("fallback_rate")
     summary["fallback_rate_eval"] = eval_attrs.get("fallback_rate")
     for col, val in run_metadata(profile, run_id).items():
@@ -72,7 +89,11 @@ def write_table1(
     result = AnalysisResult(
         name=TABLE1,
         key=key,
-        tables={TABLE1: part, IOU_TABLE: table_dir(results_root, IOU_TABLE).url},
+        tables={
+            TABLE1: part,
+            IOU_TABLE: table_dir(results_root, IOU_TABLE).url,
+            IOU_DETECTED_TABLE: table_dir(results_root, IOU_DETECTED_TABLE).url,
+        },
         fits=[m["fit_dir"] for m in fit_metas],
     )
     return summary, render_experiment(result, results_root, profile, run_id)
@@ -96,6 +117,7 @@ def render_figure3(
     rows = {"segmenter": chunk.labels[:k]}
     for meta in fit_metas:
         model, _ = load_extractor(meta["fit_dir"], dev)
-        rows[meta["extractor"]] = predict(model, feats, spec.resolution, dev)
+        label = row_label(meta["extractor"], meta.get("method", "schedule"))
+        rows[label] = predict(model, feats, spec.resolution, dev)
     image = comparison_grid(chunk.images[:k], rows, spec.class_names)
     return write_figure(results_root, name, image)

@@ -21,13 +21,21 @@ def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
 
     results = tmp_path / "results"
     t1 = pd.read_parquet(results / "tables" / "table1")
-    assert sorted(t1.extractor) == ["LSE", "NSE-1", "NSE-2"]
-    assert t1.miou.between(0, 1).all() and (t1.rel_diff <= 0).all() and (t1.rel_diff == 0).sum() >= 1
+    assert sorted(zip(t1.method, t1.extractor, strict=True)) == [
+        (m, e) for m in ("converged", "schedule") for e in ("LSE", "NSE-1", "NSE-2")
+    ]
+    assert t1.miou.between(0, 1).all() and (t1.rel_diff <= 0).all() and (t1.rel_diff == 0).sum() >= 2
+    conv = t1[t1.method == "converged"].set_index("extractor")
+    assert conv.loc["LSE", "grad_norm"] > 0 and (conv.iterations > 0).all()
+    assert (conv.final_loss > 0).all() and conv.loc[["NSE-1", "NSE-2"], "grad_norm"].isna().all()
+    assert t1.miou_detected.between(0, 1).all() and (t1.n_eval_detected <= t1.n_eval).all()
     iou = pd.read_parquet(results / "tables" / "iou_per_class")
     assert set(iou.class_name) == {"skin", "eyebrows", "eyes", "nose", "lips", "mouth"}
     assert (results / "figures" / "fig3-smoke.png").stat().st_size > 1000
-    table1_fits = [p for p in (results / "fits").iterdir() if re.fullmatch(r"(lse|nse-1|nse-2)-[0-9a-f]{16}", p.name)]
-    assert sorted(p.name.rsplit("-", 1)[0] for p in table1_fits) == ["lse", "nse-1", "nse-2"]
+    table1_fits = [p for p in (results / "fits").iterdir() if re.fullmatch(r"(lse|nse-1|nse-2)(-converged)?-[0-9a-f]{16}", p.name)]
+    assert sorted(p.name.rsplit("-", 1)[0] for p in table1_fits) == [
+        "lse", "lse-converged", "nse-1", "nse-1-converged", "nse-2", "nse-2-converged"
+    ]
     # every analysis wrote its tables, and the index lists every file the run wrote
     index = pd.read_parquet(results / "tables" / "results_index")
     assert {"table1", "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise"} <= set(index.experiment)
@@ -58,6 +66,7 @@ def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
     out2 = second.stdout + second.stderr
     assert "computed 0 chunks, 5 already done" in out2
     assert len(re.findall(r"\b(LSE|NSE-1|NSE-2) reused\b", out2)) == 3
+    assert "LSE:converged reused" in out2
     # the same fits evaluated on the same store: the per-class table has no duplicate units
     iou2 = pd.read_parquet(results / "tables" / "iou_per_class")
     assert len(iou2) == len(iou)

@@ -115,10 +115,43 @@ def test_max_deviation_and_summary_on_hand_made_numbers():
         {"n_shot": [1, 4], "class_index": [1, 1], "class_name": ["skin"] * 2, "iou": [0.3, 0.6]}
     )
     md = render_table2({"fewshot_summary": s, "fewshot_per_class": per_class})
-    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if "|" in line]
-    assert ["1", "30.0 ± 10.0", "37.5%", "2"] in cells
-    assert ["4", "60.0 ± 10.0", "75.0%", "3"] in cells
-    assert ["full", "80.0", "100%", "–"] in cells
+    cells = [[c.strip() for c in line.split("|")[1:5]] for line in md.splitlines() if "|" in line]
+    assert ["1 (paper schedule)", "30.0 ± 10.0", "37.5%", "2"] in cells
+    assert ["4 (paper schedule)", "60.0 ± 10.0", "75.0%", "3"] in cells
+    assert ["full (paper schedule)", "80.0", "100%", "–"] in cells
+
+
+def test_summary_and_table2_keep_fit_methods_apart():
+    """Converged rows are summarised against the converged full LSE, schedule rows against the
+    scheduled one, and Table 2 shows both kinds, labelled."""
+    runs = pd.DataFrame(
+        {
+            "method": ["schedule"] * 2 + ["converged"] * 2,
+            "n_shot": [4, 4, 4, 4],
+            "miou": [0.2, 0.4, 0.5, 0.7],
+        }
+    )
+    s = summarize_runs(runs, {"schedule": 0.5, "converged": 0.8})
+    by = s.set_index("method")
+    assert by.loc["schedule", "ratio_to_full"] == pytest.approx(0.6)
+    assert by.loc["converged", "ratio_to_full"] == pytest.approx(0.75)
+    assert summarize_runs(runs, {"schedule": 0.5})["ratio_to_full"].isna().sum() == 1
+    per_class = pd.DataFrame(
+        {
+            "method": ["schedule", "converged"],
+            "n_shot": [4, 4],
+            "class_index": [1, 1],
+            "class_name": ["skin"] * 2,
+            "iou": [0.3, 0.6],
+        }
+    )
+    md = render_table2({"fewshot_summary": s, "fewshot_per_class": per_class})
+    cells = [[c.strip() for c in line.split("|")[1:5]] for line in md.splitlines() if "|" in line]
+    assert ["4 (paper schedule)", "30.0 ± 10.0", "60.0%", "2"] in cells
+    assert ["4 (converged)", "60.0 ± 10.0", "75.0%", "2"] in cells
+    assert ["full (converged)", "80.0", "100%", "–"] in cells
+    rows = [c[0] for c in cells]
+    assert rows.index("4 (paper schedule)") < rows.index("4 (converged)")
 
 
 def test_evaluate_many_matches_evaluate(eval_store_url):
@@ -162,7 +195,9 @@ def test_params_for_profile():
 
 # -- the analysis job -------------------------------------------------------------------------
 
-PARAMS = FewShotParams(shots=(1, 4), iterations=(10, 10), repeats=2, seed=0)
+PARAMS = FewShotParams(
+    shots=(1, 4), iterations=(10, 10), repeats=2, seed=0, methods=("schedule",)
+)
 
 
 def _ctx(train_url: str, eval_url: str, root: Path) -> AnalysisContext:
@@ -178,7 +213,7 @@ def _forbid(monkeypatch, training: bool = True, evaluation: bool = False) -> Non
     if training:
         monkeypatch.setattr(tasks.fit, "fit", boom)
     if evaluation:
-        monkeypatch.setattr(jobs, "evaluate_many", boom)
+        monkeypatch.setattr(jobs, "evaluate_subsets", boom)
 
 
 def _run(ctx: AnalysisContext, params: FewShotParams, reference: float | None = None):
@@ -219,7 +254,7 @@ def test_run_fewshot_tables_resume_and_determinism(
         assert s.max_dev == pytest.approx((vals - vals.mean()).abs().max())
         assert s.ratio_to_full == pytest.approx(vals.mean() / 0.5)
     assert "Table 2" in res.markdown and "±" in res.markdown
-    assert any(line.split("|")[1].strip() == "4" for line in res.markdown.splitlines() if "±" in line and line.startswith("|"))
+    assert any(line.split("|")[1].strip() == "4 (paper schedule)" for line in res.markdown.splitlines() if "±" in line and line.startswith("|"))
     fits = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "a" / "fits").iterdir())
     assert fits == ["fewshot-n1-r0", "fewshot-n1-r1", "fewshot-n4-r0", "fewshot-n4-r1"]
     assert res.reports == [str(tmp_path / "a" / "reports" / f"table2-smoke-{res.key[:8]}.md")]
@@ -243,6 +278,40 @@ def test_run_fewshot_tables_resume_and_determinism(
     assert other.reused and other.key == res.key
     s2 = pd.read_parquet(other.tables["fewshot_summary"]).sort_values("n_shot")
     assert s2.ratio_to_full.tolist() == pytest.approx((4 * s2.mean_miou).tolist())
+
+
+def test_converged_fewshot_rows_beside_the_schedule(train_store_url, eval_store_url, tmp_path):
+    """Each (N, repeat) is also fitted to the certified optimum of the ridge-penalised loss on
+    the same images; its ratio uses the converged full LSE; its loss is below the schedule's
+    (the same objective plus a small penalty, minimised instead of stopped early)."""
+    params = PARAMS.model_copy(
+        update={"methods": ("schedule", "converged"), "shots": (4,), "iterations": (10,)}
+    )
+    ctx = _ctx(train_store_url, eval_store_url, tmp_path)
+    res = run_and_finish("fewshot", ctx, params, reference={"LSE": 0.5, "LSE:converged": 0.8})
+    runs = pd.read_parquet(tmp_path / "tables" / "fewshot")
+    conv, sched = runs[runs.method == "converged"], runs[runs.method == "schedule"]
+    assert len(conv) == len(sched) == 2
+    assert conv.converged.all() and (conv.grad_norm <= params.solver.grad_tol).all()
+    assert sched.converged.isna().all()
+    # the same training images per repeat, whichever the method
+    assert conv.sort_values("repeat").train_indices.tolist() == sched.sort_values(
+        "repeat"
+    ).train_indices.tolist()
+    assert (conv.sort_values("repeat").final_loss.to_numpy() < sched.sort_values(
+        "repeat"
+    ).final_loss.to_numpy()).all()
+    summary = pd.read_parquet(tmp_path / "tables" / "fewshot_summary").set_index("method")
+    assert summary.loc["converged", "reference_miou"] == 0.8
+    assert summary.loc["converged", "ratio_to_full"] == pytest.approx(conv.miou.mean() / 0.8)
+    assert "4 (converged)" in res.markdown and "4 (paper schedule)" in res.markdown
+    fits = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "fits").iterdir())
+    assert fits == [
+        "fewshot-n4-r0",
+        "fewshot-n4-r0-converged",
+        "fewshot-n4-r1",
+        "fewshot-n4-r1-converged",
+    ]
 
 
 def test_run_fewshot_reloads_finished_checkpoints_after_a_crash(

@@ -12,13 +12,15 @@ import tasks.evaluate as evaluate_jobs
 import tasks.fit as fit_jobs
 from lineargan.config import FitConfig, Schedule
 from lineargan.errors import FingerprintMismatchError, StoreIncompleteError
+from lineargan.evaluate import predict
 from lineargan.extractors import LSE
+from lineargan.metrics import IoUAccumulator
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.tables import read_table
 from storage.target import Target
 from tasks.cache import prepare_store
-from tasks.evaluate import IOU_TABLE, evaluate_fit
+from tasks.evaluate import IOU_DETECTED_TABLE, IOU_TABLE, evaluate_fit
 from tasks.fit import fit_extractor, fit_key
 from tests.conftest import small_dataset
 
@@ -117,11 +119,35 @@ def test_evaluate_writes_iou_table(tiny_fit, eval_store_url, results_root, monke
     np.testing.assert_array_equal(mine.images.to_numpy(), df.images.to_numpy())
 
     # a second evaluation reads the part back instead of recomputing, and adds no rows
-    monkeypatch.setattr(evaluate_jobs, "evaluate", forbid("evaluation"))
+    monkeypatch.setattr(evaluate_jobs, "evaluate_subsets", forbid("evaluation"))
     again = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-2", device="cpu")
     assert again.run_id.eq("run-1").all()
     np.testing.assert_array_equal(again.iou.to_numpy(), df.iou.to_numpy())
     assert len(read_table(results_root, IOU_TABLE)) == len(table)
+
+
+def test_detected_only_rows_are_the_iou_of_the_detected_images(
+    tiny_fit, eval_store_url, results_root
+):
+    """The second table holds the same per-class IoU computed on the images whose labels come
+    from the segmenter's own detection: recomputed here by hand on exactly those images."""
+    evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-1", device="cpu")
+    got = read_table(results_root, IOU_DETECTED_TABLE)
+    store = FeatureStore.open(Target(eval_store_url))
+    detected = store.group["detected"][:]
+    assert 0 < detected.sum() < store.spec.n  # the fixture store has both kinds of image
+    model, _ = load_extractor(tiny_fit["fit_dir"])
+    acc = IoUAccumulator(store.spec.class_names)
+    for _, chunk in store.iter_chunks():
+        keep = chunk.detected.astype(bool)
+        pred = predict(model, [f[keep] for f in chunk.features], 64, torch.device("cpu"))
+        acc.update(pred, chunk.labels[keep])
+    want = acc.result()
+    got = got.set_index("class_index")
+    for c in range(1, len(store.spec.class_names)):
+        assert got.loc[c, "images"] == want.images[c]
+        assert got.loc[c, "iou"] == pytest.approx(want.iou[c], nan_ok=True)
+    assert (got["n_eval"] == detected.sum()).all()
 
 
 def test_evaluate_rejects_other_classes(tiny_fit, eval_store_url, results_root):

@@ -63,3 +63,44 @@ def test_rel_diff_is_relative_to_the_best_of_the_same_pair(summary):
     # the best of each pair is exactly 0 (render_table1 bolds the cell on == 0)
     assert rel[("g1", "NSE-1")] == 0.0
     assert rel[("g2", "LSE")] == 0.0
+
+
+def test_methods_are_compared_within_themselves_and_rendered_apart():
+    """Converged rows get their own best: a converged LSE at 0.6 is bold among the converged
+    fits even though a scheduled NSE-1 (0.7) beats it; Table 1 labels both row kinds and shows
+    the detected-only grid and the certificates under them."""
+    from lineargan.render import render_table1
+
+    iou = pd.DataFrame(
+        rows("g", "LSE", [0.4, 0.4])
+        + rows("g", "NSE-1", [0.7, 0.7])
+        + [{**r, "method": "converged", "fit_key": "g-LSE-c"} for r in rows("g", "LSE", [0.6, 0.6])]
+    )
+    s = table1_summary(iou)
+    assert list(zip(s.method, s.extractor, strict=True)) == [
+        ("schedule", "LSE"),
+        ("schedule", "NSE-1"),
+        ("converged", "LSE"),
+    ]
+    by = s.set_index(["method", "extractor"])
+    assert by.loc[("converged", "LSE"), "rel_diff"] == 0
+    assert by.loc[("schedule", "LSE"), "rel_diff"] == pytest.approx((0.4 - 0.7) / 0.7)
+    s = s.assign(
+        n_train=100,
+        n_eval=50,
+        n_eval_detected=30,
+        miou_detected=[0.5, 0.6, 0.65],
+        iterations=[10, 10, 42],
+        train_seconds=[1.0, 2.0, 3.0],
+        final_loss=[0.3, 0.2, 0.25],
+        converged=[None, None, True],
+        grad_norm=[None, None, 1e-5],
+    )
+    md = render_table1({"table1": s})
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if "|" in line]
+    assert ["LSE (paper schedule)", "40.0 (-42.9%)"] in cells
+    assert ["LSE (converged)", "**60.0**"] in cells
+    assert "On the 30 evaluation images where the segmenter's detector fired" in md
+    assert ["LSE (converged)", "**65.0**"] in cells  # the detected-only grid
+    cert = next(c for c in cells if c[0] == "LSE (converged)" and len(c) > 2)
+    assert cert[1:4] == ["L-BFGS certificate", "yes", "42"] and cert[-1] == "1.0e-05"

@@ -18,10 +18,20 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, PositiveInt, model_validator
 
-from lineargan.config import Frozen, Schedule, get_profile
+from lineargan.config import (
+    ALL_FIT_METHODS,
+    FitMethod,
+    Frozen,
+    Schedule,
+    SolverParams,
+    get_profile,
+)
 from lineargan.errors import LinearGanError
 
 PAPER_SHOTS = (1, 4, 8, 16)
+# Ridge penalty of converged few-shot fits: N ≤ 16 images are often linearly separable, and
+# then the plain cross-entropy has no minimum to converge to.
+FEWSHOT_L2 = 1e-3
 PAPER_ITERATIONS = (2000, 2000, 1000, 500)
 
 
@@ -35,6 +45,12 @@ class FewShotParams(Frozen):
     seed: int = Field(0, ge=0)
     lr: float = Field(1e-3, gt=0)
     lr_drop_at: float = Field(0.4, gt=0, le=1)
+    methods: tuple[FitMethod, ...] = Field(
+        ALL_FIT_METHODS,
+        description="schedule = the iterations above with Adam; converged = L-BFGS to the "
+        "certified optimum of the ridge-penalised loss (``solver``)",
+    )
+    solver: SolverParams = SolverParams(l2=FEWSHOT_L2)
 
     @model_validator(mode="after")
     def _check(self) -> FewShotParams:
@@ -124,20 +140,31 @@ def max_deviation(values: Sequence[float]) -> float:
     return float(np.abs(v - v.mean()).max()) if v.size else float("nan")
 
 
-def summarize_runs(runs: pd.DataFrame, reference_miou: float | None = None) -> pd.DataFrame:
-    """Per n_shot: mean mIoU over repeats, max deviation, and the ratio to ``reference_miou``
-    (the fully trained LSE; NaN when not given). ``runs`` needs columns n_shot, miou."""
-    ref = float("nan") if reference_miou is None else float(reference_miou)
+def summarize_runs(
+    runs: pd.DataFrame, reference_miou: float | dict[str, float | None] | None = None
+) -> pd.DataFrame:
+    """Per (method, n_shot): mean mIoU over repeats, max deviation, and the ratio to the fully
+    trained LSE of the same method (``reference_miou``: one number, or one per method; NaN when
+    not given). ``runs`` needs columns n_shot, miou (and method; absent = the schedule)."""
+    if "method" not in runs:
+        runs = runs.assign(method="schedule")
+    refs = reference_miou if isinstance(reference_miou, dict) else None
     rows = []
-    for n_shot, group in runs.groupby("n_shot", sort=True):
+    for (method, n_shot), group in runs.groupby(["method", "n_shot"], sort=True):
+        ref_m = refs.get(method) if refs is not None else reference_miou
+        ref = float("nan") if ref_m is None else float(ref_m)
         mean = float(group["miou"].mean())
         rows.append(
             {
+                "method": method,
                 "n_shot": int(n_shot),
                 "repeats": len(group),
                 "mean_miou": mean,
                 "max_dev": max_deviation(group["miou"].to_numpy()),
-                "ratio_to_full": mean / ref if reference_miou is not None else float("nan"),
+                "mean_miou_detected": float(group["miou_detected"].mean())
+                if "miou_detected" in group
+                else float("nan"),
+                "ratio_to_full": mean / ref if ref_m is not None else float("nan"),
                 "reference_miou": ref,
             }
         )

@@ -34,9 +34,9 @@ from lineargan.analyses.fewshot import (
     repeat_seed,
     summarize_runs,
 )
-from lineargan.config import FitConfig
+from lineargan.config import FitConfig, fit_label
 from lineargan.device import resolve_device
-from lineargan.evaluate import evaluate_many
+from lineargan.evaluate import evaluate_subsets
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
@@ -50,7 +50,7 @@ from tasks.analyses.contract import (
     save_finished,
     unchanged,
 )
-from tasks.fit import FitJob, fit_or_reuse
+from tasks.fit import FitJob, fit_or_reuse, full_batch
 
 NAME = "fewshot"
 RUNS_TABLE = "fewshot"
@@ -61,6 +61,7 @@ TABLES = {
     RUNS_TABLE: schema(
         **MODELS,
         extractor=pa.string(),
+        method=pa.string(),
         n_shot=pa.int64(),
         repeat=pa.int64(),
         train_indices=pa.string(),
@@ -68,14 +69,19 @@ TABLES = {
         seed=pa.int64(),
         final_loss=pa.float64(),
         train_seconds=pa.float64(),
+        converged=pa.bool_(),
+        grad_norm=pa.float64(),
         n_train_store=pa.int64(),
         n_eval=pa.int64(),
         fit_dir=pa.string(),
         miou=pa.float64(),
+        miou_detected=pa.float64(),
+        n_eval_detected=pa.int64(),
         key=pa.string(),
     ),
     PER_CLASS_TABLE: schema(
         **MODELS,
+        method=pa.string(),
         n_shot=pa.int64(),
         repeat=pa.int64(),
         **CLASS_IOU,
@@ -83,10 +89,12 @@ TABLES = {
     ),
     SUMMARY_TABLE: schema(
         **MODELS,
+        method=pa.string(),
         n_shot=pa.int64(),
         repeats=pa.int64(),
         mean_miou=pa.float64(),
         max_dev=pa.float64(),
+        mean_miou_detected=pa.float64(),
         ratio_to_full=pa.float64(),
         reference_miou=pa.float64(),
         key=pa.string(),
@@ -102,42 +110,56 @@ def _fit_all(
     records, metas = [], []
     # draw every N first: a store too small for the largest N fails before any training
     all_draws = [choose_train_indices(spec.n, n, params.repeats, params.seed) for n in params.shots]
-    for n_shot, iterations, draws in zip(params.shots, params.iterations, all_draws, strict=True):
+    runs = [
+        (method, n_shot, iterations, repeat, indices)
+        for method in params.methods
+        for n_shot, iterations, draws in zip(
+            params.shots, params.iterations, all_draws, strict=True
+        )
+        for repeat, indices in enumerate(draws)
+    ]
+    for method, n_shot, iterations, repeat, indices in runs:
         schedule = fewshot_schedule(n_shot, iterations, params.lr, params.lr_drop_at)
-        for repeat, indices in enumerate(draws):
-            seed = repeat_seed(params.seed, n_shot, repeat)
-            job = FitJob(
-                cfg=FitConfig(extractor="LSE", schedule=schedule, seed=seed),
-                prefix=f"fewshot-n{n_shot}-r{repeat}",
-                class_names=spec.class_names,
-                key_extra={"train_indices": indices.tolist()},
-                metadata={"train_indices": indices.tolist()},
-            )
-            meta = fit_or_reuse(
-                train,
-                ctx.train_url,
-                job,
-                ctx.results_root,
-                source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
-                device=ctx.device,
-            )
-            metas.append(meta)
-            records.append(
-                {
-                    "generator": spec.generator,
-                    "segmenter": spec.segmenter,
-                    "extractor": "LSE",
-                    "n_shot": n_shot,
-                    "repeat": repeat,
-                    "train_indices": ",".join(str(int(i)) for i in indices),
-                    "iterations": int(meta["iterations"]),
-                    "seed": seed,
-                    "final_loss": float(meta["final_loss"]),
-                    "train_seconds": float(meta["train_seconds"]),
-                    "n_train_store": spec.n,
-                    "fit_dir": meta["fit_dir"],
-                }
-            )
+        seed = repeat_seed(params.seed, n_shot, repeat)
+        solver = params.solver if method == "converged" else None
+        job = FitJob(
+            cfg=FitConfig(
+                extractor="LSE", method=method, schedule=schedule, solver=solver, seed=seed
+            ),
+            prefix=f"fewshot-n{n_shot}-r{repeat}" + ("" if method == "schedule" else f"-{method}"),
+            class_names=spec.class_names,
+            key_extra={"train_indices": indices.tolist()},
+            metadata={"train_indices": indices.tolist()},
+        )
+        meta = fit_or_reuse(
+            train,
+            ctx.train_url,
+            job,
+            ctx.results_root,
+            source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
+            device=ctx.device,
+            chunks=full_batch(train, indices.tolist()) if method == "converged" else None,
+        )
+        metas.append(meta)
+        records.append(
+            {
+                "generator": spec.generator,
+                "segmenter": spec.segmenter,
+                "extractor": "LSE",
+                "method": method,
+                "n_shot": n_shot,
+                "repeat": repeat,
+                "train_indices": ",".join(str(int(i)) for i in indices),
+                "iterations": int(meta["iterations"]),
+                "seed": seed,
+                "final_loss": float(meta["final_loss"]),
+                "train_seconds": float(meta["train_seconds"]),
+                "converged": meta.get("converged"),
+                "grad_norm": meta.get("grad_norm"),
+                "n_train_store": spec.n,
+                "fit_dir": meta["fit_dir"],
+            }
+        )
     return records, metas
 
 
@@ -150,13 +172,22 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
     records, metas = _fit_all(ctx, params, train)
     dev = resolve_device(ctx.device)
     models = [load_extractor(m["fit_dir"], dev)[0] for m in metas]
-    chunks = ((c.features, c.labels) for _, c in evals.iter_chunks())
-    results = evaluate_many(models, chunks, evals.spec.class_names, evals.spec.resolution, dev)
+    chunks = ((c.features, c.labels, c.detected) for _, c in evals.iter_chunks())
+    subsets = evaluate_subsets(models, chunks, evals.spec.class_names, evals.spec.resolution, dev)
+    results = [s["all"] for s in subsets]
+    n_detected = int(evals.group["detected"][:].sum())
     meta_cols = {**run_metadata(ctx.profile, ctx.run_id), "key": key}
     runs = pd.DataFrame(
         [
-            {**rec, "n_eval": evals.spec.n, "miou": res.miou, **meta_cols}
-            for rec, res in zip(records, results, strict=True)
+            {
+                **rec,
+                "n_eval": evals.spec.n,
+                "miou": sub["all"].miou,
+                "miou_detected": sub["detected"].miou,
+                "n_eval_detected": n_detected,
+                **meta_cols,
+            }
+            for rec, sub in zip(records, subsets, strict=True)
         ]
     )
     per_class = pd.DataFrame(
@@ -164,6 +195,7 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
             {
                 "generator": rec["generator"],
                 "segmenter": rec["segmenter"],
+                "method": rec["method"],
                 "n_shot": rec["n_shot"],
                 "repeat": rec["repeat"],
                 "class_index": c,
@@ -188,7 +220,7 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
 
 
 def _write_summary(
-    ctx: AnalysisContext, key: str, runs: pd.DataFrame, reference: float | None
+    ctx: AnalysisContext, key: str, runs: pd.DataFrame, reference: dict[str, float | None] | None
 ) -> str:
     summary = summarize_runs(runs, reference)
     summary.insert(0, "generator", runs["generator"].iloc[0])
@@ -202,9 +234,12 @@ def _write_summary(
 def summarize(
     ctx: AnalysisContext, params: FewShotParams, result: AnalysisResult, reference: dict
 ) -> None:
-    """Table 2's summary with the ratio to the fully trained LSE (``reference["LSE"]``)."""
+    """Table 2's summary with the ratio to the fully trained LSE of the same fit method
+    (``reference["LSE"]``, ``reference["LSE:converged"]``)."""
+    refs = {m: reference.get(fit_label("LSE", m)) for m in params.methods}
     stored = read_finished_part(ctx, SUMMARY_TABLE, result)
-    if unchanged(float(stored["reference_miou"].iloc[0]), reference.get("LSE")):
+    stored_refs = stored.drop_duplicates("method").set_index("method")["reference_miou"]
+    if all(unchanged(float(stored_refs[m]), refs[m]) for m in params.methods):
         return
     runs = read_finished_part(ctx, RUNS_TABLE, result)
-    result.tables[SUMMARY_TABLE] = _write_summary(ctx, result.key, runs, reference.get("LSE"))
+    result.tables[SUMMARY_TABLE] = _write_summary(ctx, result.key, runs, refs)

@@ -44,7 +44,7 @@ ANALYSES: dict[str, AnalysisSpec] = {
                     render.render_table2,
                 )
             },
-            needs=Needs(reference=("LSE",)),
+            needs=Needs(reference=("LSE", "LSE:converged")),
             cost=3,
         ),
         AnalysisSpec(
