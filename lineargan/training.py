@@ -27,7 +27,31 @@ class BatchSource(Protocol):
     def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]: ...
 
 
+class FitCheckpoint(Protocol):
+    """Where a fit keeps its partial state (``storage.checkpoints.PartialFit`` on disk), so a
+    killed fit resumes instead of starting over. ``load`` returns None when there is nothing
+    usable to resume from."""
+
+    def load(self) -> dict | None: ...
+
+    def save(self, state: dict) -> None: ...
+
+
 ProgressFn = Callable[[int, int, float], None]  # (iteration, total, loss)
+
+
+def skip_samples(source: BatchSource, n: int) -> None:
+    """Advance ``source`` by ``n`` samples: cheaply where it can (``skip``), else by drawing."""
+    if n <= 0:
+        return
+    skip = getattr(source, "skip", None)
+    if skip is not None:
+        skip(n)
+        return
+    while n > 0:
+        take = min(n, 1024)
+        source.next_batch(take)
+        n -= take
 
 
 class _Bar(tqdm):
@@ -42,6 +66,7 @@ class FitResult:
     seconds: float
     final_loss: float
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    resumed_from: int = 0  # iteration a resumed fit started at (0: from scratch)
 
 
 def to_tensors(
@@ -96,6 +121,8 @@ def fit(
     log_every: int = 50,
     layer_loss_weight: float = 0.0,
     ignore_index: int = -100,
+    checkpoint: FitCheckpoint | None = None,
+    save_every_s: float = 120.0,
 ) -> FitResult:
     """Train ``model`` in place with Adam under ``schedule``; returns timing and loss history.
 
@@ -103,29 +130,53 @@ def fit(
     adds Appx I's per-layer terms (Eq. 8): CE(S, Y) + Σ_i α·CE(u↑(S_i), Y), with S = Σ_i S_i
     from ``model.layer_logits`` (additive extractors such as the LSE only). Label pixels equal
     to ``ignore_index`` do not contribute to the loss (category selection's "ignore" mode).
+
+    With a ``checkpoint``, the model, the optimiser (its learning rate included), the running
+    loss, the RNG and the number of samples drawn are saved every ``save_every_s`` seconds; a
+    later call with the same checkpoint resumes there and ends with the weights an
+    uninterrupted fit would have (the source is advanced past the samples already drawn).
     """
     torch.manual_seed(seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.param_groups(schedule.lr), betas=(0.9, 0.999))
     total = schedule.iterations()
+    saved = checkpoint.load() if checkpoint is not None else None
+    start, drawn = 0, 0
+    history: list[tuple[int, float]] = []
+    running: float | None = None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        start, drawn, running = int(saved["iteration"]), int(saved["drawn"]), saved["running"]
+        history = [(int(i), float(v)) for i, v in saved["history"]]
+        skip_samples(source, drawn)
+    last_save = time.monotonic()
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if amp and device.type == "cuda"
         else nullcontext()
     )
-    history: list[tuple[int, float]] = []
     it, t0 = 0, time.perf_counter()
-    running: float | None = None
     # a terminal bar only (under Dask workers stderr is not a TTY and `progress` is the logged
     # channel); it reads `running` and nothing else, so the fit is the same with or without it
     tty = sys.stderr.isatty()
     with _Bar(total=total, desc="fit", unit="it", leave=False, disable=not tty) as bar:
+        bar.update(start)
         for epoch, batch in schedule.epochs():
-            if epoch == schedule.lr_drop_epoch:
+            steps = schedule.samples_per_epoch // batch
+            if it + steps <= start:  # finished before the resume point
+                it += steps
+                continue
+            if epoch == schedule.lr_drop_epoch and it >= start:  # (else: in the saved lr)
                 for group in opt.param_groups:
                     group["lr"] *= schedule.lr_drop_factor
-            for _ in range(schedule.samples_per_epoch // batch):
+            for _ in range(steps):
+                if it < start:
+                    it += 1
+                    continue
                 xs, y = to_tensors(*source.next_batch(batch), device)
+                drawn += batch
                 it += 1
                 if bool((y != ignore_index).any()):
                     loss = _step(model, opt, xs, y, size, autocast, layer_loss_weight, ignore_index)
@@ -140,10 +191,24 @@ def fit(
                     history.append((it, running))
                     if progress is not None:
                         progress(it, total, running)
+                if checkpoint is not None and time.monotonic() - last_save >= save_every_s:
+                    checkpoint.save(
+                        {
+                            "iteration": it,
+                            "drawn": drawn,
+                            "running": running,
+                            "history": history,
+                            "model": model.state_dict(),
+                            "optimizer": opt.state_dict(),
+                            "rng": torch.get_rng_state(),
+                        }
+                    )
+                    last_save = time.monotonic()
     model.eval()
     return FitResult(
         iterations=it,
         seconds=time.perf_counter() - t0,
         final_loss=float("nan") if running is None else running,
         loss_history=history,
+        resumed_from=start,
     )

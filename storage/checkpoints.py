@@ -9,7 +9,9 @@ checkpoint and a killed fit leaves nothing that looks finished.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -66,3 +68,41 @@ def load_extractor(
             "delete that checkpoint directory and refit",
         ) from exc
     return model.to(device).eval(), config.get("metadata", {})
+
+
+class PartialFit:
+    """A fit's state between saves, in ``<fit_dir>/partial/state.pt`` (a
+    :class:`lineargan.training.FitCheckpoint`).
+
+    Written to a temporary name and renamed, so a kill during a save leaves the previous state;
+    read with ``torch.load(weights_only=True)`` (tensors, numbers, lists and dicts only). An
+    unreadable state is reported and ignored: the fit starts over rather than resume from
+    something it cannot trust. :meth:`clear` removes it once the final checkpoint is written.
+    """
+
+    def __init__(self, fit_dir: str | Path) -> None:
+        self.directory = Path(fit_dir) / "partial"
+        self.path = self.directory / "state.pt"
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or "iteration" not in state:
+                raise ValueError("not a partial-fit state")
+            return state
+        except Exception as exc:  # noqa: BLE001 - any unreadable file means: start over
+            logging.getLogger(__name__).warning(
+                "ignoring unreadable partial fit %s (%s); the fit starts over", self.path, exc
+            )
+            return None
+
+    def save(self, state: dict) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)

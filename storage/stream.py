@@ -72,21 +72,48 @@ class ChunkStream:
         # The producer reports an error once and then exits; remembering it here lets every
         # later ``next_batch`` raise it again instead of waiting forever on an empty queue.
         self._error: BaseException | None = None
+        self._skip = 0
+        # started by the first batch drawn, so :meth:`skip` can still move the start
         self._thread = threading.Thread(target=self._produce, daemon=True)
-        self._thread.start()
+
+    def start(self) -> None:
+        """Start reading ahead (the first batch drawn does it too)."""
+        if self._thread.ident is None:
+            self._thread.start()
+
+    def skip(self, n: int) -> None:
+        """Start ``n`` samples into the stream, as if they had been drawn and thrown away, but
+        without reading them: the shuffles only depend on the seed and the chunk sizes, so the
+        skipped blocks are replayed from the random generator alone. A resumed fit gets the
+        very batches the interrupted one would have drawn next."""
+        if self._thread.ident is not None:
+            raise RuntimeError("skip() must come before the first batch is drawn")
+        self._skip = int(n)
+
+    def _block_size(self, ids: np.ndarray) -> int:
+        spec = self.store.spec
+        return sum(spec.chunk_slice(int(i)).stop - spec.chunk_slice(int(i)).start for i in ids)
 
     def _produce(self) -> None:
+        skip = self._skip
         try:
             while not self._stop.is_set():
                 order = self._rng.permutation(self.chunk_ids)
                 for start in range(0, len(order), self.buffer_chunks):
-                    batches = [self._read(int(i)) for i in order[start : start + self.buffer_chunks]]
+                    ids = order[start : start + self.buffer_chunks]
+                    if skip and skip >= (size := self._block_size(ids)):
+                        self._rng.permutation(size)  # the draw the skipped block would make
+                        skip -= size
+                        continue
+                    batches = [self._read(int(i)) for i in ids]
                     feats = [
                         np.concatenate([b.features[k] for b in batches])
                         for k in range(len(batches[0].features))
                     ]
                     labels = np.concatenate([b.labels for b in batches])
                     perm = self._rng.permutation(len(labels))
+                    if skip:  # the resume point falls inside this block
+                        perm, skip = perm[skip:], 0
                     self._put(([f[perm] for f in feats], labels[perm]))
                     if self._stop.is_set():
                         return
@@ -116,6 +143,7 @@ class ChunkStream:
     def _next_block(self) -> None:
         if self._error is not None:
             raise self._error
+        self.start()
         item = self._queue.get()
         if isinstance(item, BaseException):
             self._error = item
@@ -144,6 +172,8 @@ class ChunkStream:
 
     def close(self) -> None:
         self._stop.set()
+        if self._thread.ident is None:
+            return
         while not self._queue.empty():
             try:
                 self._queue.get_nowait()

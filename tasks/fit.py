@@ -29,7 +29,7 @@ from lineargan.errors import LinearGanError
 from lineargan.extractors import LSE, SemanticExtractor, build_extractor
 from lineargan.plateau import fit_until_plateau
 from lineargan.training import BatchSource, FitResult, ProgressFn, fit, to_tensors
-from storage.checkpoints import is_finished, load_extractor, save_extractor
+from storage.checkpoints import PartialFit, is_finished, load_extractor, save_extractor
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
 from storage.stream import ChunkStream
@@ -166,6 +166,7 @@ def _train(
     chunks: Chunks | None,
     dev: torch.device,
     progress: ProgressFn | None,
+    partial: PartialFit | None = None,
 ) -> tuple[FitResult, dict]:
     """Run the job's method; returns the fit result and the method's own metadata."""
     spec, cfg = store.spec, job.cfg
@@ -219,9 +220,17 @@ def _train(
             dev,
             seed=cfg.seed,
             progress=progress,
+            checkpoint=partial,
+            save_every_s=fit_save_seconds(),
             **job.fit_kwargs,
         )
-    return result, {}
+    return result, {"resumed_from": result.resumed_from}
+
+
+def fit_save_seconds() -> float:
+    """How often a fit saves its partial state (``LINEARGAN_FIT_SAVE_SECONDS``, default 120)."""
+    value = os.environ.get("LINEARGAN_FIT_SAVE_SECONDS")
+    return 120.0 if value in (None, "") else float(value)
 
 
 def fit_or_reuse(
@@ -247,9 +256,11 @@ def fit_or_reuse(
     limit_torch_threads()
     dev = resolve_device(device)
     model = job.build(spec)
-    result, extra = _train(model, job, store, source, chunks, dev, progress)
+    partial = PartialFit(fit_dir)
+    result, extra = _train(model, job, store, source, chunks, dev, progress, partial)
     meta = {**fit_metadata(job, key, fit_dir, train_url, spec, result, dev), **extra}
     save_extractor(model, fit_dir, metadata=meta)
+    partial.clear()
     return {**meta, "reused": False}
 
 

@@ -95,6 +95,7 @@ def test_reads_ahead_at_most_prefetch_plus_one_blocks(store):
     counted.read_chunk = counting_read
     bound = (prefetch + 1) * buffer_chunks  # 4 of the store's 8 chunks
     with ChunkStream(counted, seed=0, buffer_chunks=buffer_chunks, prefetch=prefetch) as stream:
+        stream.start()
         wait_until(lambda: len(reads) >= bound)
         time.sleep(0.3)  # room to overrun: an unbounded producer would read on, epoch after epoch
         assert len(reads) == bound

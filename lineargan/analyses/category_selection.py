@@ -36,7 +36,7 @@ from lineargan.config import ALL_EXTRACTORS, FitConfig, Frozen, RunConfig
 from lineargan.evaluate import predict
 from lineargan.extractors.base import SemanticExtractor
 from lineargan.metrics import IoUAccumulator, IoUResult
-from lineargan.training import BatchSource
+from lineargan.training import BatchSource, skip_samples
 
 IGNORE_LABEL = 255
 DroppedAs = Literal["background", "ignore"]
@@ -116,6 +116,9 @@ class RemappedSource:
         close = getattr(self.source, "close", None)
         if close is not None:
             close()
+
+    def skip(self, n: int) -> None:
+        skip_samples(self.source, n)
 
     def __enter__(self) -> RemappedSource:
         return self

@@ -125,6 +125,10 @@ class FixedSamples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def skip(self, n: int) -> None:
+        """Move on ``n`` samples (a resumed fit starts where the interrupted one stopped)."""
+        self._offset = int((self._offset + n) % len(self.labels))
+
     def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
         n = len(self.labels)
         if self._offset == 0 and batch_size == n:
