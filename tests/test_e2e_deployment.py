@@ -26,7 +26,9 @@ def test_run_script_smoke_through_deployment(tmp_path):
     assert "cache chunks:" in proc.stdout and "LSE: iteration" in proc.stdout
     assert "analyses:" in proc.stdout
     t1 = pd.read_parquet(tmp_path / "results" / "tables" / "table1")
-    assert sorted(t1.extractor) == ["LSE", "NSE-1", "NSE-2"]
+    assert sorted(zip(t1.method, t1.extractor, strict=True)) == [
+        (m, e) for m in ("converged", "schedule") for e in ("LSE", "NSE-1", "NSE-2")
+    ]
     # the script stops the server and worker it started (found by their PREFECT_HOME)
     assert not [p for p in psutil.process_iter() if p.pid not in before and _prefect_home(p) == env["PREFECT_HOME"]]
 
