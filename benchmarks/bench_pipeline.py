@@ -53,7 +53,7 @@ SEGMENTER = "dlib-face68"
 
 # -- helpers ------------------------------------------------------------------------------------
 def set_threads(n: int) -> None:
-    """Pin torch threads; also via the env var the cache jobs honour (limit_torch_threads)."""
+    """Pin torch threads; also via the env var the cache jobs honour (tasks.process.tune_process)."""
     os.environ["LINEARGAN_TORCH_THREADS"] = str(n)
     torch.set_num_threads(n)
 

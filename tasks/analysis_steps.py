@@ -14,7 +14,8 @@ from lineargan.render import miou_from_rows
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext, AnalysisResult, Inputs
 from tasks.analyses.registry import get_analysis
-from tasks.models import limit_torch_threads, store_generator, store_segmenter
+from tasks.models import store_generator, store_segmenter
+from tasks.process import tune_process
 from tasks.render import render_experiment
 
 
@@ -24,7 +25,7 @@ def run_analysis(
     """Run analysis ``name`` (or return its finished result); ``fits``: Table 1's fit metadata
     by extractor, for analyses that declare ``Needs.fits``."""
     spec = get_analysis(name)
-    limit_torch_threads()
+    tune_process()
     Target(ctx.results_root).ensure_writable()
     inputs = Inputs(fits=dict(fits or {}))
     if spec.needs.generator or spec.needs.segmenter:

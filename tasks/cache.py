@@ -17,10 +17,10 @@ from storage.target import Target
 from tasks.models import (
     cached_generator,
     cached_segmenter,
-    limit_torch_threads,
     store_generator,
     store_segmenter,
 )
+from tasks.process import tune_process
 
 
 def spec_for(cfg: DatasetConfig) -> StoreSpec:
@@ -60,7 +60,7 @@ def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], i
 
 def fill_chunk(store_url: str, index: int, device: str = "auto") -> bool:
     """Generate, label and write chunk ``index`` unless it is already done; True if computed."""
-    limit_torch_threads()
+    tune_process()
     store = FeatureStore.open(Target(store_url))
     if store.is_done(index):
         return False
@@ -86,7 +86,7 @@ def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str
     """The whole cache stage in one process (benchmarks, scripts): chunk i is compressed and
     written on a background thread while chunk i+1 is generated, so storage overlaps compute.
     Memory holds at most two chunks."""
-    limit_torch_threads()
+    tune_process()
     url, pending, _ = prepare_store(cfg, data_root)
     store = FeatureStore.open(Target(url))
     bar = tqdm(pending, desc=f"cache {cfg.split}", unit="chunk", disable=not sys.stderr.isatty())

@@ -12,7 +12,7 @@ from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.tables import read_table_part, run_metadata, write_table_part
 from storage.target import Target
-from tasks.models import limit_torch_threads
+from tasks.process import tune_process
 
 IOU_TABLE = "iou_per_class"
 # The same rows on the images where the segmenter's detector fired (the store's ``detected``
@@ -29,7 +29,7 @@ def evaluate_fit(
     device: str = "auto",
 ) -> pd.DataFrame:
     """Per-class IoU rows of one fit on one evaluation store; reused when already written."""
-    limit_torch_threads()
+    tune_process()
     store = FeatureStore.open(Target(eval_url), require_complete=True)
     spec = store.spec
     if list(spec.class_names) != list(fit_meta["class_names"]):

@@ -34,7 +34,7 @@ from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
 from storage.stream import ChunkStream
 from storage.target import Target
-from tasks.models import limit_torch_threads
+from tasks.process import tune_process
 
 SourceFactory = Callable[[], AbstractContextManager[BatchSource]]
 
@@ -253,7 +253,7 @@ def fit_or_reuse(
         _, meta = load_extractor(fit_dir)
         return {**meta, "reused": True}
     Target(results_root).ensure_writable()
-    limit_torch_threads()
+    tune_process()
     dev = resolve_device(device)
     model = job.build(spec)
     partial = PartialFit(fit_dir)

@@ -3,22 +3,12 @@ the models that made a store, checked against its fingerprint."""
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-
-import torch
 
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
 from lineargan.models import GeneratorAdapter, Segmenter, get_generator, get_segmenter
 from storage.feature_store import FeatureStore
-
-
-def limit_torch_threads() -> None:
-    """Honour LINEARGAN_TORCH_THREADS so parallel workers do not oversubscribe the cores."""
-    n = int(os.environ.get("LINEARGAN_TORCH_THREADS", "0") or 0)
-    if n > 0 and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
 
 
 @lru_cache(maxsize=4)
