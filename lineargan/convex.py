@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from lineargan.config import SolverParams
 from lineargan.extractors.linear import LSE
-from lineargan.training import ProgressFn, to_tensors
+from lineargan.training import FitCheckpoint, ProgressFn, to_tensors
 
 Chunks = Callable[[], Iterable[tuple[list[np.ndarray], np.ndarray]]]
 
@@ -51,9 +51,12 @@ class Certificate:
     rel_change: float
     seconds: float
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    resumed_from: int = 0  # the iteration a killed solve was resumed at (0: ran from the start)
 
 
-def channel_rms(chunks: Chunks, n_layers: int, device: torch.device) -> tuple[list[torch.Tensor], int]:
+def channel_rms(
+    chunks: Chunks, n_layers: int, device: torch.device
+) -> tuple[list[torch.Tensor], int]:
     """Per-layer, per-channel root-mean-square of the features, and the number of labelled
     pixels (the loss's denominator); one pass over the data."""
     sums: list[torch.Tensor | None] = [None] * n_layers
@@ -170,12 +173,19 @@ def solve_lse(
     *,
     progress: ProgressFn | None = None,
     ignore_index: int = -100,
+    checkpoint: FitCheckpoint | None = None,
+    save_every_s: float = 120.0,
 ) -> Certificate:
     """Fit ``model``'s T to the optimum of the mean pixel cross-entropy over ``chunks``.
 
     Starts from the model's current weights (the optimum does not depend on them); writes the
     solution back into the model (divided by its layer weights, if it has any, so the model's
     function is the optimum either way).
+
+    With a ``checkpoint``, the iterate and L-BFGS's state (its curvature pairs, last direction
+    and step) are saved every ``save_every_s`` seconds; a later call resumes there. Every
+    function evaluation is a deterministic sum over the same chunks, so the resumed solve takes
+    the same steps and ends with the same weights as an uninterrupted one.
     """
     t0 = time.perf_counter()
     model.to(device)
@@ -186,7 +196,9 @@ def solve_lse(
         init = [c.weight[:, :, 0, 0].float() for c in model.extractor]
         if model.weighting is not None:
             init = [w * t for w, t in zip(model.weighting(), init, strict=True)]
-    variables = [(t * r).detach().clone().requires_grad_(True) for t, r in zip(init, rms, strict=True)]
+    variables = [
+        (t * r).detach().clone().requires_grad_(True) for t, r in zip(init, rms, strict=True)
+    ]
     objective = _Objective(variables, rms, chunks, pixels, size, device, ignore_index, params.l2)
     opt = torch.optim.LBFGS(
         variables,
@@ -198,10 +210,22 @@ def solve_lse(
         tolerance_grad=-1.0,  # the certificate below decides when to stop
         tolerance_change=-1.0,
     )
+    saved = checkpoint.load() if checkpoint is not None else None
+    it, rel_change, history = 0, float("inf"), []
+    if saved is not None:
+        with torch.no_grad():
+            for v, s in zip(variables, saved["variables"], strict=True):
+                v.copy_(s)
+        opt.load_state_dict(saved["optimizer"])
+        it, rel_change = int(saved["iteration"]), float(saved["rel_change"])
+        history = [(int(i), float(v)) for i, v in saved["history"]]
+        objective.evaluations = int(saved["evaluations"])
+    resumed_from = it
     loss = objective()
-    history = [(0, loss)]
-    grad_norm, rel_change, it = _grad_inf(variables), float("inf"), 0
-    converged = grad_norm <= params.grad_tol
+    history = history or [(0, loss)]
+    grad_norm = _grad_inf(variables)
+    converged = grad_norm <= params.grad_tol and (it == 0 or 0 <= rel_change <= params.change_tol)
+    last_save = time.monotonic()
     while not converged and it < params.max_iterations:
         opt.step(objective)
         it += 1
@@ -212,6 +236,18 @@ def solve_lse(
         if progress is not None:
             progress(it, params.max_iterations, loss)
         converged = grad_norm <= params.grad_tol and 0 <= rel_change <= params.change_tol
+        if checkpoint is not None and time.monotonic() - last_save >= save_every_s:
+            checkpoint.save(
+                {
+                    "iteration": it,
+                    "rel_change": rel_change,
+                    "history": history,
+                    "evaluations": objective.evaluations,
+                    "variables": [v.detach().clone() for v in variables],
+                    "optimizer": opt.state_dict(),
+                }
+            )
+            last_save = time.monotonic()
     with torch.no_grad():
         for conv, t in zip(model.extractor, objective.weights(), strict=True):
             conv.weight.copy_(t[:, :, None, None])
@@ -228,6 +264,7 @@ def solve_lse(
         rel_change=rel_change,
         seconds=time.perf_counter() - t0,
         loss_history=history,
+        resumed_from=resumed_from,
     )
 
 

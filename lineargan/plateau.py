@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from lineargan.config import SolverParams
 from lineargan.convex import Certificate, as_tensors
 from lineargan.extractors.base import SemanticExtractor
-from lineargan.training import BatchSource, ProgressFn, to_tensors
+from lineargan.training import BatchSource, FitCheckpoint, ProgressFn, skip_samples, to_tensors
 
 Chunks = Callable[[], Iterable[tuple[list[np.ndarray], np.ndarray]]]
 
@@ -60,18 +60,51 @@ def fit_until_plateau(
     seed: int = 0,
     progress: ProgressFn | None = None,
     ignore_index: int = -100,
+    checkpoint: FitCheckpoint | None = None,
+    save_every_s: float = 120.0,
 ) -> Certificate:
-    """Train ``model`` in place until its held-out loss plateaus twice (see the module doc)."""
+    """Train ``model`` in place until its held-out loss plateaus twice (see the module doc).
+
+    With a ``checkpoint``, the weights, the optimiser, the best weights so far and the
+    plateau counters are saved every ``save_every_s`` seconds (at held-out checks, where the
+    counters are settled); a later call resumes there, the source advanced past the batches
+    already drawn, and ends with the weights an uninterrupted fit would have.
+    """
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     model.to(device).train()
     opt = torch.optim.Adam(model.param_groups(params.lr), betas=(0.9, 0.999))
-    best = heldout_loss(model, holdout, size, device, ignore_index)
-    best_state = copy.deepcopy(model.state_dict())
-    history = [(0, best)]
-    stale = drops = step = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        best, best_state = float(saved["best"]), saved["best_state"]
+        history = [(int(i), float(v)) for i, v in saved["history"]]
+        step, stale, drops = int(saved["iteration"]), int(saved["stale"]), int(saved["drops"])
+        skip_samples(source, step * params.batch)
+    else:
+        best = heldout_loss(model, holdout, size, device, ignore_index)
+        best_state = copy.deepcopy(model.state_dict())
+        history = [(0, best)]
+        stale = drops = step = 0
+    resumed_from, last_save = step, time.monotonic()
     converged = False
     while step < params.max_iterations:
+        due = checkpoint is not None and time.monotonic() - last_save >= save_every_s
+        if due and step % params.check_every == 0:  # at a check: the counters are settled
+            checkpoint.save(
+                {
+                    "iteration": step,
+                    "stale": stale,
+                    "drops": drops,
+                    "best": best,
+                    "best_state": best_state,
+                    "history": history,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                }
+            )
+            last_save = time.monotonic()
         xs, y = to_tensors(*source.next_batch(params.batch), device)
         step += 1
         if bool((y != ignore_index).any()):
@@ -112,4 +145,5 @@ def fit_until_plateau(
         rel_change=float("nan"),
         seconds=time.perf_counter() - t0,
         loss_history=history,
+        resumed_from=resumed_from,
     )

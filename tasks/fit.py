@@ -185,6 +185,8 @@ def _train(
                 seed=cfg.seed,
                 progress=progress,
                 ignore_index=job.fit_kwargs.get("ignore_index", -100),
+                checkpoint=partial,
+                save_every_s=fit_save_seconds(),
             )
         result = FitResult(cert.iterations, cert.seconds, cert.loss, cert.loss_history)
         return result, {
@@ -192,6 +194,7 @@ def _train(
             "grad_norm": None,
             "heldout_loss": cert.loss,
             "heldout_chunks": held_ids,
+            "resumed_from": cert.resumed_from,
         }
     if cfg.method == "converged":
         assert cfg.solver is not None and isinstance(model, LSE)
@@ -203,6 +206,8 @@ def _train(
             cfg.solver,
             progress=progress,
             ignore_index=job.fit_kwargs.get("ignore_index", -100),
+            checkpoint=partial,
+            save_every_s=fit_save_seconds(),
         )
         result = FitResult(cert.iterations, cert.seconds, cert.loss, cert.loss_history)
         return result, {
@@ -210,6 +215,7 @@ def _train(
             "grad_norm": cert.grad_norm,
             "rel_change": cert.rel_change,
             "evaluations": cert.evaluations,
+            "resumed_from": cert.resumed_from,
         }
     with (source or stream_source(store, cfg.seed))() as batches:
         result = fit(
