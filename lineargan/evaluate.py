@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lineargan.extractors.base import SemanticExtractor
-from lineargan.metrics import IoUAccumulator, IoUResult
+from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.training import to_tensors
 
 
@@ -65,20 +65,8 @@ def evaluate_subsets(
     results are ``{"all": ..., "detected": ...}`` (only "all" when no chunk has a mask)."""
     for m in models:
         m.to(device).eval()
-    accs = [
-        {"all": IoUAccumulator(class_names), "detected": IoUAccumulator(class_names)}
-        for _ in models
-    ]
-    any_mask = False
+    accs = [SubsetIoU(class_names) for _ in models]
     for feats, labels, mask in chunks:
         for model, acc in zip(models, accs, strict=True):
-            pred = predict(model, feats, size, device)
-            acc["all"].update(pred, labels)
-            if mask is not None:
-                any_mask = True
-                keep = np.asarray(mask, dtype=bool)
-                if keep.any():
-                    acc["detected"].update(pred[keep], labels[keep])
-    return [
-        {k: a.result() for k, a in acc.items() if k == "all" or any_mask} for acc in accs
-    ]
+            acc.update(predict(model, feats, size, device), labels, mask)
+    return [acc.results() for acc in accs]

@@ -72,3 +72,35 @@ class IoUAccumulator:
             iou[self.ignore_index] = np.nan
             images[self.ignore_index] = 0
         return IoUResult(self.class_names, iou, images)
+
+
+class SubsetIoU:
+    """IoU on all images and on a subset of them (a boolean per image, e.g. the store's
+    ``detected`` flags: the images whose labels the segmenter's own detector produced rather
+    than a fallback), accumulated in the same pass from the same predictions."""
+
+    def __init__(self, class_names: tuple[str, ...] | list[str]) -> None:
+        self.all = IoUAccumulator(class_names)
+        self.subset = IoUAccumulator(class_names)
+        self.has_subset = False
+
+    def update(
+        self,
+        pred: torch.Tensor | np.ndarray,
+        label: torch.Tensor | np.ndarray,
+        mask: np.ndarray | None = None,
+    ) -> None:
+        self.all.update(pred, label)
+        if mask is None:
+            return
+        self.has_subset = True
+        keep = np.asarray(mask, dtype=bool)
+        if keep.any():
+            self.subset.update(pred[keep], label[keep])
+
+    def results(self) -> dict[str, IoUResult]:
+        """``{"all": ..., "detected": ...}``; "detected" only when some update had a mask."""
+        out = {"all": self.all.result()}
+        if self.has_subset:
+            out["detected"] = self.subset.result()
+        return out

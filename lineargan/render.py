@@ -113,7 +113,7 @@ def render_table1(tables: Tables) -> str:
             f"{pct(first['fallback_rate_eval'])}%"
         )
     out = markdown_grid(grid, "extractor") + f"\n\n{notes}." + _certificates(summary)
-    if "miou_detected" in summary and summary["miou_detected"].notna().any():
+    if _has(summary, "miou_detected"):
         out += (
             f"\n\n### On the {int(first['n_eval_detected'])} evaluation images where the "
             "segmenter's detector fired\n\n"
@@ -220,9 +220,13 @@ def render_table2(tables: Tables) -> str:
         "the paper's iterations; converged: L-BFGS to the optimum, few-shot fits with a small "
         "ridge penalty). Detected only: the mean mIoU on the evaluation images where the "
         "segmenter's detector fired (the others are labelled from a fallback box)."
-        "\n\n### Per-class IoU (%), mean over repeats\n\n"
-        + markdown_grid(per_class, "N-shot")
+        "\n\n### Per-class IoU (%), mean over repeats\n\n" + markdown_grid(per_class, "N-shot")
     )
+
+
+def _has(df: pd.DataFrame, column: str) -> bool:
+    """Whether ``df`` has ``column`` with a value (parts written before it existed have none)."""
+    return column in df and bool(df[column].notna().any())
 
 
 # -- Tables 4 and 5 ------------------------------------------------------------------------------
@@ -244,6 +248,17 @@ def render_table4(tables: Tables) -> str:
             for rnd, label in (("all", "trained on all classes"), ("selected", "retrained"))
         }
     ).reindex(extractors)
+    if _has(summary, "miou_detected"):
+        for rnd, label in (
+            ("all", "all classes, detected only"),
+            ("selected", "retrained, detected only"),
+        ):
+            t4[label] = pd.Series(
+                {
+                    r.extractor: pct(r.miou_detected)
+                    for r in summary[summary["round"] == rnd].itertuples()
+                }
+            )
     lines = [
         f"A class is kept when any extractor trained on all classes predicts it with IoU > "
         f"{100 * first['threshold']:.3g}%; kept {first['n_kept']} of {first['n_total']} classes "
@@ -283,6 +298,8 @@ def render_fig4(tables: Tables) -> str:
     iou, s = tables["class_centers_iou"], tables["class_centers_summary"].iloc[0]
     grid = per_class_grid(iou.assign(method="class centers"), "method")
     grid.insert(0, "mIoU", pct(s["miou"]))
+    if not pd.isna(s.get("miou_detected", np.nan)):
+        grid.insert(1, "mIoU detected only", pct(s["miou_detected"]))
     if not pd.isna(s["lse_miou"]):
         grid.loc["LSE (Table 1)"] = ["–"] * len(grid.columns)
         grid.loc["LSE (Table 1)", "mIoU"] = pct(s["lse_miou"])
@@ -290,7 +307,13 @@ def render_fig4(tables: Tables) -> str:
         markdown_grid(grid, "method"),
         "",
         f"IoU in % (Appx A, background ignored). Centers from {int(s['n_images'])} training "
-        f"images (paper: 3000), evaluated on {int(s['n_eval'])} images; unit feature vectors of "
+        f"images (paper: 3000), evaluated on {int(s['n_eval'])} images"
+        + (
+            f" ({int(s['n_eval_detected'])} labelled by the segmenter's detector)"
+            if not pd.isna(s.get("n_eval_detected", np.nan))
+            else ""
+        )
+        + "; unit feature vectors of "
         f"all layers at {int(s['resolution'])}² (n = {int(s['feature_dim'])}); the background "
         "has its own center.",
     ]
@@ -372,6 +395,8 @@ def render_layerwise(tables: Tables) -> str:
         },
         index=["Σ" if i < 0 else str(i) for i in summary["layer_index"]],
     )
+    if _has(summary, "miou_detected"):
+        grid["detected only (%)"] = [pct(v) for v in summary["miou_detected"]]
     first = summary.iloc[0]
     rows = tables["layerwise"]
     per_class = per_class_grid(rows, "layer_name").reindex(list(summary["layer_name"]))

@@ -275,6 +275,10 @@ class FeatureStore:
         if self.complete:
             self.group.attrs.update({"complete": False})
 
+    def n_detected(self) -> int:
+        """How many images the segmenter's own detector labelled (the rest used its fallback)."""
+        return int(np.asarray(self.group["detected"][:], dtype=bool).sum())
+
     def finalize(self) -> dict:
         """Mark the store complete once every chunk is done, with summary statistics."""
         pending = self.pending_chunks()

@@ -27,8 +27,10 @@ def evaluate_fit(
     profile: str,
     run_id: str,
     device: str = "auto",
-) -> pd.DataFrame:
-    """Per-class IoU rows of one fit on one evaluation store; reused when already written."""
+) -> dict[str, pd.DataFrame]:
+    """Per-class IoU rows of one fit on one evaluation store, on all images ("all") and on the
+    images the segmenter's detector labelled ("detected"); both parts are written, and reused
+    when already there."""
     tune_process()
     store = FeatureStore.open(Target(eval_url), require_complete=True)
     spec = store.spec
@@ -38,24 +40,24 @@ def evaluate_fit(
             "evaluate on a store made with the same segmenter as the training store",
         )
     key = f"{fit_meta['fit_key'][:16]}-{spec.digest()[:16]}"
-    existing = read_table_part(results_root, IOU_TABLE, key)
-    if existing is not None and read_table_part(results_root, IOU_DETECTED_TABLE, key) is not None:
-        return existing
+    existing = {
+        "all": read_table_part(results_root, IOU_TABLE, key),
+        "detected": read_table_part(results_root, IOU_DETECTED_TABLE, key),
+    }
+    if all(df is not None for df in existing.values()):
+        return existing  # type: ignore[return-value]
     dev = resolve_device(device)
     model, _ = load_extractor(fit_meta["fit_dir"], dev)
     chunks = ((c.features, c.labels, c.detected) for _, c in store.iter_chunks())
     (result,) = evaluate_subsets([model], chunks, spec.class_names, spec.resolution, dev)
-    n_detected = int(store.group["detected"][:].sum())
     frames = {
-        table: iou_rows(spec, fit_meta, result[subset], n, profile, run_id)
-        for table, subset, n in (
-            (IOU_DETECTED_TABLE, "detected", n_detected),
-            (IOU_TABLE, "all", spec.n),
-        )
+        subset: iou_rows(spec, fit_meta, result[subset], n, profile, run_id)
+        for subset, n in (("detected", store.n_detected()), ("all", spec.n))
     }
-    for table, df in frames.items():  # the "all" part last: it marks the evaluation done
-        write_table_part(results_root, table, key, df)
-    return frames[IOU_TABLE]
+    tables = {"detected": IOU_DETECTED_TABLE, "all": IOU_TABLE}
+    for subset, df in frames.items():  # the "all" part last: it marks the evaluation done
+        write_table_part(results_root, tables[subset], key, df)
+    return frames
 
 
 def iou_rows(

@@ -86,13 +86,26 @@ def stopping_note(meta: dict) -> str:
 
 @task(name="evaluate-extractor", task_run_name="evaluate-{fit_meta[fit_label]}")
 def evaluate_extractor(
-    fit_meta: dict, eval_url: str, results_root: str, profile: str, run_id: str, device: str = "auto"
+    fit_meta: dict,
+    eval_url: str,
+    results_root: str,
+    profile: str,
+    run_id: str,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Per-class IoU of one fit on the evaluation store (a DataFrame of a few rows)."""
-    return eval_steps.evaluate_fit(fit_meta, eval_url, results_root, profile, run_id, device)
+    return eval_steps.evaluate_fit(fit_meta, eval_url, results_root, profile, run_id, device)["all"]
 
 
-TABLE1_ARTIFACT_COLUMNS = ["extractor", "method", "miou", "rel_diff", "n_train", "n_eval", "iterations"]
+TABLE1_ARTIFACT_COLUMNS = [
+    "extractor",
+    "method",
+    "miou",
+    "rel_diff",
+    "n_train",
+    "n_eval",
+    "iterations",
+]
 
 
 @task(name="write-table1")

@@ -132,19 +132,25 @@ class FixedPrediction(SemanticExtractor):
 def test_evaluate_remapped_background_vs_ignore():
     # original classes: 0 bg, 1 kept, 2 dropped. The model (new classes 0/1) predicts class 1
     # on the dropped pixels too: a false positive when they become background, nothing when
-    # they are ignored.
-    labels = np.array([[[1, 1, 2, 2]]], np.uint8)  # (1, 1, 4)
-    pred = np.array([[[1, 0, 1, 1]]], np.uint8)
+    # they are ignored. A second, undetected image gets class 1 all wrong.
+    labels = np.array([[[1, 1, 2, 2]], [[1, 1, 1, 1]]], np.uint8)  # (2, 1, 4)
+    pred = np.array([[[1, 0, 1, 1]], [[0, 0, 0, 0]]], np.uint8)
     model = FixedPrediction(pred, n_class=2)
-    feats = [np.zeros((1, 1, 1, 4), np.float16)]
+    feats = [np.zeros((2, 1, 1, 4), np.float16)]
+    detected = np.array([True, False])
     cpu = torch.device("cpu")
-    bg = evaluate_remapped(model, [(feats, labels)], build_lut([1], 3), ["bg", "a"], 4, cpu)
-    assert bg.iou[1] == pytest.approx(1 / 4)  # inter 1, union {0, 2, 3}
-    ign = evaluate_remapped(
-        model, [(feats, labels)], build_lut([1], 3, "ignore"), ["bg", "a"], 4, cpu
+    chunks = [(feats, labels, detected)]
+    bg = evaluate_remapped(model, chunks, build_lut([1], 3), ["bg", "a"], 4, cpu)
+    assert bg["detected"].iou[1] == pytest.approx(1 / 4)  # inter 1, union {0, 2, 3}
+    assert bg["all"].iou[1] == pytest.approx(1 / 8)  # and 0 on the undetected image
+    ign = evaluate_remapped(model, chunks, build_lut([1], 3, "ignore"), ["bg", "a"], 4, cpu)
+    assert ign["detected"].iou[1] == pytest.approx(1 / 2)  # dropped pixels excluded
+    assert np.isnan(bg["all"].iou[0]) and bg["all"].images[1] == 2
+    assert bg["detected"].images[1] == 1
+    no_mask = evaluate_remapped(
+        model, [(feats, labels, None)], build_lut([1], 3), ["bg", "a"], 4, cpu
     )
-    assert ign.iou[1] == pytest.approx(1 / 2)  # dropped pixels excluded: inter 1, union 2
-    assert np.isnan(bg.iou[0]) and bg.images[1] == 1
+    assert set(no_mask) == {"all"}
 
 
 # -- params --------------------------------------------------------------------------------------
@@ -187,7 +193,9 @@ def template(tmp_path_factory, train_store_url, small_eval_url):
     metas = {}
     for cfg in fits:  # what the reproduce flow does before this analysis
         metas[cfg.extractor] = fit_extractor(ctx.train_url, cfg, results, "cpu")
-        df = evaluate_fit(metas[cfg.extractor], ctx.eval_url, results, "smoke", "run-a", "cpu")
+        df = evaluate_fit(metas[cfg.extractor], ctx.eval_url, results, "smoke", "run-a", "cpu")[
+            "all"
+        ]
         best[df["class_index"]] = np.fmax(best[df["class_index"]], df["iou"].to_numpy())
     assert best.max() > 0, "round-1 fits predict no class at all"
     # 0.5 drops every class when tiny fits stay below it: halve the best IoU in that case
@@ -323,13 +331,14 @@ def _hand_made_round1(monkeypatch, iou_by_extractor: dict[str, list[float]]) -> 
 
     def fake_evaluate_fit(meta, *a, **k):
         iou = iou_by_extractor[meta["extractor"]]
-        return pd.DataFrame(
+        df = pd.DataFrame(
             {
                 "class_index": range(1, len(iou)),
                 "iou": iou[1:],
                 "images": [10] * (len(iou) - 1),
             }
         )
+        return {"all": df, "detected": df}
 
     monkeypatch.setattr(job, "evaluate_fit", fake_evaluate_fit)
 

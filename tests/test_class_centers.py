@@ -123,6 +123,9 @@ def test_class_centers_on_real_stores_and_resume(ctx, monkeypatch):
     assert row["n_images"] == 20 and row["resolution"] == 32 and row["feature_dim"] == 960
     assert np.isnan(row["lse_miou"])
     assert row["miou"] == pytest.approx(iou["iou"].mean())
+    evals = FeatureStore.open(Target(ctx.eval_url))
+    assert 0 < row["n_eval_detected"] == evals.n_detected() < row["n_eval"]
+    assert 0 <= row["miou_detected"] <= 1 and row["miou_detected"] != row["miou"]
     # Real behaviour: nearest-center segmentation is far better than labelling everything skin.
     assert row["miou"] > 0.15
     assert row["miou"] > 2 * _skin_everywhere_miou(ctx.eval_url)

@@ -98,7 +98,7 @@ def test_fit_refuses_incomplete_store(tmp_path):
 
 
 def test_evaluate_writes_iou_table(tiny_fit, eval_store_url, results_root, monkeypatch):
-    df = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-1", device="cpu")
+    df = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-1", device="cpu")["all"]
     spec = FeatureStore.open(Target(eval_store_url)).spec
     names = list(spec.class_names)
     assert df.class_index.tolist() == list(range(1, len(names)))  # background dropped
@@ -120,7 +120,9 @@ def test_evaluate_writes_iou_table(tiny_fit, eval_store_url, results_root, monke
 
     # a second evaluation reads the part back instead of recomputing, and adds no rows
     monkeypatch.setattr(evaluate_jobs, "evaluate_subsets", forbid("evaluation"))
-    again = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-2", device="cpu")
+    again = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-2", device="cpu")[
+        "all"
+    ]
     assert again.run_id.eq("run-1").all()
     np.testing.assert_array_equal(again.iou.to_numpy(), df.iou.to_numpy())
     assert len(read_table(results_root, IOU_TABLE)) == len(table)
@@ -131,7 +133,7 @@ def test_detected_only_rows_are_the_iou_of_the_detected_images(
 ):
     """The second table holds the same per-class IoU computed on the images whose labels come
     from the segmenter's own detection: recomputed here by hand on exactly those images."""
-    evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-1", device="cpu")
+    evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "run-1", device="cpu")["all"]
     got = read_table(results_root, IOU_DETECTED_TABLE)
     store = FeatureStore.open(Target(eval_store_url))
     detected = store.group["detected"][:]
@@ -153,7 +155,7 @@ def test_detected_only_rows_are_the_iou_of_the_detected_images(
 def test_evaluate_rejects_other_classes(tiny_fit, eval_store_url, results_root):
     meta = {**tiny_fit, "class_names": ["background", "hair"]}
     with pytest.raises(FingerprintMismatchError, match="Fix:"):
-        evaluate_fit(meta, eval_store_url, results_root, "test", "r", device="cpu")
+        evaluate_fit(meta, eval_store_url, results_root, "test", "r", device="cpu")["all"]
 
 
 def test_longer_lse_fit_learns_face_layout(train_store_url, eval_store_url, results_root, tiny_fit):
@@ -161,8 +163,8 @@ def test_longer_lse_fit_learns_face_layout(train_store_url, eval_store_url, resu
     sched = Schedule(phases=((2, 4),), samples_per_epoch=16, lr=1e-2)
     meta = fit_extractor(train_store_url, FitConfig(schedule=sched), results_root, device="cpu")
     assert meta["iterations"] == 8 and meta["fit_key"] != tiny_fit["fit_key"]
-    df = evaluate_fit(meta, eval_store_url, results_root, "test", "r", device="cpu")
-    tiny = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "r", device="cpu")
+    df = evaluate_fit(meta, eval_store_url, results_root, "test", "r", device="cpu")["all"]
+    tiny = evaluate_fit(tiny_fit, eval_store_url, results_root, "test", "r", device="cpu")["all"]
     skin = df.set_index("class_name").loc["skin", "iou"]
     assert skin > 0.3  # the face is most of the image: even 8 steps find much of it
     assert df.iou.mean() > tiny.iou.mean()
@@ -177,8 +179,9 @@ def test_keys_with_extra_fields_keep_the_checkpoints_of_earlier_versions():
     cfg, digest = FitConfig(schedule=TINY), "d" * 64
     extra = {"kept_classes": [0, 2, 5], "dropped_as": "background"}
     before = hashlib.sha256(
-        json.dumps({"fit": cfg.model_dump(mode="json"), "train": digest, **extra}, sort_keys=True)
-        .encode()
+        json.dumps(
+            {"fit": cfg.model_dump(mode="json"), "train": digest, **extra}, sort_keys=True
+        ).encode()
     ).hexdigest()
     assert fit_key(cfg, digest, extra) == before
     assert fit_key(cfg, digest) != before

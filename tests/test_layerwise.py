@@ -98,6 +98,8 @@ def test_run_layerwise_tables_figures_and_resume(
     assert summary.layer_size.tolist() == [4, 8, 16, 32, 64]
     assert (summary.iterations == 6).all() and (summary.alpha == 0.1).all()
     assert summary.miou.between(0, 1).all()
+    assert summary.miou_detected.between(0, 1).all()
+    assert (summary.n_eval_detected > 0).all() and (summary.n_eval_detected < summary.n_eval).all()
 
     rows = pd.read_parquet(tmp_path / "tables" / "layerwise")
     assert len(rows) == len(names) * (len(spec.class_names) - 1)
@@ -134,6 +136,6 @@ def test_run_layerwise_tables_figures_and_resume(
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(tasks.fit, "fit", boom)
-    monkeypatch.setattr(jobs, "evaluate_many", boom)
+    monkeypatch.setattr(jobs, "evaluate_subsets", boom)
     again = run_and_finish("layerwise", ctx, params)
     assert again.reused and again.key == res.key and again.figures == res.figures

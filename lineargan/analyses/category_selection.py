@@ -35,7 +35,7 @@ from pydantic import Field, field_validator
 from lineargan.config import ALL_EXTRACTORS, FitConfig, Frozen, RunConfig
 from lineargan.evaluate import predict
 from lineargan.extractors.base import SemanticExtractor
-from lineargan.metrics import IoUAccumulator, IoUResult
+from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.training import BatchSource, skip_samples
 
 IGNORE_LABEL = 255
@@ -129,28 +129,29 @@ class RemappedSource:
 
 def evaluate_remapped(
     model: SemanticExtractor,
-    chunks: Iterable[tuple[list[np.ndarray], np.ndarray]],
+    chunks: Iterable[tuple[list[np.ndarray], np.ndarray, np.ndarray | None]],
     lut: np.ndarray,
     class_names: Sequence[str],
     size: int,
     device: torch.device,
-) -> IoUResult:
-    """Per-class IoU (Appx A) of ``model`` against labels remapped by ``lut``, chunk by chunk.
+) -> dict[str, IoUResult]:
+    """Per-class IoU (Appx A) of ``model`` against labels remapped by ``lut``, chunk by chunk,
+    on all images and on those each chunk's mask selects (:class:`SubsetIoU`).
 
     ``class_names`` are the retrained model's classes (kept classes in their new order).
     Pixels labelled :data:`IGNORE_LABEL` after remapping count for no class.
     """
     model.to(device).eval()
-    acc = IoUAccumulator(tuple(class_names))
-    for feats, labels in chunks:
+    acc = SubsetIoU(tuple(class_names))
+    for feats, labels, mask in chunks:
         target = remap_labels(labels, lut)
         pred = predict(model, feats, size, device)
         ignored = target == IGNORE_LABEL
         if ignored.any():
             target = np.where(ignored, 0, target).astype(np.uint8)
             pred = np.where(ignored, 0, pred).astype(np.uint8)
-        acc.update(pred, target)
-    return acc.result()
+        acc.update(pred, target, mask)
+    return acc.results()
 
 
 class CategorySelectionParams(Frozen):

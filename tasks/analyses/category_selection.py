@@ -22,7 +22,8 @@ Tables (long format; every row also carries ``profile``, ``run_id``, ``code_vers
 - ``category_selection_summary``: generator, segmenter, round, extractor, fit_key, miou (mean
   IoU over the kept non-background classes that counted: Table 4 reports both rounds "on the
   final selected categories"), rel_diff ((y − y*) / y* against the best extractor of the same
-  round), n_kept and n_total (classes kept / of the segmenter, background included; a round-2
+  round), miou_detected (the same on the evaluation images the segmenter's detector labelled),
+  n_kept and n_total (classes kept / of the segmenter, background included; a round-2
   extractor has ``n_kept`` output classes), threshold, dropped_as, iterations, fit_reused.
 """
 
@@ -81,6 +82,7 @@ TABLES = {
         **_COMMON,
         miou=pa.float64(),
         rel_diff=pa.float64(),
+        miou_detected=pa.float64(),
         n_kept=pa.int64(),
         n_total=pa.int64(),
         threshold=pa.float64(),
@@ -165,13 +167,17 @@ def run_category_selection(
     round1: dict[str, dict] = {}
     for cfg in params.fits:
         meta = _round1_fit(ctx, cfg, inputs.fits)
-        df = evaluate_fit(meta, ctx.eval_url, ctx.results_root, ctx.profile, ctx.run_id, ctx.device)
-        iou, images = _full_iou(df, n_class)
-        round1[cfg.extractor] = {"meta": meta, "iou": iou, "images": images}
+        dfs = evaluate_fit(
+            meta, ctx.eval_url, ctx.results_root, ctx.profile, ctx.run_id, ctx.device
+        )
+        round1[cfg.extractor] = {
+            "meta": meta,
+            **{subset: _full_iou(df, n_class) for subset, df in dfs.items()},
+        }
 
-    kept = select_classes({e: r["iou"] for e, r in round1.items()}, params.threshold)
+    kept = select_classes({e: r["all"][0] for e, r in round1.items()}, params.threshold)
     if len(kept) < 2:
-        best = max(np.nanmax(np.nan_to_num(r["iou"][1:], nan=0.0)) for r in round1.values())
+        best = max(np.nanmax(np.nan_to_num(r["all"][0][1:], nan=0.0)) for r in round1.values())
         raise LinearGanError(
             f"no class reaches IoU > {params.threshold:.2f} for any extractor (best: {best:.3f}), "
             "so there is nothing to retrain on",
@@ -193,11 +199,13 @@ def run_category_selection(
             train, ctx.train_url, cfg, kept, params.dropped_as, ctx.results_root, ctx.device
         )
         model, _ = load_extractor(meta["fit_dir"], dev)
-        chunks = ((c.features, c.labels) for _, c in evals.iter_chunks())
+        chunks = ((c.features, c.labels, c.detected) for _, c in evals.iter_chunks())
         res = evaluate_remapped(model, chunks, lut, [names[c] for c in kept], spec.resolution, dev)
-        iou, images = np.full(n_class, np.nan), np.zeros(n_class, dtype=np.int64)
-        iou[kept], images[kept] = res.iou, res.images
-        round2[cfg.extractor] = {"meta": meta, "iou": iou, "images": images}
+        round2[cfg.extractor] = {"meta": meta}
+        for subset, r in res.items():  # back to the original class indices
+            iou, images = np.full(n_class, np.nan), np.zeros(n_class, dtype=np.int64)
+            iou[kept], images[kept] = r.iou, r.images
+            round2[cfg.extractor][subset] = (iou, images)
 
     common = {"generator": spec.generator, "segmenter": spec.segmenter}
     meta_cols = run_metadata(ctx.profile, ctx.run_id)
@@ -215,8 +223,8 @@ def run_category_selection(
                         "class_index": c,
                         "new_index": new_index.get(c, -1),
                         "class_name": names[c],
-                        "iou": float(r["iou"][c]),
-                        "images": int(r["images"][c]),
+                        "iou": float(r["all"][0][c]),
+                        "images": int(r["all"][1][c]),
                         "kept": c in new_index,
                         "threshold": params.threshold,
                         "dropped_as": params.dropped_as,
@@ -229,7 +237,8 @@ def run_category_selection(
                     "round": round_name,
                     "extractor": ext,
                     "fit_key": r["meta"]["fit_key"],
-                    "miou": _miou(r["iou"], r["images"], kept),
+                    "miou": _miou(*r["all"], kept),
+                    "miou_detected": _miou(*r["detected"], kept),
                     "n_kept": len(kept),
                     "n_total": n_class,
                     "threshold": params.threshold,

@@ -7,7 +7,8 @@ background is a class like any other and gets a center too (a pixel must be able
 background), although IoU ignores it (Appx A). Evaluation images are then segmented by
 argmax_k c_k · x̂ — the score maps computed at the feature resolution and bilinearly upsampled
 to the label resolution before the argmax, as an LSE's logits are — and scored with
-:class:`lineargan.metrics.IoUAccumulator`. Both passes stream ≤ 8 images at a time.
+:class:`lineargan.metrics.SubsetIoU` (all images, and those the detector labelled). Both passes
+stream ≤ 8 images at a time.
 
 Tables (each part keyed by the analysis key; every row also carries ``profile``, ``run_id``,
 ``code_version``, ``created_at``):
@@ -17,7 +18,8 @@ Tables (each part keyed by the analysis key; every row also carries ``profile``,
   in which the class counted), n_images (training images used), resolution. Background
   (class 0) is not listed (ignored by Appx A).
 - ``class_centers_summary``: generator, segmenter, method, analysis_key, miou, lse_miou (the
-  LSE mIoU of Table 1, filled in by :func:`summarize`; NaN without it), n_images, n_eval,
+  LSE mIoU of Table 1, filled in by :func:`summarize`; NaN without it), miou_detected (on the
+  evaluation images the segmenter's detector labelled), n_images, n_eval, n_eval_detected,
   resolution, feature_dim.
 - ``class_centers``: generator, segmenter, analysis_key, class_index, class_name, n_pixels
   (training pixels of the class at ``resolution``), center (list<float>: the unit center,
@@ -46,7 +48,7 @@ from lineargan.analyses.geometry import (
 )
 from lineargan.device import resolve_device
 from lineargan.figures import comparison_grid
-from lineargan.metrics import IoUAccumulator, IoUResult
+from lineargan.metrics import IoUResult, SubsetIoU
 from storage.feature_store import FeatureStore
 from storage.layout import write_figure
 from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
@@ -83,8 +85,10 @@ TABLES = {
         analysis_key=pa.string(),
         miou=pa.float64(),
         lse_miou=pa.float64(),
+        miou_detected=pa.float64(),
         n_images=pa.int64(),
         n_eval=pa.int64(),
+        n_eval_detected=pa.int64(),
         resolution=pa.int64(),
         feature_dim=pa.int64(),
     ),
@@ -128,11 +132,12 @@ def segment_store(
     size: int,
     device: torch.device,
     figure_samples: int = 0,
-) -> tuple[IoUResult, dict[str, np.ndarray]]:
-    """IoU (Appx A) of nearest-center segmentation over the whole store, and the first
-    ``figure_samples`` images with their labels and predictions for the figure."""
+) -> tuple[dict[str, IoUResult], dict[str, np.ndarray]]:
+    """IoU (Appx A) of nearest-center segmentation over the whole store and over its detected
+    images (``{"all": ..., "detected": ...}``), and the first ``figure_samples`` images with
+    their labels and predictions for the figure."""
     spec = store.spec
-    acc = IoUAccumulator(spec.class_names)
+    acc = SubsetIoU(spec.class_names)
     fig: dict[str, np.ndarray] = {}
     for i in range(spec.n_chunks):
         chunk = store.read_chunk(i, features=True, images=(i == 0 and figure_samples > 0))
@@ -140,7 +145,7 @@ def segment_store(
         for sl in image_batches(len(chunk.labels)):
             unit = unit_pixel_features([f[sl] for f in chunk.features], size, device)
             pred = segment_by_centers(unit, centers, present, spec.resolution)
-            acc.update(pred, chunk.labels[sl])
+            acc.update(pred, chunk.labels[sl], chunk.detected[sl])
             if i == 0 and sl.start < figure_samples:
                 preds.append(pred.cpu().numpy())
         if i == 0 and figure_samples > 0:
@@ -150,7 +155,7 @@ def segment_store(
                 "labels": chunk.labels[:k],
                 "preds": np.concatenate(preds)[:k],
             }
-    return acc.result(), fig
+    return acc.results(), fig
 
 
 def run_class_centers(
@@ -168,7 +173,8 @@ def run_class_centers(
 
     sums, used = accumulate_class_sums(train, params.n_images, size, dev)
     centers, present = sums.centers()
-    result, fig = segment_store(evals, centers, present, size, dev, params.figure_samples)
+    results, fig = segment_store(evals, centers, present, size, dev, params.figure_samples)
+    result = results["all"]
 
     meta = run_metadata(ctx.profile, ctx.run_id)
     base = {"generator": spec.generator, "segmenter": spec.segmenter}
@@ -195,8 +201,10 @@ def run_class_centers(
                 "analysis_key": key,
                 "miou": result.miou,
                 "lse_miou": float("nan"),
+                "miou_detected": results["detected"].miou,
                 "n_images": used,
                 "n_eval": evals.spec.n,
+                "n_eval_detected": evals.n_detected(),
                 "resolution": size,
                 "feature_dim": feature_dim(spec.layer_shapes),
                 **meta,

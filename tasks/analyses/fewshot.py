@@ -175,7 +175,7 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
     chunks = ((c.features, c.labels, c.detected) for _, c in evals.iter_chunks())
     subsets = evaluate_subsets(models, chunks, evals.spec.class_names, evals.spec.resolution, dev)
     results = [s["all"] for s in subsets]
-    n_detected = int(evals.group["detected"][:].sum())
+    n_detected = evals.n_detected()
     meta_cols = {**run_metadata(ctx.profile, ctx.run_id), "key": key}
     runs = pd.DataFrame(
         [

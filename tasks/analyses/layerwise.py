@@ -14,7 +14,9 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
   class_index, class_name, iou (fraction, NaN where the class never counted), images, key.
   Background is left out (Appx A).
 - ``layerwise_summary``: generator, segmenter, alpha, layer_index, layer_name, layer_size
-  (feature-map side h; the output resolution for "all"), miou, iterations, n_train, n_eval, key.
+  (feature-map side h; the output resolution for "all"), miou, miou_detected (on the
+  evaluation images the segmenter's detector labelled), iterations, n_train, n_eval,
+  n_eval_detected, key.
 
 Figures: ``figures/layerwise-<profile>-<key8>.png`` (mIoU by layer, the sum as a dashed line) and
 ``figures/layerwise-seg-<profile>-<key8>.png`` (Fig 10 style: image, segmenter label, each layer's
@@ -30,7 +32,7 @@ from torch import nn
 from lineargan.analyses.layerwise import LayerwiseParams
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
-from lineargan.evaluate import evaluate_many, predict
+from lineargan.evaluate import evaluate_subsets, predict
 from lineargan.extractors.base import LayerView
 from lineargan.figures import comparison_grid, layer_miou_plot
 from storage.checkpoints import load_extractor
@@ -68,9 +70,11 @@ TABLES = {
         **_COMMON,
         layer_size=pa.int64(),
         miou=pa.float64(),
+        miou_detected=pa.float64(),
         iterations=pa.int64(),
         n_train=pa.int64(),
         n_eval=pa.int64(),
+        n_eval_detected=pa.int64(),
         key=pa.string(),
     ),
 }
@@ -96,8 +100,10 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs)
     model, _ = load_extractor(fit_meta["fit_dir"], dev)
     n_layers = len(spec.layer_names)
     views: list[nn.Module] = [LayerView(model, i) for i in range(n_layers)] + [model]
-    chunks = ((c.features, c.labels) for _, c in evals.iter_chunks())
-    results = evaluate_many(views, chunks, spec.class_names, spec.resolution, dev)
+    chunks = ((c.features, c.labels, c.detected) for _, c in evals.iter_chunks())
+    subsets = evaluate_subsets(views, chunks, spec.class_names, spec.resolution, dev)
+    results = [r["all"] for r in subsets]
+    n_detected = evals.n_detected()
 
     indices = list(range(n_layers)) + [-1]
     names = list(spec.layer_names) + [ALL]
@@ -127,13 +133,15 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs)
                 "layer_index": i,
                 "layer_name": name,
                 "layer_size": size,
-                "miou": res.miou,
+                "miou": sub["all"].miou,
+                "miou_detected": sub["detected"].miou,
                 "iterations": int(fit_meta["iterations"]),
                 "n_train": train.spec.n,
                 "n_eval": spec.n,
+                "n_eval_detected": n_detected,
                 **meta_cols,
             }
-            for i, name, size, res in zip(indices, names, sizes, results, strict=True)
+            for i, name, size, sub in zip(indices, names, sizes, subsets, strict=True)
         ]
     )
     tables = {
