@@ -131,7 +131,11 @@ class _Objective:
                 self._upsample(F.conv2d(x, w[:, :, None, None]))
                 for x, w in zip(xs, self.weights(), strict=True)
             )
-            loss = F.cross_entropy(logits, y, ignore_index=self.ignore_index, reduction="sum")
+            # the loss in float64: summed over a million pixels in float32 it cannot resolve the
+            # last digits of progress, and the line search then stalls short of the certificate
+            loss = F.cross_entropy(
+                logits.double(), y, ignore_index=self.ignore_index, reduction="sum"
+            )
             (loss / self.pixels).backward()
             total += float(loss.detach())
         value = total / self.pixels
