@@ -3,7 +3,8 @@
 Every selected analysis gets two tasks: its run, which waits only for what it declares
 (``Needs.fits``: Table 1's fits and their evaluations, which it reuses), and its finish
 (summary + report), which also waits for the Table 1 evaluations it shows
-(``Needs.reference``). Nothing here names an analysis.
+(``Needs.reference``). An analysis that reuses another's work (``Needs.after``) waits for that
+one's run. Nothing here names an analysis.
 """
 
 from __future__ import annotations
@@ -24,15 +25,32 @@ def submit_analyses(
 ) -> list[PrefectFuture]:
     """Submit every analysis of ``params`` (name -> parameters), most expensive first (Dask
     starts ready tasks in submission order); returns the futures of their finished results."""
-    finished = []
-    for name in sorted(params, key=lambda n: -ANALYSES[n].cost):
+    finished, runs = [], {}
+    for name in submission_order(list(params)):
         spec = ANALYSES[name]
+        before = [runs[a] for a in spec.needs.after if a in runs]
         if spec.needs.fits:  # the evaluations too: reusing them beats racing them
             run = run_analysis.submit(
-                name, ctx, params[name], fits, wait_for=list(evaluations.values())
+                name, ctx, params[name], fits, wait_for=list(evaluations.values()) + before
             )
         else:
-            run = run_analysis.submit(name, ctx, params[name], None)
+            run = run_analysis.submit(name, ctx, params[name], None, wait_for=before)
+        runs[name] = run
         reference = {e: evaluations[e] for e in spec.needs.reference if e in evaluations}
         finished.append(finish_analysis.submit(name, ctx, params[name], run, reference))
     return finished
+
+
+def submission_order(names: list[str]) -> list[str]:
+    """Most expensive first (Dask starts ready tasks in submission order), every analysis
+    after the ones it declares in ``Needs.after`` (a dependency that is not selected is
+    ignored: the analysis then does that work itself)."""
+    pending = sorted(names, key=lambda n: -ANALYSES[n].cost)
+    order: list[str] = []
+    while pending:
+        ready = next(
+            n for n in pending if all(a in order or a not in names for a in ANALYSES[n].needs.after)
+        )
+        order.append(ready)
+        pending.remove(ready)
+    return order

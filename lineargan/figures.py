@@ -175,6 +175,38 @@ def comparison_grid(
     return canvas
 
 
+def tile_grid(
+    rows: list[list[np.ndarray]],
+    row_titles: list[str],
+    col_titles: list[str],
+    scale: int = 2,
+) -> Image.Image:
+    """RGB tiles (each (H, W, 3) uint8, any size per row) on a white canvas: a title column on
+    the left, column titles on top, each tile enlarged ``scale``× by nearest neighbour
+    (SCS: a target mask and its samples per row; SIE: original, masks and edits per row)."""
+    if len(rows) != len(row_titles):
+        raise ValueError(f"{len(rows)} rows but {len(row_titles)} row titles")
+    pad, head = 4, 16 if col_titles else 0
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_w = int(max((probe.textlength(t) for t in row_titles), default=0)) + 2 * pad
+    cell_h = max((t.shape[0] for r in rows for t in r), default=0) * scale + pad
+    cell_w = max((t.shape[1] for r in rows for t in r), default=0) * scale + pad
+    n_cols = max((len(r) for r in rows), default=0)
+    canvas = Image.new("RGB", (label_w + n_cols * cell_w, head + len(rows) * cell_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, title in enumerate(col_titles[:n_cols]):
+        draw.text((label_w + c * cell_w, 2), title, fill="black")
+    for r, (tiles, title) in enumerate(zip(rows, row_titles, strict=True)):
+        y = head + r * cell_h
+        draw.text((pad, y + cell_h // 2 - 6), title, fill="black")
+        for c, tile in enumerate(tiles):
+            size = (tile.shape[1] * scale, tile.shape[0] * scale)
+            canvas.paste(
+                Image.fromarray(tile).resize(size, Image.NEAREST), (label_w + c * cell_w, y)
+            )
+    return canvas
+
+
 # --------------------------------------------------------------------------------------------
 # charts (matplotlib, object-oriented API only)
 # --------------------------------------------------------------------------------------------

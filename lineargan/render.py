@@ -379,6 +379,87 @@ def render_fig9(tables: Tables) -> str:
     )
 
 
+# -- Table 3 (SCS) and Fig 5 (SIE) ------------------------------------------------------------
+
+
+def _predictor_label(predictor: str, n_shot) -> str:
+    return f"{int(n_shot)}-shot LSE" if predictor == "LSE" and not pd.isna(n_shot) else predictor
+
+
+def render_table3(tables: Tables) -> str:
+    """Table 3: SCS agreement with the targets (%), "mean ± max deviation" over repeats, per
+    few-shot N and for the baseline; both aggregations (Eq. 7 and the authors' pooled one)."""
+    summary = tables["scs_summary"].copy()
+    summary["order"] = [
+        (1, 0) if p != "LSE" else (0, int(n))
+        for p, n in zip(summary["predictor"], summary["n_shot"], strict=True)
+    ]
+    summary = summary.sort_values("order")
+    headline = summary["headline"].iloc[0]
+    grid = pd.DataFrame(
+        {
+            "agreement, Eq. 7 (%)": [
+                f"{pct(a)} ± {pct(d)}"
+                for a, d in zip(summary["agreement"], summary["max_dev"], strict=True)
+            ],
+            "pooled, authors (%)": [
+                f"{pct(a)} ± {pct(d)}"
+                for a, d in zip(summary["pooled"], summary["pooled_max_dev"], strict=True)
+            ],
+            "initial candidate (%)": [pct(v) for v in summary["agreement_initial"]],
+            "repeats": summary["repeats"].astype(str).to_numpy(),
+            "pairs": summary["pairs"].astype(str).to_numpy(),
+        },
+        index=[
+            f"SCS ({_predictor_label(p, n)})"
+            for p, n in zip(summary["predictor"], summary["n_shot"], strict=True)
+        ],
+    )
+    samples = tables["scs_samples"]
+    first = samples.iloc[0]
+    return (
+        markdown_grid(grid, "P") + f"\n\nProtocol `{first['protocol']}` (headline: "
+        f"{'Eq. 7, the mean of per-pair mIoU' if headline == 'paper' else 'pooled per class over pairs'})"
+        f"; {samples['target'].nunique()} targets × {samples['sample'].nunique()} samples, "
+        f"{int(first['n_init'])} candidates each; agreement scored by the reference segmenter. "
+        "Initial candidate: the agreement of the chosen starting image before optimisation."
+    )
+
+
+def render_sie(tables: Tables) -> str:
+    """Fig 5 in numbers: per method, agreement of the edited image with the target inside and
+    outside the edited region, and the mean pixel change in each."""
+    summary = tables["sie_summary"]
+    summary = summary[summary["op"] == "all"]
+    index = [
+        "colour edit" if m == "colour" else f"SIE ({_predictor_label(p, n)})"
+        for m, p, n in zip(summary["method"], summary["predictor"], summary["n_shot"], strict=True)
+    ]
+    grid = pd.DataFrame(
+        {
+            "inside: agrees (%)": [pct(v) for v in summary["agreement_inside"]],
+            "outside: agrees (%)": [pct(v) for v in summary["agreement_outside"]],
+            "inside: relabelled (%)": [pct(v) for v in summary["relabel_inside"]],
+            "outside: relabelled (%)": [pct(v) for v in summary["relabel_outside"]],
+            "inside: change": [f"{v:.1f}" for v in summary["change_inside"]],
+            "outside: change": [f"{v:.1f}" for v in summary["change_outside"]],
+            "mIoU vs target (%)": [pct(v) for v in summary["miou"]],
+            "edits": summary["edits"].astype(str).to_numpy(),
+        },
+        index=index,
+    )
+    edits = tables["sie_edits"]
+    ops = ", ".join(dict.fromkeys(edits["op"]))
+    return (
+        markdown_grid(grid, "method")
+        + f"\n\nProtocol `{edits['protocol'].iloc[0]}`; {edits['image'].nunique()} held-out "
+        f"images × edits ({ops}) of their reference masks. Agrees: pixels where the reference "
+        "segmenter's mask of the edited image equals the target, inside the edited region (the "
+        "edit happened) and outside it (the rest was kept); relabelled: pixels whose reference "
+        "label changed from the original; change: mean absolute pixel change (0-255)."
+    )
+
+
 # -- Appx I: layer-wise ------------------------------------------------------------------------
 
 
@@ -405,4 +486,31 @@ def render_layerwise(tables: Tables) -> str:
         + f"\n\nLSE trained with Eq. 8, α = {first['alpha']:g}, {int(first['iterations'])} "
         f"iterations on {int(first['n_train'])} images; evaluated on {int(first['n_eval'])} "
         "images.\n\n### Per-class IoU (%)\n\n" + markdown_grid(per_class, "layer")
+    )
+
+
+# -- Baseline segmenter (SCS / SIE) ------------------------------------------------------------
+
+
+def render_baseline_segmenter(tables: Tables) -> str:
+    """The baseline UNet's per-class IoU and mIoU against the reference segmenter's labels on
+    the evaluation split, on all images and on those where the reference's detector fired."""
+    rows = tables["baseline_segmenter"].sort_values("class_index")
+    first = rows.iloc[0]
+    grid = pd.DataFrame(
+        {
+            "all images (%)": [pct(v) for v in rows["iou"]] + [pct(first["miou"])],
+            "detected only (%)": [pct(v) for v in rows["iou_detected"]]
+            + [pct(first["miou_detected"])],
+        },
+        index=[*rows["class_name"], "**mIoU**"],
+    )
+    return (
+        f"Baseline UNet vs the reference segmenter ({first['segmenter']}) on the evaluation "
+        "split: IoU of the UNet's labels against the reference labels.\n\n"
+        + markdown_grid(grid, "class")
+        + f"\n\nUNet trained for {int(first['iterations'])} iterations "
+        f"({first['train_seconds']:.0f} s, final loss {first['final_loss']:.3f}) on "
+        f"{int(first['n_train'])} training images; evaluated on {int(first['n_eval'])} images, "
+        f"{int(first['n_eval_detected'])} of them detected by the reference segmenter."
     )

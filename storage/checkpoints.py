@@ -1,9 +1,10 @@
-"""Extractor checkpoints on disk: a directory with ``config.json`` and ``weights.safetensors``.
+"""Model checkpoints on disk: a directory with ``config.json`` and ``weights.safetensors``.
 
-``config.json`` holds the class name, constructor arguments, code version and any metadata the
-caller adds; loading rebuilds the class from the config alone (through the extractor registry)
-and never rewrites the files. ``config.json`` is written last, so its presence marks a finished
-checkpoint and a killed fit leaves nothing that looks finished.
+Extractors and the baseline UNet are stored alike. ``config.json`` holds the class name,
+constructor arguments, code version and any metadata the caller adds; loading rebuilds the
+class from the config alone (extractors through their registry) and never rewrites the files.
+``config.json`` is written last, so its presence marks a finished checkpoint and a killed fit
+leaves nothing that looks finished.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from lineargan import __version__
 from lineargan.errors import CheckpointError
 from lineargan.extractors import SemanticExtractor, build_extractor
+from lineargan.models.unet import SegmentationUNet
 
 
 def is_finished(directory: str | Path) -> bool:
@@ -27,17 +30,19 @@ def is_finished(directory: str | Path) -> bool:
     return (Path(directory) / "config.json").exists()
 
 
-def save_extractor(
-    model: SemanticExtractor, directory: str | Path, metadata: dict | None = None
+def write_checkpoint(
+    model: nn.Module, directory: str | Path, class_name: str, init_args: dict, metadata: dict
 ) -> None:
-    """Write ``config.json`` + ``weights.safetensors`` atomically (temp names, then rename)."""
+    """Write ``weights.safetensors``, then ``config.json`` (class, constructor arguments, code
+    version, ``metadata``), each to a temporary name renamed into place: a kill at any point
+    leaves either a finished checkpoint or none."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "class_name": model.kind,
-        "init_args": model.init_args(),
+        "class_name": class_name,
+        "init_args": init_args,
         "code_version": __version__,
-        "metadata": metadata or {},
+        "metadata": metadata,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, directory / "weights.safetensors.tmp")
@@ -47,19 +52,23 @@ def save_extractor(
     os.replace(directory / "config.json.tmp", directory / "config.json")
 
 
-def load_extractor(
-    directory: str | Path, device: str | torch.device = "cpu"
-) -> tuple[SemanticExtractor, dict]:
-    """Rebuild an extractor from its checkpoint directory; returns (model, metadata)."""
+def read_config(directory: str | Path, kind: str) -> dict:
+    """The ``config.json`` of a finished ``kind`` checkpoint (both files present)."""
     directory = Path(directory)
-    cfg_path, w_path = directory / "config.json", directory / "weights.safetensors"
-    if not cfg_path.exists() or not w_path.exists():
+    files = (directory / "config.json", directory / "weights.safetensors")
+    if not all(f.exists() for f in files):
         raise CheckpointError(
-            f"{directory} is not a finished extractor checkpoint (config.json/weights.safetensors missing)",
+            f"{directory} is not a finished {kind} checkpoint "
+            "(config.json/weights.safetensors missing)",
             "refit it: the fit task rewrites unfinished checkpoints",
         )
-    config = json.loads(cfg_path.read_text())
-    model = build_extractor(config["class_name"], **config["init_args"])
+    return json.loads((directory / "config.json").read_text())
+
+
+def load_weights(model: nn.Module, directory: str | Path, config: dict) -> None:
+    """Load the checkpoint's weights into ``model`` (built from ``config``), refusing a
+    mismatch with a one-line error instead of a partly loaded model."""
+    w_path = Path(directory) / "weights.safetensors"
     try:
         model.load_state_dict(load_file(w_path))
     except RuntimeError as exc:
@@ -67,6 +76,43 @@ def load_extractor(
             f"weights in {w_path} do not match {config['class_name']} {config['init_args']}",
             "delete that checkpoint directory and refit",
         ) from exc
+
+
+def save_extractor(
+    model: SemanticExtractor, directory: str | Path, metadata: dict | None = None
+) -> None:
+    """Write ``config.json`` + ``weights.safetensors`` atomically (temp names, then rename)."""
+    write_checkpoint(model, directory, model.kind, model.init_args(), metadata or {})
+
+
+def load_extractor(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[SemanticExtractor, dict]:
+    """Rebuild an extractor from its checkpoint directory; returns (model, metadata)."""
+    config = read_config(directory, "extractor")
+    model = build_extractor(config["class_name"], **config["init_args"])
+    load_weights(model, directory, config)
+    return model.to(device).eval(), config.get("metadata", {})
+
+
+def save_unet(model: SegmentationUNet, directory: str | Path, metadata: dict | None = None) -> None:
+    """Write the baseline UNet's checkpoint (same layout and atomicity as an extractor's)."""
+    write_checkpoint(model, directory, type(model).__name__, model.init_args(), metadata or {})
+
+
+def load_unet(
+    directory: str | Path, device: str | torch.device = "cpu"
+) -> tuple[SegmentationUNet, dict]:
+    """Rebuild a :class:`SegmentationUNet` from its checkpoint; returns (model in eval mode,
+    metadata)."""
+    config = read_config(directory, "UNet")
+    if config.get("class_name") != SegmentationUNet.__name__:
+        raise CheckpointError(
+            f"{directory} holds a {config.get('class_name')!r}, not a SegmentationUNet",
+            "point at a baseline-unet checkpoint directory",
+        )
+    model = SegmentationUNet(**config["init_args"])
+    load_weights(model, directory, config)
     return model.to(device).eval(), config.get("metadata", {})
 
 

@@ -277,7 +277,7 @@ class FeatureStore:
 
     def n_detected(self) -> int:
         """How many images the segmenter's own detector labelled (the rest used its fallback)."""
-        return int(np.asarray(self.group["detected"][:], dtype=bool).sum())
+        return int(self.detected_flags().sum())
 
     def finalize(self) -> dict:
         """Mark the store complete once every chunk is done, with summary statistics."""
@@ -287,7 +287,7 @@ class FeatureStore:
                 f"store {self.target.url} still misses chunks {pending[:5]}",
                 "rerun the cache flow with the same parameters",
             )
-        detected = np.asarray(self.group["detected"][:], dtype=bool)
+        detected = self.detected_flags()
         stats = {
             "complete": True,
             "fallback_rate": float(1.0 - detected.mean()) if detected.size else 0.0,
@@ -351,6 +351,28 @@ class FeatureStore:
             for out, f in zip(feats, batch.features, strict=True):
                 out[pos] = f[local]
         return feats, labels
+
+    def read_selection(self, indices, *, images: bool = True) -> SampleBatch:
+        """Latents, labels, detector flags (and images) of the given samples, in the given
+        order, without their features (what SCS targets and SIE originals need)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.spec.n:
+            raise ValueError(f"sample indices must lie in [0, {self.spec.n}), got {idx.tolist()}")
+        size = self.spec.chunk_size
+        parts = {}
+        for chunk in np.unique(idx // size):
+            parts[int(chunk)] = self.read_chunk(int(chunk), features=False, images=images)
+        rows = [(parts[int(i // size)], int(i % size)) for i in idx]
+        return SampleBatch(
+            latents=np.stack([b.latents[j] for b, j in rows]),
+            images=np.stack([b.images[j] for b, j in rows]) if images else np.empty(0, np.uint8),
+            labels=np.stack([b.labels[j] for b, j in rows]),
+            detected=np.array([b.detected[j] for b, j in rows], dtype=bool),
+        )
+
+    def detected_flags(self) -> np.ndarray:
+        """Per sample: did the segmenter's own detector label it."""
+        return np.asarray(self.group["detected"][:], dtype=bool)
 
     def verify(self, *, repair: bool = False) -> list[int]:
         """Read every done chunk; return (and with ``repair``, invalidate) the corrupt ones."""

@@ -8,6 +8,8 @@
     <results_root>/figures/<name>.png              (+ <name>.pdf, vector, for matplotlib charts)
     <results_root>/reports/<name>.md
     <results_root>/manifests/<analysis>-<key>.json   marks a finished analysis (written last)
+    <results_root>/partial/<analysis>-<key>/<unit>.parquet   finished units of an unfinished
+                                                     analysis (removed once it finishes)
 """
 
 from __future__ import annotations
@@ -98,3 +100,10 @@ def report_target(results_root: str, name: str) -> Target:
 def manifest_target(results_root: str, name: str) -> Target:
     """The JSON whose presence marks a finished analysis (written last)."""
     return Target(results_root) / "manifests" / f"{name}.json"
+
+
+def partial_target(results_root: str, work: str, unit: str | None = None) -> Target:
+    """Where a long analysis keeps its finished units until it finishes (``unit`` None: the
+    directory of ``work``)."""
+    target = Target(results_root) / "partial" / work
+    return target if unit is None else target / f"{unit}.parquet"

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lineargan import __version__
-from storage.layout import table_dir, table_part
+from storage.layout import partial_target, table_dir, table_part
 from storage.target import Target
 
 RUN_METADATA = {
@@ -78,7 +78,9 @@ def write_table_part(
         extra = sorted(set(df.columns) - set(schema.names))
         missing = sorted(set(schema.names) - set(df.columns))
         if extra or missing:
-            raise ValueError(f"table {table!r}: columns {extra} not in its schema, {missing} missing")
+            raise ValueError(
+                f"table {table!r}: columns {extra} not in its schema, {missing} missing"
+            )
         pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), buf)
     target.write_bytes_atomic(buf.getvalue())
     return target.url
@@ -117,3 +119,28 @@ def read_table_part(results_root: str, table: str, key: str) -> pd.DataFrame | N
     if not target.exists():
         return None
     return pd.read_parquet(io.BytesIO(target.read_bytes()))
+
+
+class PartialUnits:
+    """Finished units (rows of one DataFrame each) of an analysis that runs for hours, so a
+    killed run resumes after the last finished unit instead of starting over. Each unit is one
+    atomically written Parquet file; :meth:`clear` removes them once the analysis's own tables
+    are written."""
+
+    def __init__(self, results_root: str, work: str) -> None:
+        self.results_root = results_root
+        self.work = work
+
+    def load(self, unit: str) -> pd.DataFrame | None:
+        target = partial_target(self.results_root, self.work, unit)
+        return pd.read_parquet(io.BytesIO(target.read_bytes())) if target.exists() else None
+
+    def save(self, unit: str, df: pd.DataFrame) -> None:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        partial_target(self.results_root, self.work, unit).write_bytes_atomic(buf.getvalue())
+
+    def clear(self) -> None:
+        target = partial_target(self.results_root, self.work)
+        if target.exists():
+            target.fs.rm(target.path, recursive=True)

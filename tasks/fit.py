@@ -101,6 +101,7 @@ def fit_metadata(
         "train_store": train_url,
         "train_digest": spec.digest(),
         "generator": spec.generator,
+        "generator_sha256": spec.generator_sha256,
         "segmenter": spec.segmenter,
         "class_names": list(job.class_names),
         **job.metadata,

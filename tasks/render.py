@@ -86,4 +86,6 @@ def render(name: str, results_root: str | None = None, profile: str | None = Non
     experiment, table = tables[name]
     index = latest_index(results_root or default_results_root(), profile)
     data = experiment_tables(experiment, run_tables(index, experiment))
-    return section(table.title, index["profile"].iloc[0], index["run_id"].iloc[0], table.render(data))
+    return section(
+        table.title, index["profile"].iloc[0], index["run_id"].iloc[0], table.render(data)
+    )

@@ -190,6 +190,9 @@ def test_unknown_analysis_name_rejected():
         "class_centers",
         "cosine_similarity",
         "layerwise",
+        "baseline_segmenter",
+        "scs",
+        "sie",
     ]
 
 

@@ -57,15 +57,23 @@ def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
     # reuses instead of racing them); nothing else waits for anything
     assert submitted["category_selection"][3] == fits
     assert run.waits["category_selection"] == list(evals.values())
-    others = [name for name in submitted if name != "category_selection"]
-    assert all(submitted[name][3] is None and run.waits[name] is None for name in others)
+    # SCS and SIE reuse Table 2's few-shot LSEs and the baseline UNet: they start after those
+    for name in ("scs", "sie"):
+        assert run.waits[name] == ["run:fewshot", "run:baseline_segmenter"]
+    others = [name for name in submitted if name not in ("category_selection", "scs", "sie")]
+    assert all(submitted[name][3] is None and run.waits[name] == [] for name in others)
     # the reference numbers go to the finish step only, and only the ones declared
     finished = {args[0]: args for args in finish.calls}
     assert finished["fewshot"][3] == "run:fewshot" and finished["fewshot"][4] == {"LSE": "eval-LSE"}
     assert finished["class_centers"][4] == {"LSE": "eval-LSE"}
     assert finished["cosine_similarity"][4] == {} and finished["layerwise"][4] == {}
-    # expensive analyses are submitted first (Dask starts ready tasks in submission order)
-    costs = [ANALYSES[args[0]].cost for args in run.calls]
+    # expensive analyses are submitted first (Dask starts ready tasks in submission order),
+    # each after what it declares in Needs.after
+    order = [args[0] for args in run.calls]
+    for name in order:
+        assert all(order.index(a) < order.index(name) for a in ANALYSES[name].needs.after)
+    free = [n for n in order if not ANALYSES[n].needs.after]
+    costs = [ANALYSES[n].cost for n in free]
     assert costs == sorted(costs, reverse=True)
     assert futures == [f"finish:{args[0]}" for args in finish.calls]
 
@@ -85,7 +93,9 @@ def test_an_overridden_run_gets_its_own_key_report_and_figure(ctx):
     assert a.key != b.key
     assert set(a.reports).isdisjoint(b.reports) and set(a.figures).isdisjoint(b.figures)
     for result in (a, b):  # both reports survive, each with its own numbers
-        assert all(Path(p).read_text() == result.markdown.split("\nFigure:")[0] for p in result.reports)
+        assert all(
+            Path(p).read_text() == result.markdown.split("\nFigure:")[0] for p in result.reports
+        )
     assert "T2 = 100" in Path(a.reports[0]).read_text()
     assert "T2 = 50" in Path(b.reports[0]).read_text()
 
@@ -141,7 +151,9 @@ SPEC = AnalysisSpec(  # 4. registry entry
 def test_a_new_analysis_plugs_in_through_the_registry_alone(ctx, monkeypatch):
     monkeypatch.setitem(ANALYSES, "pixel_share", SPEC)
     config = RunConfig(
-        profile="smoke", analyses=("pixel_share",), analysis_params={"pixel_share": {"max_images": 8}}
+        profile="smoke",
+        analyses=("pixel_share",),
+        analysis_params={"pixel_share": {"max_images": 8}},
     )
     params = resolve_analyses(config)
     assert params == {"pixel_share": PixelShareParams(max_images=8)}
@@ -186,3 +198,13 @@ def test_declared_models_are_handed_over_and_undeclared_ones_are_not(ctx, monkey
 
 
 NAMES = ["background", "skin", "eyebrows", "eyes", "nose", "lips", "mouth"]
+
+
+def test_a_dependency_left_out_of_the_run_is_not_waited_for():
+    from flows.analyses import submission_order
+
+    assert submission_order(["sie", "scs"]) == ["scs", "sie"]  # cost order, nothing to wait for
+    order = submission_order(list(ANALYSES))
+    assert order.index("fewshot") < order.index("scs") and order.index("fewshot") < order.index(
+        "sie"
+    )

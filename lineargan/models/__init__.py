@@ -5,6 +5,7 @@ with :func:`register_generator`; the module must be listed in ``registry._BUILTI
 """
 
 from lineargan.models.protocols import (
+    DifferentiableSegmenter,
     GeneratorAdapter,
     GeneratorOutput,
     Segmenter,
@@ -20,6 +21,7 @@ from lineargan.models.registry import (
 )
 
 __all__ = [
+    "DifferentiableSegmenter",
     "GeneratorAdapter",
     "GeneratorOutput",
     "Segmenter",

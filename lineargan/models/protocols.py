@@ -2,7 +2,9 @@
 
 A generator turns a batch of latents into an image and the list of its per-layer feature maps;
 a segmenter turns uint8 images into integer labels and names its classes. The cache stage only
-talks to these, so a new GAN or segmenter is one adapter file.
+talks to these, so a new GAN or segmenter is one adapter file. A segmenter that also gives
+logits differentiable w.r.t. the image (:class:`DifferentiableSegmenter`) is what SCS and SIE
+back-propagate through.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+
+from lineargan.errors import LinearGanError
 
 
 @dataclass
@@ -82,3 +86,52 @@ class Segmenter(ABC):
     @abstractmethod
     def segment(self, images: np.ndarray) -> SegmenterOutput:
         """Label uint8 images of shape (B, H, W, 3) at their own resolution."""
+
+
+def images_to_unit(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (B, H, W, 3) → float (B, 3, H, W) in [-1, 1], the inverse of
+    :func:`lineargan.cache.to_uint8`, so a segmenter sees stored images exactly as the
+    generator produced them (up to rounding)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+class DifferentiableSegmenter(Segmenter):
+    """A segmenter with pixel logits differentiable w.r.t. the image.
+
+    SCS and SIE optimise a latent through ``logits(G(z))``, so they need gradients, which a
+    landmark rasteriser such as ``dlib-face68`` cannot give. Subclasses implement
+    :meth:`logits` on the generator's own output convention (no uint8 round trip in the loop);
+    :meth:`segment` then follows from it, so the same model also labels stored images. It
+    has no detector of its own: every image counts as detected.
+    """
+
+    batch_size: int = 64
+
+    @property
+    def device(self) -> torch.device:
+        """Where :meth:`segment` puts its inputs (override for a model that can move)."""
+        return torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> DifferentiableSegmenter:
+        """Run on ``device`` from now on; returns self. A segmenter that cannot move refuses
+        any device but its own (override for one that can)."""
+        if torch.device(device) != self.device:
+            raise LinearGanError(
+                f"segmenter {self.name!r} runs on {self.device} only, not {device}",
+                f"use device={str(self.device)!r} with this segmenter",
+            )
+        return self
+
+    @abstractmethod
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, n_class, H, W) logits for float images (B, 3, H, W) in [-1, 1]."""
+
+    def segment(self, images: np.ndarray) -> SegmenterOutput:
+        """Argmax labels of :meth:`logits` for uint8 (B, H, W, 3) images, in batches."""
+        out = [np.zeros((0, *images.shape[1:3]), np.uint8)]
+        with torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                x = images_to_unit(images[start : start + self.batch_size], self.device)
+                out.append(self.logits(x).argmax(1).to(torch.uint8).cpu().numpy())
+        return SegmenterOutput(labels=np.concatenate(out), detected=np.ones(len(images), bool))

@@ -77,13 +77,16 @@ class Needs:
     their evaluations, which the run reuses. ``reference``: Table 1 mIoUs only ``summarize``
     shows (the run never waits for them). ``generator`` / ``segmenter``: models the run calls
     in its loop, handed over by :class:`Inputs` (loaded once per worker, checked against the
-    store's fingerprint).
+    store's fingerprint). ``after``: analyses whose work it reuses (SCS reuses Table 2's
+    few-shot LSEs and the baseline UNet); when they run in the same run, it starts after them
+    instead of training the same checkpoints beside them.
     """
 
     fits: bool = False
     reference: tuple[str, ...] = ()
     generator: bool = False
     segmenter: bool = False
+    after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -141,9 +144,7 @@ class AnalysisSpec:
     cost: int = 1  # relative run time: expensive analyses are submitted first
 
 
-def analysis_key(
-    name: str, params: BaseModel, stores: tuple[FeatureStore, FeatureStore]
-) -> str:
+def analysis_key(name: str, params: BaseModel, stores: tuple[FeatureStore, FeatureStore]) -> str:
     """sha256 over the analysis name, its parameters and the digests of both (train, eval)
     stores."""
     train, evals = stores

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -34,7 +35,7 @@ from lineargan.analyses.fewshot import (
     repeat_seed,
     summarize_runs,
 )
-from lineargan.config import FitConfig, fit_label
+from lineargan.config import FitConfig, FitMethod, fit_label
 from lineargan.device import resolve_device
 from lineargan.evaluate import evaluate_subsets
 from storage.checkpoints import load_extractor
@@ -102,15 +103,15 @@ TABLES = {
 }
 
 
-def _fit_all(
-    ctx: AnalysisContext, params: FewShotParams, train: FeatureStore
-) -> tuple[list[dict], list[dict]]:
-    """Every (N, repeat) fit through the one fit-or-reuse routine; (records, fit metas)."""
-    spec = train.spec
-    records, metas = [], []
-    # draw every N first: a store too small for the largest N fails before any training
-    all_draws = [choose_train_indices(spec.n, n, params.repeats, params.seed) for n in params.shots]
-    runs = [
+def fewshot_runs(
+    params: FewShotParams, n_store: int
+) -> list[tuple[FitMethod, int, int, int, np.ndarray]]:
+    """Every (method, n_shot, iterations, repeat, training indices) of ``params``; every N is
+    drawn first, so a store too small for the largest N fails before any training."""
+    all_draws = [
+        choose_train_indices(n_store, n, params.repeats, params.seed) for n in params.shots
+    ]
+    return [
         (method, n_shot, iterations, repeat, indices)
         for method in params.methods
         for n_shot, iterations, draws in zip(
@@ -118,28 +119,52 @@ def _fit_all(
         )
         for repeat, indices in enumerate(draws)
     ]
-    for method, n_shot, iterations, repeat, indices in runs:
-        schedule = fewshot_schedule(n_shot, iterations, params.lr, params.lr_drop_at)
-        seed = repeat_seed(params.seed, n_shot, repeat)
-        solver = params.solver if method == "converged" else None
-        job = FitJob(
-            cfg=FitConfig(
-                extractor="LSE", method=method, schedule=schedule, solver=solver, seed=seed
-            ),
-            prefix=f"fewshot-n{n_shot}-r{repeat}" + ("" if method == "schedule" else f"-{method}"),
-            class_names=spec.class_names,
-            key_extra={"train_indices": indices.tolist()},
-            metadata={"train_indices": indices.tolist()},
-        )
-        meta = fit_or_reuse(
-            train,
-            ctx.train_url,
-            job,
-            ctx.results_root,
-            source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
-            device=ctx.device,
-            chunks=full_batch(train, indices.tolist()) if method == "converged" else None,
-        )
+
+
+def fit_fewshot(
+    ctx: AnalysisContext,
+    params: FewShotParams,
+    train: FeatureStore,
+    run: tuple[FitMethod, int, int, int, np.ndarray],
+) -> dict:
+    """One few-shot LSE of :func:`fewshot_runs` through the one fit-or-reuse routine: Table 2,
+    SCS and SIE all get the same checkpoint for the same (parameters, N, repeat)."""
+    method, n_shot, iterations, repeat, indices = run
+    schedule = fewshot_schedule(n_shot, iterations, params.lr, params.lr_drop_at)
+    solver = params.solver if method == "converged" else None
+    job = FitJob(
+        cfg=FitConfig(
+            extractor="LSE",
+            method=method,
+            schedule=schedule,
+            solver=solver,
+            seed=repeat_seed(params.seed, n_shot, repeat),
+        ),
+        prefix=f"fewshot-n{n_shot}-r{repeat}" + ("" if method == "schedule" else f"-{method}"),
+        class_names=train.spec.class_names,
+        key_extra={"train_indices": indices.tolist()},
+        metadata={"train_indices": indices.tolist()},
+    )
+    return fit_or_reuse(
+        train,
+        ctx.train_url,
+        job,
+        ctx.results_root,
+        source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
+        device=ctx.device,
+        chunks=full_batch(train, indices.tolist()) if method == "converged" else None,
+    )
+
+
+def _fit_all(
+    ctx: AnalysisContext, params: FewShotParams, train: FeatureStore
+) -> tuple[list[dict], list[dict]]:
+    """Every (N, repeat) fit; (records, fit metas)."""
+    spec = train.spec
+    records, metas = [], []
+    for run in fewshot_runs(params, spec.n):
+        method, n_shot, _, repeat, indices = run
+        meta = fit_fewshot(ctx, params, train, run)
         metas.append(meta)
         records.append(
             {
@@ -151,7 +176,7 @@ def _fit_all(
                 "repeat": repeat,
                 "train_indices": ",".join(str(int(i)) for i in indices),
                 "iterations": int(meta["iterations"]),
-                "seed": seed,
+                "seed": int(meta["fit_config"]["seed"]),
                 "final_loss": float(meta["final_loss"]),
                 "train_seconds": float(meta["train_seconds"]),
                 "converged": meta.get("converged"),

@@ -23,9 +23,21 @@ from lineargan.analyses.class_centers import ClassCentersParams
 from lineargan.analyses.cosine_similarity import CosineSimilarityParams
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.analyses.layerwise import LayerwiseParams
+from lineargan.analyses.scs import SCSParams
+from lineargan.analyses.sie import SIEParams
+from lineargan.baseline import UNetParams
 from lineargan.config import ALL_EXTRACTORS, Frozen, RunConfig
 from lineargan.errors import LinearGanError
-from tasks.analyses import category_selection, class_centers, cosine_similarity, fewshot, layerwise
+from tasks.analyses import (
+    baseline_segmenter,
+    category_selection,
+    class_centers,
+    cosine_similarity,
+    fewshot,
+    layerwise,
+    scs,
+    sie,
+)
 from tasks.analyses.contract import AnalysisSpec, Needs, PaperTable
 
 ANALYSES: dict[str, AnalysisSpec] = {
@@ -108,8 +120,67 @@ ANALYSES: dict[str, AnalysisSpec] = {
             },
             cost=2,
         ),
+        AnalysisSpec(
+            name="baseline_segmenter",
+            params=UNetParams,
+            defaults=lambda config: UNetParams.for_profile(config.profile),
+            run=baseline_segmenter.run_baseline_segmenter,
+            tables=baseline_segmenter.TABLES,
+            renderers={
+                "baseline": PaperTable(
+                    "Baseline segmenter — the SCS/SIE UNet vs the reference segmenter, IoU (%)",
+                    render.render_baseline_segmenter,
+                )
+            },
+            cost=2,
+        ),
+        AnalysisSpec(
+            name="scs",
+            params=SCSParams,
+            # Table 2's few-shot LSEs and the baseline UNet of this run, reused
+            defaults=lambda config: SCSParams.for_profile(
+                config.profile, config.protocol, **_reused(config)
+            ),
+            run=scs.run_scs,
+            tables=scs.TABLES,
+            renderers={
+                "table3": PaperTable(
+                    "Table 3 — SCS semantic agreement with the targets (%), few-shot LSEs vs "
+                    "the baseline",
+                    render.render_table3,
+                )
+            },
+            needs=Needs(generator=True, segmenter=True, after=("fewshot", "baseline_segmenter")),
+            cost=3,
+        ),
+        AnalysisSpec(
+            name="sie",
+            params=SIEParams,
+            defaults=lambda config: SIEParams.for_profile(
+                config.profile, config.protocol, **_reused(config)
+            ),
+            run=sie.run_sie,
+            tables=sie.TABLES,
+            renderers={
+                "fig5": PaperTable(
+                    "Fig 5 / Sec 4.1 — SIE vs colour-space editing on a reproducible edit set",
+                    render.render_sie,
+                )
+            },
+            needs=Needs(generator=True, segmenter=True, after=("fewshot", "baseline_segmenter")),
+            cost=2,
+        ),
     )
 }
+
+
+def _reused(config: RunConfig) -> dict[str, Frozen]:
+    """The parameters of the work SCS and SIE reuse: this run's few-shot LSEs (Table 2) and
+    baseline UNet, so both read the same checkpoints instead of training their own."""
+    return {
+        "fewshot": analysis_params(config, "fewshot"),
+        "unet": analysis_params(config, "baseline_segmenter"),
+    }
 
 
 def get_analysis(name: str) -> AnalysisSpec:

@@ -1,0 +1,84 @@
+"""Semantic predictors P for SCS and SIE: anything that turns a generator's output into logits.
+
+SCS (Algorithm 3) and SIE (Algorithm 2) back-propagate a loss on P(G(z)) to the latent z. The
+paper plugs in either a few-shot LSE, which reads G's feature maps, or a pretrained
+segmentation network, which reads G's image. Both are wrapped here behind one call,
+``predictor(output, size) -> (B, n_class, size, size) logits``, so the algorithms never ask
+which kind they hold.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from lineargan.errors import LinearGanError
+from lineargan.extractors.base import SemanticExtractor, upsample
+from lineargan.models.protocols import GeneratorOutput
+
+
+@runtime_checkable
+class ImageSegmenterNet(Protocol):
+    """A differentiable segmenter: images (B, 3, H, W) in [-1, 1] → logits (B, C, H, W)."""
+
+    class_names: tuple[str, ...]
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class SemanticPredictor(nn.Module):
+    """P of the paper: logits of G's output at a requested resolution, differentiable in z."""
+
+    n_class: int
+    label: str  # how tables and figures name it ("8-shot LSE", "UNet")
+
+    def forward(self, output: GeneratorOutput, size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ExtractorPredictor(SemanticPredictor):
+    """A semantic extractor (few-shot or full LSE, NSE) reading G's feature maps."""
+
+    def __init__(self, extractor: SemanticExtractor, label: str) -> None:
+        super().__init__()
+        self.extractor = extractor.eval()
+        self.n_class = extractor.n_class
+        self.label = label
+
+    def forward(self, output: GeneratorOutput, size: int) -> torch.Tensor:
+        return self.extractor(output.features, size)
+
+
+class SegmenterPredictor(SemanticPredictor):
+    """A differentiable image segmenter (the baseline UNet, or a user's network) on G's image;
+    its logits are resized to ``size`` (the logits, never the input image)."""
+
+    def __init__(self, segmenter: ImageSegmenterNet, label: str) -> None:
+        super().__init__()
+        if not isinstance(segmenter, ImageSegmenterNet):
+            raise LinearGanError(
+                f"segmenter {type(segmenter).__name__} has no differentiable logits(images)",
+                "use a DifferentiableSegmenter (e.g. the baseline UNet) as SCS/SIE's P",
+            )
+        self.segmenter = segmenter
+        # register the network (the segmenter itself, or the module it wraps) so that
+        # .to(device) moves it and freeze() stops its weight gradients
+        net = segmenter if isinstance(segmenter, nn.Module) else getattr(segmenter, "net", None)
+        if isinstance(net, nn.Module):
+            self.net = net.eval()
+        self.n_class = len(segmenter.class_names)
+        self.label = label
+
+    def forward(self, output: GeneratorOutput, size: int) -> torch.Tensor:
+        return upsample(self.segmenter.logits(output.image), size)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no parameter gradients: SCS/SIE optimise the latent only, so gradients
+    of G's and P's weights would be computed and thrown away."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module

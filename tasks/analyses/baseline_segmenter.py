@@ -1,0 +1,99 @@
+"""Baseline segmenter analysis: how well the UNet that SCS/SIE back-propagate through agrees
+with the reference segmenter on the evaluation split.
+
+The UNet is trained (or reused) through :func:`tasks.baseline.unet_or_reuse` on the training
+store's images and labels, then scored against the evaluation store's reference labels on all
+images and on those where the reference's detector fired. Its mIoU bounds what SCS can show:
+a sample SCS conditioned on a mask is judged by this UNet.
+
+Table (every row also has ``profile``, ``run_id``, ``code_version``, ``created_at``):
+
+- ``baseline_segmenter`` (one row per class but background; part key = the analysis key):
+  generator, segmenter (the reference), class_index, class_name, iou, images, iou_detected,
+  images_detected (fractions; NaN and 0 where the class never counted), miou, miou_detected,
+  n_train, n_eval, n_eval_detected, iterations, train_seconds, final_loss, fit_dir, key.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+from lineargan.baseline import UNetParams
+from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
+from tasks.analyses.contract import (
+    AnalysisContext,
+    AnalysisResult,
+    Inputs,
+    analysis_key,
+    load_finished,
+    save_finished,
+)
+from tasks.baseline import evaluate_segmenter, unet_or_reuse
+
+NAME = "baseline_segmenter"
+TABLE = "baseline_segmenter"
+
+TABLES = {
+    TABLE: schema(
+        **MODELS,
+        **CLASS_IOU,
+        iou_detected=pa.float64(),
+        images_detected=pa.int64(),
+        miou=pa.float64(),
+        miou_detected=pa.float64(),
+        n_train=pa.int64(),
+        n_eval=pa.int64(),
+        n_eval_detected=pa.int64(),
+        iterations=pa.int64(),
+        train_seconds=pa.float64(),
+        final_loss=pa.float64(),
+        fit_dir=pa.string(),
+        key=pa.string(),
+    )
+}
+
+
+def run_baseline_segmenter(
+    ctx: AnalysisContext, params: UNetParams, inputs: Inputs
+) -> AnalysisResult:
+    """Train or reuse the baseline UNet and write its per-class IoU on the evaluation split."""
+    train, evals = ctx.stores()
+    key = analysis_key(NAME, params, (train, evals))
+    if (done := load_finished(ctx, NAME, key)) is not None:
+        return done
+    segmenter, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, ctx.device)
+    results = evaluate_segmenter(segmenter, evals, ctx.device)
+    every, detected = results["all"], results["detected"]
+    shared = {
+        "generator": evals.spec.generator,
+        "segmenter": evals.spec.segmenter,
+        "miou": every.miou,
+        "miou_detected": detected.miou,
+        "n_train": train.spec.n,
+        "n_eval": evals.spec.n,
+        "n_eval_detected": evals.n_detected(),
+        "iterations": int(meta["iterations"]),
+        "train_seconds": float(meta["train_seconds"]),
+        "final_loss": float(meta["final_loss"]),
+        "fit_dir": meta["fit_dir"],
+        "key": key,
+        **run_metadata(ctx.profile, ctx.run_id),
+    }
+    rows = pd.DataFrame(
+        [
+            {
+                "class_index": c,
+                "class_name": every.class_names[c],
+                "iou": float(every.iou[c]),
+                "images": int(every.images[c]),
+                "iou_detected": float(detected.iou[c]),
+                "images_detected": int(detected.images[c]),
+                **shared,
+            }
+            for c in range(1, len(every.class_names))  # background ignored (Appx A)
+        ]
+    )
+    url = write_table_part(ctx.results_root, TABLE, key, rows, TABLES[TABLE])
+    result = AnalysisResult(name=NAME, key=key, tables={TABLE: url}, fits=[meta["fit_dir"]])
+    return save_finished(ctx, result)

@@ -1,0 +1,234 @@
+"""Semantic-Conditional Sampling analysis (Table 3, Appx H; science in
+:mod:`lineargan.analyses.scs`).
+
+Targets are the reference segmenter's masks of held-out images (the evaluation store; by
+default among the images its own detector labelled). For every predictor P — each few-shot
+LSE of Table 2 (N, repeat) and the baseline UNet — every (target, sample) pair is sampled by
+Algorithm 3 from the same seeded candidates, and both the chosen initial image and the final
+image are labelled by the reference segmenter P* to score the agreement with the target. A
+predictor's rows are kept as a partial unit as soon as it finishes, so a killed run resumes at
+the next predictor.
+
+Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_at``):
+
+- ``scs_samples`` (one row per (predictor, n_shot, repeat, target, sample)): generator,
+  segmenter, protocol, predictor ("LSE" or "UNet"), n_shot / repeat (null for the baseline),
+  target (0-based ordinal), target_index (eval-store index), sample, candidate (index of the
+  chosen initial latent), n_init, p_pixels_initial (pixels where P's mask of the initial
+  image equals the target, fraction), loss_initial / loss_final (cross-entropy under P),
+  agreement_initial / agreement (per-pair mIoU of P*'s mask of the initial / final image with
+  the target: the terms of Eq. 7), inter / union (per-class pixel counts of the final image,
+  the authors' pooled agreement sums these), latent (the sample's final latent: G(latent) is
+  the sample), key.
+- ``scs_summary`` (Table 3): generator, segmenter, protocol, predictor, n_shot, repeats,
+  pairs, agreement (mean over repeats of Eq. 7), max_dev, pooled (mean over repeats of the
+  authors' pooled agreement), pooled_max_dev, agreement_initial, headline ("paper" or
+  "pooled": which one the protocol reports), key.
+
+Figure ``scs-<profile>-<key8>.png``: per predictor (first repeat) the first targets' masks and
+their conditional samples.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+
+from lineargan.analyses.scs import (
+    SCSParams,
+    choose_targets,
+    conditional_sample,
+    pair_counts,
+    pair_miou,
+    summarize_scs,
+)
+from lineargan.figures import colorize, tile_grid
+from lineargan.predictors import freeze
+from storage.layout import write_figure
+from storage.tables import MODELS, PartialUnits, schema, write_table_part
+from tasks.analyses.contract import (
+    AnalysisContext,
+    AnalysisResult,
+    Inputs,
+    analysis_key,
+    figure_name,
+    load_finished,
+    save_finished,
+)
+from tasks.analyses.semantic_predictors import (
+    PredictorEntry,
+    control_predictors,
+    reference_labels,
+    render_latents,
+    row_metadata,
+)
+
+NAME = "scs"
+SAMPLES_TABLE = "scs_samples"
+SUMMARY_TABLE = "scs_summary"
+
+_WHO = {**MODELS, "protocol": pa.string(), "predictor": pa.string(), "n_shot": pa.int64()}
+TABLES = {
+    SAMPLES_TABLE: schema(
+        **_WHO,
+        repeat=pa.int64(),
+        target=pa.int64(),
+        target_index=pa.int64(),
+        sample=pa.int64(),
+        candidate=pa.int64(),
+        n_init=pa.int64(),
+        p_pixels_initial=pa.float64(),
+        loss_initial=pa.float64(),
+        loss_final=pa.float64(),
+        agreement_initial=pa.float64(),
+        agreement=pa.float64(),
+        inter=pa.list_(pa.int64()),
+        union=pa.list_(pa.int64()),
+        latent=pa.list_(pa.float32()),
+        key=pa.string(),
+    ),
+    SUMMARY_TABLE: schema(
+        **_WHO,
+        repeats=pa.int64(),
+        pairs=pa.int64(),
+        agreement=pa.float64(),
+        max_dev=pa.float64(),
+        pooled=pa.float64(),
+        pooled_max_dev=pa.float64(),
+        agreement_initial=pa.float64(),
+        headline=pa.string(),
+        key=pa.string(),
+    ),
+}
+
+
+def _sample_rows(
+    entry: PredictorEntry,
+    inputs: Inputs,
+    targets: torch.Tensor,
+    target_ids: np.ndarray,
+    params: SCSParams,
+    n_class: int,
+) -> pd.DataFrame:
+    """Algorithm 3 for every (target, sample) pair under one predictor, scored by P*."""
+    generator, reference = inputs.generator, inputs.segmenter
+    assert generator is not None and reference is not None
+    pairs = [(t, s) for t in range(len(target_ids)) for s in range(params.samples)]
+    run = conditional_sample(generator, entry.predictor, targets, pairs, params)
+    owner = np.array([t for t, _ in pairs])
+    goal = targets.cpu().numpy()[owner]
+    initial = reference_labels(reference, render_latents(generator, run.initial, params.batch))
+    final = reference_labels(reference, render_latents(generator, run.final, params.batch))
+    inter0, union0 = pair_counts(goal, initial, n_class)
+    inter, union = pair_counts(goal, final, n_class)
+    return pd.DataFrame(
+        {
+            "predictor": entry.kind,
+            "n_shot": entry.n_shot,
+            "repeat": entry.repeat,
+            "target": owner,
+            "target_index": target_ids[owner],
+            "sample": [s for _, s in pairs],
+            "candidate": run.chosen.numpy(),
+            "n_init": params.candidates(),
+            "p_pixels_initial": run.initial_pixels.numpy(),
+            "loss_initial": run.loss_initial.numpy(),
+            "loss_final": run.loss_final.numpy(),
+            "agreement_initial": pair_miou(inter0, union0),
+            "agreement": pair_miou(inter, union),
+            "inter": list(inter),
+            "union": list(union),
+            "latent": list(run.final.numpy().astype(np.float32)),
+        }
+    ).astype({"n_shot": "Int64", "repeat": "Int64"})
+
+
+def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> AnalysisResult:
+    """Table 3: SCS with every few-shot LSE and the baseline, scored by the reference
+    segmenter (resumes after the last finished predictor)."""
+    train, evals = ctx.stores()
+    key = analysis_key(NAME, params, (train, evals))
+    if (done := load_finished(ctx, NAME, key)) is not None:
+        return done
+    generator = freeze(inputs.generator)
+    device = next(generator.parameters()).device
+    target_ids = choose_targets(
+        evals.spec.n, evals.detected_flags(), params.targets, params.target_source, params.seed
+    )
+    selection = evals.read_selection(target_ids, images=False)
+    targets = torch.from_numpy(selection.labels).long().to(device)
+    entries = control_predictors(
+        ctx,
+        train,
+        params.fewshot,
+        params.shots,
+        params.repeats,
+        params.fit_method,
+        params.baseline,
+        params.unet,
+        inputs.segmenter,
+        device,
+    )
+    partial = PartialUnits(ctx.results_root, f"{NAME}-{key}")
+    n_class = len(evals.spec.class_names)
+    frames = []
+    for j, entry in enumerate(entries, 1):
+        rows = partial.load(entry.slug)
+        if rows is None:
+            start = time.perf_counter()
+            rows = _sample_rows(entry, inputs, targets, target_ids, params, n_class)
+            partial.save(entry.slug, rows)
+            print(  # one line per predictor: the run's log and the terminal follow it
+                f"scs {j}/{len(entries)} {entry.slug}: agreement "
+                f"{100 * rows['agreement'].mean():.1f}% (initial candidates "
+                f"{100 * rows['agreement_initial'].mean():.1f}%), {len(rows)} samples, "
+                f"{time.perf_counter() - start:.0f} s"
+            )
+        frames.append(rows)
+    samples = pd.concat(frames, ignore_index=True)
+    meta = row_metadata(train, params.protocol, ctx, key)
+    samples = samples.assign(**meta)
+    summary = summarize_scs(samples, params.protocol).assign(**meta)
+    tables = {
+        SAMPLES_TABLE: write_table_part(
+            ctx.results_root, SAMPLES_TABLE, key, samples, TABLES[SAMPLES_TABLE]
+        ),
+        SUMMARY_TABLE: write_table_part(
+            ctx.results_root, SUMMARY_TABLE, key, summary, TABLES[SUMMARY_TABLE]
+        ),
+    }
+    figure = _figure(generator, entries, samples, selection.labels, params, n_class)
+    figures = write_figure(ctx.results_root, figure_name("scs", ctx, key), figure)
+    partial.clear()
+    fits = [e.fit_dir for e in entries]
+    result = AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, fits=fits)
+    return save_finished(ctx, result)
+
+
+def _figure(generator, entries, samples, target_labels, params, n_class):
+    """Rows: (predictor, target) for the first repeat of each predictor; columns: the target
+    mask, then its conditional samples, regenerated from the stored latents."""
+    shown = min(params.figure_targets, len(target_labels))
+    rows, titles = [], []
+    for entry in entries:
+        if entry.repeat not in (None, 0):
+            continue
+        mine = samples[
+            (samples["predictor"] == entry.kind)
+            & (samples["n_shot"].fillna(0) == (entry.n_shot or 0))
+            & (samples["repeat"].fillna(0) == 0)
+            & (samples["target"] < shown)
+        ].sort_values(["target", "sample"])
+        latents = torch.tensor(np.stack(mine["latent"].to_numpy()), dtype=torch.float32)
+        images = render_latents(generator, latents, params.batch)
+        for t in range(shown):
+            tiles = [colorize(target_labels[t], n_class)]
+            tiles += list(images[(mine["target"] == t).to_numpy()])
+            rows.append(tiles)
+            titles.append(f"{entry.predictor.label}, target {t}")
+    columns = ["target"] + [f"sample {s}" for s in range(params.samples)]
+    return tile_grid(rows, titles, columns)

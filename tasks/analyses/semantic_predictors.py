@@ -1,0 +1,149 @@
+"""The predictors P that SCS and SIE put in the loop, and the reference segmenter P* that scores
+them: Table 2's few-shot LSEs (the same checkpoints, through the same fit-or-reuse routine)
+and the baseline UNet trained on the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from lineargan.analyses.fewshot import FewShotParams
+from lineargan.baseline import UNetParams
+from lineargan.cache import to_uint8
+from lineargan.config import FitMethod
+from lineargan.errors import LinearGanError
+from lineargan.models import GeneratorAdapter, Segmenter
+from lineargan.predictors import (
+    ExtractorPredictor,
+    SegmenterPredictor,
+    SemanticPredictor,
+    freeze,
+)
+from storage.checkpoints import load_extractor
+from storage.feature_store import FeatureStore
+from storage.tables import run_metadata
+from tasks.analyses.contract import AnalysisContext
+from tasks.analyses.fewshot import fewshot_runs, fit_fewshot
+from tasks.baseline import unet_or_reuse
+
+BASELINE = "UNet"
+
+
+@dataclass
+class PredictorEntry:
+    """One P of a table: ``kind`` "LSE" (few-shot, with ``n_shot`` and ``repeat``) or "UNet"."""
+
+    kind: str
+    predictor: SemanticPredictor
+    n_shot: int | None = None
+    repeat: int | None = None
+    fit_dir: str = ""
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe unique name (partial results, figure rows)."""
+        return self.kind.lower() if self.n_shot is None else f"lse-n{self.n_shot}-r{self.repeat}"
+
+
+def fewshot_predictors(
+    ctx: AnalysisContext,
+    train: FeatureStore,
+    fewshot: FewShotParams,
+    shots: tuple[int, ...],
+    repeats: int,
+    method: FitMethod,
+    device: torch.device,
+) -> list[PredictorEntry]:
+    """The first ``repeats`` few-shot LSEs of each N in ``shots`` (trained now unless Table 2
+    already trained them with the same parameters)."""
+    missing = sorted(set(shots) - set(fewshot.shots))
+    if missing or method not in fewshot.methods or repeats > fewshot.repeats:
+        raise LinearGanError(
+            f"few-shot LSEs N={missing or list(shots)} / {repeats} repeats / {method} are not "
+            f"among Table 2's (N={list(fewshot.shots)}, {fewshot.repeats} repeats, "
+            f"{list(fewshot.methods)})",
+            "choose shots, repeats and fit_method within the fewshot analysis parameters",
+        )
+    out = []
+    for run in fewshot_runs(fewshot, train.spec.n):
+        run_method, n_shot, _, repeat, _ = run
+        if run_method != method or n_shot not in shots or repeat >= repeats:
+            continue
+        meta = fit_fewshot(ctx, fewshot, train, run)
+        model, _ = load_extractor(meta["fit_dir"], device)
+        predictor = ExtractorPredictor(freeze(model), f"{n_shot}-shot LSE")
+        out.append(PredictorEntry("LSE", predictor, n_shot, repeat, meta["fit_dir"]))
+    return out
+
+
+def baseline_predictor(
+    ctx: AnalysisContext, train: FeatureStore, params: UNetParams, device: torch.device
+) -> PredictorEntry:
+    """The baseline UNet (trained on the training store's image/label pairs, or reused)."""
+    segmenter, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, str(device))
+    predictor = SegmenterPredictor(segmenter, BASELINE).to(device)
+    freeze(predictor)
+    return PredictorEntry(BASELINE, predictor, fit_dir=meta["fit_dir"])
+
+
+@torch.no_grad()
+def render_latents(generator: GeneratorAdapter, latents: torch.Tensor, batch: int) -> np.ndarray:
+    """G's images of ``latents`` as uint8 (B, H, W, 3)."""
+    device = next(generator.parameters()).device
+    return np.concatenate(
+        [
+            to_uint8(generator(latents[s : s + batch].to(device)).image)
+            for s in range(0, len(latents), batch)
+        ]
+    )
+
+
+def reference_labels(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:
+    """P*'s labels of uint8 images (the reference segmenter scores every SCS/SIE result)."""
+    return segmenter.segment(images).labels
+
+
+def control_predictors(
+    ctx: AnalysisContext,
+    train: FeatureStore,
+    fewshot: FewShotParams,
+    shots: tuple[int, ...],
+    repeats: int,
+    method: FitMethod,
+    baseline: str,
+    unet: UNetParams,
+    reference: Segmenter | None,
+    device: torch.device,
+) -> list[PredictorEntry]:
+    """SCS's and SIE's predictors: the few-shot LSEs, then the baseline: ``"unet"`` (trained
+    on the cache), ``"reference"`` (the run's own segmenter, which must be differentiable: a
+    user's network plugs in here) or ``"none"``."""
+    entries = fewshot_predictors(ctx, train, fewshot, shots, repeats, method, device)
+    if baseline == "unet":
+        entries.append(baseline_predictor(ctx, train, unet, device))
+    elif baseline == "reference":
+        if reference is None or not hasattr(reference, "logits"):
+            name = getattr(reference, "name", "the reference segmenter")
+            raise LinearGanError(
+                f"segmenter {name!r} is not differentiable, so it cannot be SCS/SIE's baseline",
+                "use baseline=unet, or a segmenter implementing DifferentiableSegmenter",
+            )
+        if hasattr(reference, "to"):
+            reference.to(device)
+        predictor = freeze(SegmenterPredictor(reference, reference.name))
+        entries.append(PredictorEntry(reference.name, predictor))
+    return entries
+
+
+def row_metadata(train: FeatureStore, protocol: str, ctx: AnalysisContext, key: str) -> dict:
+    """The columns every SCS/SIE row carries: models, protocol, run metadata, analysis key."""
+    return {
+        "generator": train.spec.generator,
+        "segmenter": train.spec.segmenter,
+        "protocol": protocol,
+        **run_metadata(ctx.profile, ctx.run_id),
+        "key": key,
+    }
