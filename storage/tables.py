@@ -22,6 +22,8 @@ every file of every run.
 from __future__ import annotations
 
 import io
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -139,6 +141,19 @@ class PartialUnits:
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
         partial_target(self.results_root, self.work, unit).write_bytes_atomic(buf.getvalue())
+
+    def load_or_compute(
+        self, unit: str, compute: Callable[[], pd.DataFrame]
+    ) -> tuple[pd.DataFrame, float | None]:
+        """The unit's rows, computed and saved unless a previous run finished them; and the
+        seconds computing took (None: reused)."""
+        rows = self.load(unit)
+        if rows is not None:
+            return rows, None
+        start = time.perf_counter()
+        rows = compute()
+        self.save(unit, rows)
+        return rows, time.perf_counter() - start
 
     def clear(self) -> None:
         target = partial_target(self.results_root, self.work)

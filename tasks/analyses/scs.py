@@ -31,8 +31,6 @@ their conditional samples.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -177,16 +175,16 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
     n_class = len(evals.spec.class_names)
     frames = []
     for j, entry in enumerate(entries, 1):
-        rows = partial.load(entry.slug)
-        if rows is None:
-            start = time.perf_counter()
-            rows = _sample_rows(entry, inputs, targets, target_ids, params, n_class)
-            partial.save(entry.slug, rows)
-            print(  # one line per predictor: the run's log and the terminal follow it
+        rows, seconds = partial.load_or_compute(
+            entry.slug,
+            lambda entry=entry: _sample_rows(entry, inputs, targets, target_ids, params, n_class),
+        )
+        if seconds is not None:  # one line per predictor: the run's log and the terminal
+            print(
                 f"scs {j}/{len(entries)} {entry.slug}: agreement "
                 f"{100 * rows['agreement'].mean():.1f}% (initial candidates "
                 f"{100 * rows['agreement_initial'].mean():.1f}%), {len(rows)} samples, "
-                f"{time.perf_counter() - start:.0f} s"
+                f"{seconds:.0f} s"
             )
         frames.append(rows)
     samples = pd.concat(frames, ignore_index=True)

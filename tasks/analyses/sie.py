@@ -28,8 +28,6 @@ target masks, then the colour edit and each SIE result.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -244,16 +242,17 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
     frames = []
     for method, entry in methods:
         unit = f"{method}-{entry.slug}" if entry is not None else method
-        rows = partial.load(unit)
-        if rows is None:
-            start = time.perf_counter()
-            rows = _method_rows(method, entry, edits, selection, inputs, params, len(class_names))
-            partial.save(unit, rows)
+        rows, seconds = partial.load_or_compute(
+            unit,
+            lambda method=method, entry=entry: _method_rows(
+                method, entry, edits, selection, inputs, params, len(class_names)
+            ),
+        )
+        if seconds is not None:
             print(
                 f"sie {unit}: {len(rows)} edits, agreement inside "
                 f"{100 * rows['agreement_inside'].mean():.1f}% / outside "
-                f"{100 * rows['agreement_outside'].mean():.1f}%, "
-                f"{time.perf_counter() - start:.0f} s"
+                f"{100 * rows['agreement_outside'].mean():.1f}%, {seconds:.0f} s"
             )
         frames.append(rows)
     meta = row_metadata(train, params.protocol, ctx, key)
