@@ -49,8 +49,15 @@ def submission_order(names: list[str]) -> list[str]:
     order: list[str] = []
     while pending:
         ready = next(
-            n for n in pending if all(a in order or a not in names for a in ANALYSES[n].needs.after)
+            (
+                n
+                for n in pending
+                if all(a in order or a not in names for a in ANALYSES[n].needs.after)
+            ),
+            None,
         )
+        if ready is None:
+            raise ValueError(f"the analyses {pending} wait for each other (Needs.after cycle)")
         order.append(ready)
         pending.remove(ready)
     return order

@@ -92,15 +92,19 @@ def optimize_latents(
 
 
 def semantic_loss(
-    predictor: Callable[[GeneratorOutput, int], torch.Tensor], targets: torch.Tensor
+    predictor: Callable[[GeneratorOutput, int], torch.Tensor],
+    targets: torch.Tensor,
+    owner: torch.Tensor | None = None,
 ) -> EditLoss:
-    """L_s: per-latent mean pixel cross-entropy between P(G(z)) and its target mask
-    (``targets`` (B, H, W) int64, one per latent of the whole batch)."""
+    """L_s: per-latent mean pixel cross-entropy between P(G(z)) and its target mask.
+    ``targets`` (T, H, W) int64; latent b's target is ``targets[owner[b]]`` (``owner`` None:
+    one target per latent), so many samples of one target share its mask in memory."""
     size = targets.shape[-1]
 
     def loss(output: GeneratorOutput, idx: torch.Tensor) -> torch.Tensor:
         logits = predictor(output, size)
-        ce = torch.nn.functional.cross_entropy(logits, targets[idx], reduction="none")
+        goal = targets[idx] if owner is None else targets[owner[idx]]
+        ce = torch.nn.functional.cross_entropy(logits, goal, reduction="none")
         return ce.flatten(1).mean(1)
 
     return loss

@@ -72,10 +72,16 @@ def read_mask_info(path: str | Path) -> MaskInfo | None:
         raw = image.info.get(_KEY)
     if raw is None:
         return None
-    data = json.loads(raw)
-    return MaskInfo(
-        tuple(data["class_names"]), data.get("generator", ""), data.get("generator_sha256", "")
-    )
+    try:
+        data = json.loads(raw)
+        return MaskInfo(
+            tuple(data["class_names"]), data.get("generator", ""), data.get("generator_sha256", "")
+        )
+    except (ValueError, KeyError, TypeError):
+        raise LinearGanError(
+            f"{path} carries an unreadable lineargan text chunk",
+            "save the mask again from a sample (lineargan-edit sample)",
+        ) from None
 
 
 def load_mask_png(
@@ -107,9 +113,12 @@ def load_mask_png(
                 f"{resolution}×{resolution} images",
                 f"resize the mask to {resolution}×{resolution} with nearest-neighbour sampling",
             )
-        if image.mode == "P":
+        if image.mode == "P" and _has_class_palette(image, len(class_names)):
             labels = np.array(image, dtype=np.uint8)
-        elif image.mode in ("RGB", "RGBA"):
+        elif image.mode == "P" or image.mode in (
+            "RGB",
+            "RGBA",
+        ):  # an editor reordered the palette: read the colours instead
             labels = _from_colours(np.asarray(image.convert("RGB")), len(class_names), path)
         elif image.mode == "L":
             labels = np.array(image, dtype=np.uint8)
@@ -126,6 +135,15 @@ def load_mask_png(
             "paint only with the palette's first colours: " + ", ".join(class_names),
         )
     return labels
+
+
+def _has_class_palette(image: Image.Image, n_class: int) -> bool:
+    """Whether a palette image's first ``n_class`` entries are the class colours (then the
+    pixel values are the class indices)."""
+    raw = image.getpalette() or []
+    if len(raw) < 3 * n_class:
+        return False
+    return bool(np.array_equal(np.asarray(raw[: 3 * n_class]).reshape(-1, 3), palette(n_class)))
 
 
 def _from_colours(rgb: np.ndarray, n_class: int, path) -> np.ndarray:

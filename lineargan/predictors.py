@@ -68,6 +68,8 @@ class SegmenterPredictor(SemanticPredictor):
         net = segmenter if isinstance(segmenter, nn.Module) else getattr(segmenter, "net", None)
         if isinstance(net, nn.Module):
             self.net = net.eval()
+        elif hasattr(segmenter, "eval"):
+            segmenter.eval()  # a user's network: batch statistics frozen, as in evaluation
         self.n_class = len(segmenter.class_names)
         self.label = label
 

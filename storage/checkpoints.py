@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -45,11 +46,13 @@ def write_checkpoint(
         "metadata": metadata,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, directory / "weights.safetensors.tmp")
-    os.replace(directory / "weights.safetensors.tmp", directory / "weights.safetensors")
+    # per-process temporary names: two workers finishing the same fit never share a file
+    tmp = f".{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    save_file(state, directory / f"weights.safetensors{tmp}")
+    os.replace(directory / f"weights.safetensors{tmp}", directory / "weights.safetensors")
     # config.json last: its presence marks a finished checkpoint
-    (directory / "config.json.tmp").write_text(json.dumps(config, indent=2, sort_keys=True))
-    os.replace(directory / "config.json.tmp", directory / "config.json")
+    (directory / f"config.json{tmp}").write_text(json.dumps(config, indent=2, sort_keys=True))
+    os.replace(directory / f"config.json{tmp}", directory / "config.json")
 
 
 def read_config(directory: str | Path, kind: str) -> dict:
@@ -146,7 +149,7 @@ class PartialFit:
 
     def save(self, state: dict) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".pt.tmp")
+        tmp = self.path.with_suffix(f".pt.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.path)
 

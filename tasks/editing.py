@@ -148,6 +148,20 @@ def sample_images(
     ]
 
 
+def _read_sidecar(path: Path) -> dict:
+    """A sample's sidecar JSON, checked for the fields every step reads."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not {"latent", "class_names"} <= set(data):
+            raise ValueError("fields missing")
+        return data
+    except (OSError, ValueError) as exc:
+        raise LinearGanError(
+            f"{path} is not a lineargan sample sidecar ({exc})",
+            "use the .json written beside the sample by `lineargan-edit sample`",
+        ) from None
+
+
 def read_sample(path: str, generator: GeneratorAdapter) -> tuple[torch.Tensor, dict]:
     """The latent of a saved sample (its sidecar JSON, or the sidecar beside a mask/image)."""
     p = Path(path)
@@ -159,7 +173,7 @@ def read_sample(path: str, generator: GeneratorAdapter) -> tuple[torch.Tensor, d
         raise LinearGanError(
             f"no sample sidecar {p}", "pass a sample saved by `lineargan-edit sample`"
         )
-    data = json.loads(p.read_text())
+    data = _read_sidecar(p)
     if data.get("generator_sha256") != generator.weights_sha256:
         raise LinearGanError(
             f"{p} was sampled from another generator ({data.get('generator')})",
@@ -190,7 +204,7 @@ def train_fewshot_from_masks(
         raise LinearGanError(
             f"{files[0]} has no sidecar {sidecar.name}", "keep the .json beside each mask"
         )
-    class_names = tuple(json.loads(sidecar.read_text())["class_names"])
+    class_names = tuple(_read_sidecar(sidecar)["class_names"])
     latents, labels = [], []
     for f in files:
         latent, _ = read_sample(str(f), generator)

@@ -22,7 +22,9 @@ def _labels(size: int = 16) -> np.ndarray:
 def _palette_png(path, values: np.ndarray) -> None:
     """A palette PNG as a paint program writes it (a full 256-colour palette)."""
     image = Image.fromarray(values, mode="P")
-    image.putpalette([v % 256 for v in range(768)])
+    colours = np.full((256, 3), 200, np.uint8)
+    colours[:7] = palette(7)
+    image.putpalette(colours.ravel().tolist())
     image.save(path)
 
 
@@ -73,3 +75,15 @@ def test_malformed_masks_are_one_line_errors(tmp_path, make, message):
 def test_missing_mask_file(tmp_path):
     with pytest.raises(LinearGanError, match="no mask file"):
         load_mask_png(tmp_path / "nope.png", CLASSES, 16)
+
+
+def test_a_reordered_palette_is_read_by_colour(tmp_path):
+    labels = _labels()
+    # an editor that re-sorted the palette: index 6 - k now holds class k's colour
+    remapped = (6 - labels).astype(np.uint8)
+    image = Image.fromarray(remapped, mode="P")
+    colours = np.zeros((256, 3), np.uint8)
+    colours[:7] = palette(7)[::-1]
+    image.putpalette(colours.ravel().tolist())
+    image.save(tmp_path / "reordered.png")
+    assert np.array_equal(load_mask_png(tmp_path / "reordered.png", CLASSES, 16), labels)

@@ -58,8 +58,8 @@ def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
     assert submitted["category_selection"][3] == fits
     assert run.waits["category_selection"] == list(evals.values())
     # SCS and SIE reuse Table 2's few-shot LSEs and the baseline UNet: they start after those
-    for name in ("scs", "sie"):
-        assert run.waits[name] == ["run:fewshot", "run:baseline_segmenter"]
+    assert run.waits["scs"] == ["run:fewshot", "run:baseline_segmenter"]
+    assert run.waits["sie"] == ["run:fewshot", "run:baseline_segmenter", "run:scs"]
     others = [name for name in submitted if name not in ("category_selection", "scs", "sie")]
     assert all(submitted[name][3] is None and run.waits[name] == [] for name in others)
     # the reference numbers go to the finish step only, and only the ones declared
@@ -208,3 +208,10 @@ def test_a_dependency_left_out_of_the_run_is_not_waited_for():
     assert order.index("fewshot") < order.index("scs") and order.index("fewshot") < order.index(
         "sie"
     )
+
+
+def test_every_after_names_a_registered_analysis():
+    for spec in ANALYSES.values():
+        assert set(spec.needs.after) <= set(ANALYSES) - {spec.name}, spec.name
+    # sie starts after scs as well: both would otherwise train the same 8-shot LSE and UNet
+    assert "scs" in ANALYSES["sie"].needs.after

@@ -111,3 +111,16 @@ def test_protocols_switch_every_setting_at_once():
         1e-3,
     )
     assert SCSParams(protocol="authors", lr=0.5).schedule().lr == 0.5  # an explicit value wins
+
+
+def test_batched_adam_equals_separate_runs(generator, lse_predictor, targets):
+    """Summed per-latent losses + per-coordinate Adam: a batch takes each latent's own steps."""
+    from lineargan.latent_search import LatentSchedule, optimize_latents, semantic_loss
+
+    z0 = generator.sample_latents(3, seed=11)
+    owner = torch.tensor([0, 1, 2])
+    loss = semantic_loss(lse_predictor, targets, owner)
+    together = optimize_latents(generator, z0, loss, LatentSchedule(steps=3, batch=3))
+    apart = optimize_latents(generator, z0, loss, LatentSchedule(steps=3, batch=1))
+    torch.testing.assert_close(together.latents, apart.latents, rtol=0, atol=1e-6)
+    torch.testing.assert_close(together.final_loss, apart.final_loss, rtol=0, atol=1e-6)

@@ -151,18 +151,20 @@ def _agreeing_pixels(
     predictor: SemanticPredictor,
     candidates: torch.Tensor,
     targets: torch.Tensor,
+    owner: torch.Tensor,
     batch: int,
 ) -> torch.Tensor:
-    """(pairs, n_init) pixel counts where P(G(candidate)) equals the pair's target."""
+    """(pairs, n_init) pixel counts where P(G(candidate)) equals the pair's target
+    (``targets[owner[pair]]``), ``batch`` candidates per generator call."""
     n_pairs, n_init, dim = candidates.shape
     flat = candidates.reshape(-1, dim)
-    owner = torch.arange(n_pairs, device=targets.device).repeat_interleave(n_init)
+    flat_owner = owner.repeat_interleave(n_init)
     counts = torch.empty(len(flat), dtype=torch.int64, device=targets.device)
     size = targets.shape[-1]
     for s in range(0, len(flat), batch):
         z = flat[s : s + batch].to(targets.device)
         pred = predictor(generator(z), size).argmax(1)
-        counts[s : s + batch] = (pred == targets[owner[s : s + batch]]).flatten(1).sum(1)
+        counts[s : s + batch] = (pred == targets[flat_owner[s : s + batch]]).flatten(1).sum(1)
     return counts.view(n_pairs, n_init)
 
 
@@ -176,19 +178,19 @@ def conditional_sample(
 ) -> SCSRun:
     """Algorithm 3 for every pair (target index into ``targets``, sample index), batched.
 
-    ``targets`` (T, H, W) int64 on the generator's device; returns the latents before and
-    after optimisation. The caller freezes G and P (only the latents need gradients)."""
+    ``targets`` (T, H, W) int64 on the generator's device (each target's mask is held once,
+    however many samples it has); returns the latents before and after optimisation. The
+    caller freezes G and P (only the latents need gradients)."""
     device = targets.device
     cands = candidate_latents(generator, pairs, params.candidates(), params.seed)
     owner = torch.tensor([t for t, _ in pairs], device=device)
-    pair_targets = targets[owner]
-    agree = _agreeing_pixels(generator, predictor, cands, pair_targets, params.batch)
+    agree = _agreeing_pixels(generator, predictor, cands, targets, owner, params.batch)
     chosen = best_candidates(agree)
     z0 = cands[torch.arange(len(pairs)), chosen.cpu()].to(device)
     search = optimize_latents(
-        generator, z0, semantic_loss(predictor, pair_targets), params.schedule(), progress
+        generator, z0, semantic_loss(predictor, targets, owner), params.schedule(), progress
     )
-    n_pixels = pair_targets[0].numel()
+    n_pixels = targets[0].numel()
     return SCSRun(
         initial=z0.cpu(),
         final=search.latents.cpu(),
@@ -252,7 +254,7 @@ def choose_targets(
     pool = np.flatnonzero(detected) if source == "detected" else np.arange(n_store)
     if len(pool) < n_targets:
         raise LinearGanError(
-            f"SCS needs {n_targets} target masks but the eval store has {len(pool)} "
+            f"{n_targets} target images are asked for but the eval store has {len(pool)} "
             f"{'detected ' if source == 'detected' else ''}images",
             "use fewer targets, target_source=all, or a larger evaluation store",
         )

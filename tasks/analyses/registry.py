@@ -167,7 +167,9 @@ ANALYSES: dict[str, AnalysisSpec] = {
                     render.render_sie,
                 )
             },
-            needs=Needs(generator=True, segmenter=True, after=("fewshot", "baseline_segmenter")),
+            needs=Needs(
+                generator=True, segmenter=True, after=("fewshot", "baseline_segmenter", "scs")
+            ),
             cost=2,
         ),
     )

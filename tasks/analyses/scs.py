@@ -118,11 +118,23 @@ def _sample_rows(
     pairs = [(t, s) for t in range(len(target_ids)) for s in range(params.samples)]
     run = conditional_sample(generator, entry.predictor, targets, pairs, params)
     owner = np.array([t for t, _ in pairs])
-    goal = targets.cpu().numpy()[owner]
-    initial = reference_labels(reference, render_latents(generator, run.initial, params.batch))
-    final = reference_labels(reference, render_latents(generator, run.final, params.batch))
-    inter0, union0 = pair_counts(goal, initial, n_class)
-    inter, union = pair_counts(goal, final, n_class)
+    masks = targets.cpu().numpy()
+
+    def score(latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """P*'s per-class ∩/∪ with the targets, ``batch`` images at a time (only the counts
+        are kept: at 1024² a thousand label maps would not fit in memory)."""
+        inter = np.zeros((len(pairs), n_class), np.int64)
+        union = np.zeros((len(pairs), n_class), np.int64)
+        for s in range(0, len(pairs), params.batch):
+            part = slice(s, s + params.batch)
+            labels = reference_labels(
+                reference, render_latents(generator, latents[part], params.batch)
+            )
+            inter[part], union[part] = pair_counts(masks[owner[part]], labels, n_class)
+        return inter, union
+
+    inter0, union0 = score(run.initial)
+    inter, union = score(run.final)
     return pd.DataFrame(
         {
             "predictor": entry.kind,
@@ -201,10 +213,11 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
     }
     figure = _figure(generator, entries, samples, selection.labels, params, n_class)
     figures = write_figure(ctx.results_root, figure_name("scs", ctx, key), figure)
-    partial.clear()
     fits = [e.fit_dir for e in entries]
     result = AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, fits=fits)
-    return save_finished(ctx, result)
+    save_finished(ctx, result)
+    partial.clear()  # after the manifest: a kill in between loses nothing
+    return result
 
 
 def _figure(generator, entries, samples, target_labels, params, n_class):

@@ -110,13 +110,17 @@ TABLES = {
 
 
 def edit_set(labels: np.ndarray, images: np.ndarray, params: SIEParams) -> list[dict]:
-    """Every (image, edit) of the set: target, region, stroke (edits that do not apply to an
-    image, e.g. "remove the 3rd class" on a mask with two classes, are left out)."""
+    """Every (image, edit) of the set: target, region, stroke. A class rank beyond the classes
+    an image shows takes its smallest class; an edit that changes no pixel (or an image with
+    nothing to edit) is left out, and the tables count the edits that remain."""
     edits = []
     for i in range(len(labels)):
         for e, spec in enumerate(params.edits):
             rng = np.random.default_rng([params.seed, i, e])
-            target, region, k = apply_edit(labels[i], spec, rng)
+            try:
+                target, region, k = apply_edit(labels[i], spec, rng)
+            except ValueError:  # no class to edit, or no room to add one
+                continue
             if not region.any():
                 continue
             edits.append(
@@ -134,7 +138,9 @@ def edit_set(labels: np.ndarray, images: np.ndarray, params: SIEParams) -> list[
 
 
 @torch.no_grad()
-def fused_targets(generator, predictor, z0: torch.Tensor, edits: list[dict]) -> torch.Tensor:
+def fused_targets(
+    generator, predictor, z0: torch.Tensor, edits: list[dict], batch: int = 64
+) -> torch.Tensor:
     """The mask SIE optimises towards with predictor P: P's own mask of the original image,
     with the edited region painted with the target classes (the paper's usage, Appx G: the
     user edits the mask the LSE shows; the authors' ``fuse_stroke``). Outside the region the
@@ -142,7 +148,7 @@ def fused_targets(generator, predictor, z0: torch.Tensor, edits: list[dict]) -> 
     instead of pulling the whole image toward the reference segmenter's labels."""
     size = edits[0]["target"].shape[-1]
     own = torch.cat(
-        [predictor(generator(z0[s : s + 64]), size).argmax(1) for s in range(0, len(z0), 64)]
+        [predictor(generator(z0[s : s + batch]), size).argmax(1) for s in range(0, len(z0), batch)]
     )
     region = torch.from_numpy(np.stack([e["region"] for e in edits])).to(own.device)
     target = torch.from_numpy(np.stack([e["target"] for e in edits])).long().to(own.device)
@@ -170,7 +176,8 @@ def _method_rows(
     owner = np.array([e["image"] for e in edits])
     z0 = torch.from_numpy(selection.latents[owner]).float().to(device)
     if entry is not None:
-        loss = semantic_loss(entry.predictor, fused_targets(generator, entry.predictor, z0, edits))
+        goal = fused_targets(generator, entry.predictor, z0, edits, params.batch)
+        loss = semantic_loss(entry.predictor, goal)
     else:
         with torch.no_grad():
             originals = torch.cat(
@@ -273,10 +280,11 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
     }
     figure = _figure(generator, edits, selection, rows, params, len(class_names))
     figures = write_figure(ctx.results_root, figure_name("sie", ctx, key), figure)
-    partial.clear()
     fits = [e.fit_dir for e in entries]
     result = AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, fits=fits)
-    return save_finished(ctx, result)
+    save_finished(ctx, result)
+    partial.clear()  # after the manifest: a kill in between loses nothing
+    return result
 
 
 def _figure(generator, edits, selection, rows, params, n_class):
