@@ -32,7 +32,7 @@ from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.models.protocols import Segmenter
 from lineargan.models.unet import SegmentationUNet
-from lineargan.training import FitResult, ProgressFn
+from lineargan.training import FitCheckpoint, FitResult, ProgressFn
 
 # Label value the loss skips (a segmenter's "no class here"); the dlib segmenter never uses it.
 IGNORE_LABEL = 255
@@ -112,6 +112,16 @@ class ImageBatches:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def state(self) -> dict:
+        """The sampler's position (its generator and the rest of the current epoch): plain
+        ints and a tensor, so a partial fit saves it with ``torch.save`` and reloads it with
+        ``weights_only=True``."""
+        return {"rng": self._rng.bit_generator.state, "order": torch.from_numpy(self._order)}
+
+    def set_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        self._order = state["order"].numpy().astype(np.int64)
+
     def next_batch(
         self, batch_size: int, device: torch.device | str = "cpu"
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -156,10 +166,16 @@ def train_unet(
     device: torch.device,
     progress: ProgressFn | None = None,
     log_every: int = 50,
+    checkpoint: FitCheckpoint | None = None,
+    save_every_s: float = 120.0,
 ) -> FitResult:
     """Train ``model`` in place on uint8 ``images`` (N, H, W, 3) and ``labels`` (N, H, W);
     returns timing and the running-loss history. bfloat16 autocast on CUDA, none on CPU (where
-    the same seed gives the same weights)."""
+    the same seed gives the same weights).
+
+    With a ``checkpoint``, the weights, Adam's state and the batch sampler's position are saved
+    every ``save_every_s`` seconds; a later call resumes there and ends with the weights of an
+    uninterrupted run (a paper-size fit is hours on CPU)."""
     counts = np.bincount(labels.ravel(), minlength=256)
     unknown = np.flatnonzero(counts[model.n_class : IGNORE_LABEL])
     if unknown.size:
@@ -181,11 +197,21 @@ def train_unet(
     )
     history: list[tuple[int, float]] = []
     running: float | None = None
+    start = 1
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        batches.set_state(saved["sampler"])
+        start, running = int(saved["iteration"]) + 1, saved["running"]
+        history = [(int(i), float(v)) for i, v in saved["history"]]
+    last_save = time.monotonic()
     t0 = time.perf_counter()
     with _Bar(
         total=params.steps, desc="unet", unit="it", leave=False, disable=not sys.stderr.isatty()
     ) as bar:
-        for it in range(1, params.steps + 1):
+        bar.update(start - 1)
+        for it in range(start, params.steps + 1):
             if it == drop + 1:
                 for group in opt.param_groups:
                     group["lr"] *= 0.1
@@ -206,6 +232,18 @@ def train_unet(
                 history.append((it, running))
                 if progress is not None:
                     progress(it, params.steps, running)
+            if checkpoint is not None and time.monotonic() - last_save >= save_every_s:
+                checkpoint.save(
+                    {
+                        "iteration": it,
+                        "running": running,
+                        "history": history,
+                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                        "optimizer": opt.state_dict(),
+                        "sampler": batches.state(),
+                    }
+                )
+                last_save = time.monotonic()
     model.to(memory_format=torch.contiguous_format).eval()
     return FitResult(
         iterations=params.steps,

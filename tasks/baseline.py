@@ -20,10 +20,11 @@ from lineargan.metrics import IoUResult
 from lineargan.models import DifferentiableSegmenter
 from lineargan.models.unet import UNetSegmenter
 from lineargan.training import ProgressFn
-from storage.checkpoints import is_finished, load_unet, save_unet
+from storage.checkpoints import PartialFit, is_finished, load_unet, save_unet
 from storage.feature_store import FeatureStore
 from storage.layout import fit_target
 from storage.target import Target
+from tasks.fit import fit_save_seconds
 from tasks.process import tune_process
 
 PREFIX = "baseline-unet"
@@ -72,7 +73,17 @@ def unet_or_reuse(
     tune_process()
     images, labels = read_images_and_labels(store)
     net = build_unet(len(spec.class_names), params)
-    result = train_unet(net, images, labels, params, dev, progress=progress)
+    partial = PartialFit(fit_dir)  # a killed fit resumes at its last save
+    result = train_unet(
+        net,
+        images,
+        labels,
+        params,
+        dev,
+        progress=progress,
+        checkpoint=partial,
+        save_every_s=fit_save_seconds(),
+    )
     meta = {
         "key": key,
         "fit_dir": str(fit_dir),
@@ -89,6 +100,7 @@ def unet_or_reuse(
         "device": str(dev),
     }
     save_unet(net, fit_dir, metadata=meta)
+    partial.clear()
     return UNetSegmenter(net, spec.class_names, key), {**meta, "reused": False}
 
 

@@ -147,3 +147,45 @@ def test_profiles_give_valid_params():
     for profile in ("smoke", "quick", "paper"):
         params = UNetParams.for_profile(profile)
         assert 64 % 2**params.depth == 0  # the cached images are 64 px
+
+
+def test_a_killed_unet_fit_resumes_to_the_same_weights(tmp_path):
+    """Saved every step and killed after step 7, the fit resumes there and ends with the
+    weights of an uninterrupted fit."""
+    from storage.checkpoints import PartialFit
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8)
+    labels = rng.integers(0, 3, (12, 16, 16)).astype(np.uint8)
+    params = UNetParams(steps=12, batch=4, width=4, depth=2, lr_drop_at=0.5)
+
+    class Killed(Exception):
+        pass
+
+    class KillAfter(PartialFit):
+        def save(self, state: dict) -> None:
+            super().save(state)
+            if state["iteration"] == 7:
+                raise Killed
+
+    whole = build_unet(3, params)
+    train_unet(whole, images, labels, params, torch.device("cpu"))
+    interrupted = build_unet(3, params)
+    with pytest.raises(Killed):
+        train_unet(
+            interrupted,
+            images,
+            labels,
+            params,
+            torch.device("cpu"),
+            checkpoint=KillAfter(tmp_path),
+            save_every_s=0,
+        )
+    resumed = build_unet(3, params)
+    partial = PartialFit(tmp_path)
+    assert partial.load()["iteration"] == 7
+    train_unet(
+        resumed, images, labels, params, torch.device("cpu"), checkpoint=partial, save_every_s=1e9
+    )
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
