@@ -132,7 +132,7 @@ ANALYSES: dict[str, AnalysisSpec] = {
                     render.render_baseline_segmenter,
                 )
             },
-            cost=2,
+            cost=4,  # first: SCS and SIE wait for it, and it trains while Table 1 does
         ),
         AnalysisSpec(
             name="scs",
