@@ -64,7 +64,7 @@ class Sample(_Generator):
 
 
 class TrainFewshot(_Generator):
-    """Train a few-shot LSE on annotated masks (``*.mask.png`` beside their ``.json``)."""
+    """Train a few-shot LSE on annotated masks (*.mask.png files beside their .json)."""
 
     masks: str = Field(description="directory of annotated samples")
     out: str = Field(description="directory of the trained LSE")
@@ -126,10 +126,10 @@ class LinearGanEdit(BaseSettings):
         cli_prog_name="lineargan-edit", cli_kebab_case=True, cli_implicit_flags=True
     )
 
-    sample: CliSubCommand[Sample]
-    train_fewshot: CliSubCommand[TrainFewshot]
-    edit: CliSubCommand[Edit]
-    scs: CliSubCommand[Scs]
+    sample: CliSubCommand[Sample] = Field(description=Sample.__doc__)
+    train_fewshot: CliSubCommand[TrainFewshot] = Field(description=TrainFewshot.__doc__)
+    edit: CliSubCommand[Edit] = Field(description=Edit.__doc__)
+    scs: CliSubCommand[Scs] = Field(description=Scs.__doc__)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_):

@@ -68,6 +68,12 @@ def load_generator(name: str, checkpoint: str | None, device: str) -> GeneratorA
 def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredictor, dict]:
     """A saved LSE as a predictor, refused if it was trained on another generator."""
     device = next(generator.parameters()).device
+    if not (Path(lse_dir) / "config.json").exists():
+        raise LinearGanError(
+            f"no trained LSE in {lse_dir}",
+            "train one with `lineargan-edit train-fewshot`, or pass a fit directory of a "
+            "reproduce run (results/fits/fewshot-n8-r0-converged-…)",
+        )
     model, meta = load_extractor(lse_dir, device)
     sha = meta.get("generator_sha256")
     if sha and sha != generator.weights_sha256:

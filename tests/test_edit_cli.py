@@ -143,6 +143,10 @@ def test_malformed_inputs_are_one_line_errors(workdir, tmp_path, capsys):
     argv = ["edit", "--sample", sample, "--mask", mask, "--lse", lse, "--out", str(tmp_path / "o")]
     err = fails([*argv, "--generator", "dcgan-random"], capsys)
     assert "another generator" in err
+    err = fails(
+        ["scs", "--mask", str(small), "--lse", str(tmp_path / "nope"), "--out", "o"], capsys
+    )
+    assert "no trained LSE" in err
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     err = fails([*argv[:2], str(broken), *argv[3:]], capsys)
