@@ -14,14 +14,13 @@ made for another generator) is a one-line error with exit status 2.
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field, PositiveInt
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
 from flows.cli import run_cli
 from lineargan.analyses.scs import SCSParams
 from lineargan.analyses.sie import SIEParams
+from lineargan.config import ProtocolName
 
 
 class _Generator(BaseModel):
@@ -36,7 +35,7 @@ class _Generator(BaseModel):
 
 
 class _Latent(BaseModel):
-    protocol: Literal["paper", "authors"] = Field(
+    protocol: ProtocolName = Field(
         "paper", description="learning rate etc. of the paper or of the authors' code"
     )
     steps: int = Field(50, ge=0, description="Adam steps")

@@ -25,14 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
-from tqdm import tqdm
 
 from lineargan.config import Frozen, get_profile
 from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.models.protocols import Segmenter
 from lineargan.models.unet import SegmentationUNet
-from lineargan.training import FitCheckpoint, FitResult, ProgressFn
+from lineargan.training import FitCheckpoint, FitResult, ProgressFn, QuietBar
 
 # Label value the loss skips (a segmenter's "no class here"); the dlib segmenter never uses it.
 IGNORE_LABEL = 255
@@ -152,12 +151,6 @@ def class_weights(labels: np.ndarray, n_class: int, power: float) -> torch.Tenso
     return torch.tensor(weights, dtype=torch.float32)
 
 
-class _Bar(tqdm):
-    """A terminal bar without tqdm's monitor thread (the fit stays single-threaded)."""
-
-    monitor_interval = 0
-
-
 def train_unet(
     model: SegmentationUNet,
     images: np.ndarray,
@@ -207,7 +200,7 @@ def train_unet(
         history = [(int(i), float(v)) for i, v in saved["history"]]
     last_save = time.monotonic()
     t0 = time.perf_counter()
-    with _Bar(
+    with QuietBar(
         total=params.steps, desc="unet", unit="it", leave=False, disable=not sys.stderr.isatty()
     ) as bar:
         bar.update(start - 1)

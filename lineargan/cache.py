@@ -32,6 +32,18 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def render_images(generator: GeneratorAdapter, latents: torch.Tensor, batch: int) -> np.ndarray:
+    """G's images of ``latents`` as uint8 (B, H, W, 3), ``batch`` latents per call."""
+    device = next(generator.parameters()).device
+    return np.concatenate(
+        [
+            to_uint8(generator(latents[s : s + batch].to(device)).image)
+            for s in range(0, len(latents), batch)
+        ]
+    )
+
+
+@torch.no_grad()
 def generate_and_label(
     generator: GeneratorAdapter,
     segmenter: Segmenter,

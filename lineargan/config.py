@@ -15,7 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 from lineargan.errors import LinearGanError, UnknownNameError
 
 ExtractorName = Literal["LSE", "NSE-1", "NSE-2"]
+# Where the paper and the authors' code disagree, which one a run follows (README).
+ProtocolName = Literal["paper", "authors"]
 ALL_EXTRACTORS: tuple[ExtractorName, ...] = ("LSE", "NSE-1", "NSE-2")
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -261,7 +265,7 @@ class RunConfig(BaseModel):
         description="per-analysis overrides of the profile's parameters, e.g. "
         '{"cosine_similarity": {"t1": 5, "t2": 4000}}',
     )
-    protocol: Literal["paper", "authors"] = Field(
+    protocol: ProtocolName = Field(
         "paper",
         description="where the paper and the authors' code disagree, which to follow "
         "(README, 'Paper vs the authors' code'): authors = softplus layer weights in the "

@@ -9,23 +9,12 @@ which kind they hold.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import torch
 from torch import nn
 
 from lineargan.errors import LinearGanError
 from lineargan.extractors.base import SemanticExtractor, upsample
-from lineargan.models.protocols import GeneratorOutput
-
-
-@runtime_checkable
-class ImageSegmenterNet(Protocol):
-    """A differentiable segmenter: images (B, 3, H, W) in [-1, 1] → logits (B, C, H, W)."""
-
-    class_names: tuple[str, ...]
-
-    def logits(self, images: torch.Tensor) -> torch.Tensor: ...
+from lineargan.models.protocols import DifferentiableSegmenter, GeneratorOutput
 
 
 class SemanticPredictor(nn.Module):
@@ -55,12 +44,14 @@ class SegmenterPredictor(SemanticPredictor):
     """A differentiable image segmenter (the baseline UNet, or a user's network) on G's image;
     its logits are resized to ``size`` (the logits, never the input image)."""
 
-    def __init__(self, segmenter: ImageSegmenterNet, label: str) -> None:
+    def __init__(self, segmenter: DifferentiableSegmenter, label: str) -> None:
         super().__init__()
-        if not isinstance(segmenter, ImageSegmenterNet):
+        if not isinstance(segmenter, DifferentiableSegmenter):
+            name = getattr(segmenter, "name", "") or type(segmenter).__name__
             raise LinearGanError(
-                f"segmenter {type(segmenter).__name__} has no differentiable logits(images)",
-                "use a DifferentiableSegmenter (e.g. the baseline UNet) as SCS/SIE's P",
+                f"segmenter {name!r} is not differentiable (no logits(images)), so it cannot "
+                "be SCS/SIE's P",
+                "use the baseline UNet, or a segmenter implementing DifferentiableSegmenter",
             )
         self.segmenter = segmenter
         # register the network (the segmenter itself, or the module it wraps) so that

@@ -54,8 +54,8 @@ def skip_samples(source: BatchSource, n: int) -> None:
         n -= take
 
 
-class _Bar(tqdm):
-    """fit's terminal bar, without tqdm's monitor thread: the fit stays single-threaded."""
+class QuietBar(tqdm):
+    """A fit's terminal bar, without tqdm's monitor thread: the fit stays single-threaded."""
 
     monitor_interval = 0
 
@@ -161,7 +161,7 @@ def fit(
     # a terminal bar only (under Dask workers stderr is not a TTY and `progress` is the logged
     # channel); it reads `running` and nothing else, so the fit is the same with or without it
     tty = sys.stderr.isatty()
-    with _Bar(total=total, desc="fit", unit="it", leave=False, disable=not tty) as bar:
+    with QuietBar(total=total, desc="fit", unit="it", leave=False, disable=not tty) as bar:
         bar.update(start)
         for epoch, batch in schedule.epochs():
             steps = schedule.samples_per_epoch // batch

@@ -334,41 +334,45 @@ class FeatureStore:
 
         Reads only the chunks that hold them (memory: one chunk plus the selected samples).
         """
+        batch = self.read_selection(indices, features=True, images=False)
+        return batch.features, batch.labels
+
+    def read_selection(
+        self, indices, *, features: bool = False, images: bool = True
+    ) -> SampleBatch:
+        """Latents, labels, detector flags, and optionally images and features of the given
+        samples, in the given order. Reads only the chunks that hold them, one at a time, into
+        arrays preallocated for the selection (memory: one chunk plus the selected samples)."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size == 0 or idx.min() < 0 or idx.max() >= self.spec.n:
             raise ValueError(f"sample indices must lie in [0, {self.spec.n}), got {idx.tolist()}")
         size = self.spec.chunk_size
-        feats: list[np.ndarray] = []
-        labels: np.ndarray | None = None
+        out: SampleBatch | None = None
+
+        def like(a: np.ndarray) -> np.ndarray:
+            return np.empty((len(idx), *a.shape[1:]), a.dtype)
+
         for chunk in np.unique(idx // size):
             pos = np.flatnonzero(idx // size == chunk)
-            batch = self.read_chunk(int(chunk))
+            part = self.read_chunk(int(chunk), features=features, images=images)
             local = idx[pos] - chunk * size
-            if labels is None:
-                labels = np.empty((len(idx), *batch.labels.shape[1:]), batch.labels.dtype)
-                feats = [np.empty((len(idx), *f.shape[1:]), f.dtype) for f in batch.features]
-            labels[pos] = batch.labels[local]
-            for out, f in zip(feats, batch.features, strict=True):
-                out[pos] = f[local]
-        return feats, labels
-
-    def read_selection(self, indices, *, images: bool = True) -> SampleBatch:
-        """Latents, labels, detector flags (and images) of the given samples, in the given
-        order, without their features (what SCS targets and SIE originals need)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= self.spec.n:
-            raise ValueError(f"sample indices must lie in [0, {self.spec.n}), got {idx.tolist()}")
-        size = self.spec.chunk_size
-        parts = {}
-        for chunk in np.unique(idx // size):
-            parts[int(chunk)] = self.read_chunk(int(chunk), features=False, images=images)
-        rows = [(parts[int(i // size)], int(i % size)) for i in idx]
-        return SampleBatch(
-            latents=np.stack([b.latents[j] for b, j in rows]),
-            images=np.stack([b.images[j] for b, j in rows]) if images else np.empty(0, np.uint8),
-            labels=np.stack([b.labels[j] for b, j in rows]),
-            detected=np.array([b.detected[j] for b, j in rows], dtype=bool),
-        )
+            if out is None:  # shapes and dtypes from the first chunk read
+                out = SampleBatch(
+                    latents=like(part.latents),
+                    images=like(part.images) if images else part.images,
+                    labels=like(part.labels),
+                    detected=like(part.detected),
+                    features=[like(f) for f in part.features],
+                )
+            out.latents[pos] = part.latents[local]
+            out.labels[pos] = part.labels[local]
+            out.detected[pos] = part.detected[local]
+            if images:
+                out.images[pos] = part.images[local]
+            for dst, src in zip(out.features, part.features, strict=True):
+                dst[pos] = src[local]
+        assert out is not None
+        return out
 
     def detected_flags(self) -> np.ndarray:
         """Per sample: did the segmenter's own detector label it."""

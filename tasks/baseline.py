@@ -40,16 +40,9 @@ def unet_key(params: UNetParams, train_digest: str) -> str:
 
 def read_images_and_labels(store: FeatureStore) -> tuple[np.ndarray, np.ndarray]:
     """Every image (N, H, W, 3) and label map (N, H, W) of ``store``, read chunk by chunk
-    into preallocated uint8 arrays (no features are decoded)."""
-    spec = store.spec
-    r = spec.resolution
-    images = np.empty((spec.n, r, r, 3), np.uint8)
-    labels = np.empty((spec.n, r, r), np.uint8)
-    for i in range(spec.n_chunks):
-        batch = store.read_chunk(i, features=False, images=True)
-        images[spec.chunk_slice(i)] = batch.images
-        labels[spec.chunk_slice(i)] = batch.labels
-    return images, labels
+    (no features are decoded)."""
+    batch = store.read_selection(np.arange(store.spec.n), images=True)
+    return batch.images, batch.labels
 
 
 def unet_or_reuse(

@@ -24,7 +24,7 @@ from PIL import Image
 from lineargan.analyses.fewshot import FixedSamples, fewshot_schedule
 from lineargan.analyses.scs import SCSParams, conditional_sample
 from lineargan.analyses.sie import SIEParams
-from lineargan.cache import to_uint8
+from lineargan.cache import render_images
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
 from lineargan.errors import LinearGanError
@@ -102,9 +102,7 @@ def _save_sample(
     """Write the image, its mask and the sidecar for one latent."""
     sample = Sample(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        image = to_uint8(generator(latent[None].to(next(generator.parameters()).device)).image)[0]
-    Image.fromarray(image).save(sample.image)
+    Image.fromarray(render_images(generator, latent[None], 1)[0]).save(sample.image)
     save_mask_png(sample.mask, mask, _info(generator, class_names))
     sample.sidecar.write_text(
         json.dumps(
@@ -144,9 +142,7 @@ def sample_images(
         masks = _predict(predictor, generator, z).numpy()
         class_names = meta["class_names"]
     else:
-        with torch.no_grad():
-            images = to_uint8(generator(z.to(next(generator.parameters()).device)).image)
-        masks = segmenter.segment(images).labels
+        masks = segmenter.segment(render_images(generator, z, 64)).labels
         class_names = segmenter.class_names
     return [
         _save_sample(Path(out_dir) / f"seed{seed}-{i:03d}", generator, z[i], masks[i], class_names)

@@ -18,12 +18,13 @@ from lineargan.analyses.scs import (
     pair_miou,
     pooled_miou,
 )
+from lineargan.cache import render_images
 from lineargan.config import FitConfig, SolverParams
 from lineargan.predictors import ExtractorPredictor, freeze
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.target import Target
-from tasks.analyses.semantic_predictors import reference_labels, render_latents
+from tasks.analyses.semantic_predictors import reference_labels
 from tasks.fit import fit_extractor
 
 
@@ -91,8 +92,8 @@ def test_scs_raises_agreement_over_its_initialisation(generator, segmenter, lse_
     run = conditional_sample(generator, lse_predictor, targets, pairs, params)
     assert (run.loss_final < run.loss_initial).all()
     goal = targets.numpy()[[t for t, _ in pairs]]
-    before = reference_labels(segmenter, render_latents(generator, run.initial, 16))
-    after = reference_labels(segmenter, render_latents(generator, run.final, 16))
+    before = reference_labels(segmenter, render_images(generator, run.initial, 16))
+    after = reference_labels(segmenter, render_images(generator, run.final, 16))
     a0 = np.nanmean(pair_miou(*pair_counts(goal, before, 7)))
     a1 = np.nanmean(pair_miou(*pair_counts(goal, after, 7)))
     assert a1 > a0 + 0.02, (a0, a1)

@@ -35,13 +35,12 @@ from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
 from lineargan.baseline import UNetParams
-from lineargan.config import FitMethod, Frozen, get_profile
+from lineargan.config import FitMethod, Frozen, ProtocolName, get_profile
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import LatentSchedule, optimize_latents, semantic_loss
 from lineargan.models.protocols import GeneratorAdapter
 from lineargan.predictors import SemanticPredictor
 
-Protocol = Literal["paper", "authors"]
 # (learning rate, candidates, neighbour weight) per protocol
 PROTOCOL_SCS = {"paper": (1e-3, 10, 0.0), "authors": (1e-2, 100, 1e-3)}
 
@@ -49,7 +48,7 @@ PROTOCOL_SCS = {"paper": (1e-3, 10, 0.0), "authors": (1e-2, 100, 1e-3)}
 class SCSParams(Frozen):
     """Table 3's settings. ``lr``/``n_init``/``neighbor_weight`` None: the protocol's value."""
 
-    protocol: Protocol = "paper"
+    protocol: ProtocolName = "paper"
     targets: PositiveInt = Field(100, description="target masks, drawn from the eval store")
     samples: PositiveInt = Field(10, description="conditional samples per target")
     steps: int = Field(50, ge=0)
@@ -93,7 +92,7 @@ class SCSParams(Frozen):
         return self.n_init if self.n_init is not None else PROTOCOL_SCS[self.protocol][1]
 
     @classmethod
-    def for_profile(cls, profile: str, protocol: Protocol = "paper", **fields) -> SCSParams:
+    def for_profile(cls, profile: str, protocol: ProtocolName = "paper", **fields) -> SCSParams:
         """``paper``: 100 targets × 10 samples, N ∈ {1, 4, 8, 16} × 5 repeats (Table 3);
         ``quick``: 12 targets × 2 samples, 2 repeats; ``smoke``: 2 targets × 2 samples, 5
         steps, the smoke few-shot N."""

@@ -34,7 +34,7 @@ from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.baseline import UNetParams
-from lineargan.config import FitMethod, Frozen, get_profile
+from lineargan.config import FitMethod, Frozen, ProtocolName, get_profile
 from lineargan.latent_search import LatentSchedule
 
 EditOp = Literal["enlarge", "move", "remove", "add"]
@@ -66,7 +66,7 @@ DEFAULT_EDITS = (
 class SIEParams(Frozen):
     """The edit set and the optimisation. ``lr`` None: the protocol's learning rate."""
 
-    protocol: Literal["paper", "authors"] = "paper"
+    protocol: ProtocolName = "paper"
     images: PositiveInt = Field(8, description="held-out images edited (eval store, detected)")
     edits: tuple[EditSpec, ...] = DEFAULT_EDITS
     steps: int = Field(50, ge=0)
@@ -95,7 +95,7 @@ class SIEParams(Frozen):
         )
 
     @classmethod
-    def for_profile(cls, profile: str, protocol: str = "paper", **fields) -> SIEParams:
+    def for_profile(cls, profile: str, protocol: ProtocolName = "paper", **fields) -> SIEParams:
         """``paper``: 8 images × 4 edits; ``quick``: 3 images; ``smoke``: 1 image, 5 steps,
         the largest few-shot N of the smoke profile."""
         get_profile(profile)

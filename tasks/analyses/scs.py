@@ -44,6 +44,7 @@ from lineargan.analyses.scs import (
     pair_miou,
     summarize_scs,
 )
+from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
 from lineargan.predictors import freeze
 from storage.layout import write_figure
@@ -61,7 +62,6 @@ from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
     reference_labels,
-    render_latents,
     row_metadata,
 )
 
@@ -127,9 +127,8 @@ def _sample_rows(
         union = np.zeros((len(pairs), n_class), np.int64)
         for s in range(0, len(pairs), params.batch):
             part = slice(s, s + params.batch)
-            labels = reference_labels(
-                reference, render_latents(generator, latents[part], params.batch)
-            )
+            images = render_images(generator, latents[part], params.batch)
+            labels = reference_labels(reference, images)
             inter[part], union[part] = pair_counts(masks[owner[part]], labels, n_class)
         return inter, union
 
@@ -235,7 +234,7 @@ def _figure(generator, entries, samples, target_labels, params, n_class):
             & (samples["target"] < shown)
         ].sort_values(["target", "sample"])
         latents = torch.tensor(np.stack(mine["latent"].to_numpy()), dtype=torch.float32)
-        images = render_latents(generator, latents, params.batch)
+        images = render_images(generator, latents, params.batch)
         for t in range(shown):
             tiles = [colorize(target_labels[t], n_class)]
             tiles += list(images[(mine["target"] == t).to_numpy()])

@@ -12,10 +12,9 @@ import torch
 
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.baseline import UNetParams
-from lineargan.cache import to_uint8
 from lineargan.config import FitMethod
 from lineargan.errors import LinearGanError
-from lineargan.models import GeneratorAdapter, Segmenter
+from lineargan.models import Segmenter
 from lineargan.predictors import (
     ExtractorPredictor,
     SegmenterPredictor,
@@ -89,18 +88,6 @@ def baseline_predictor(
     return PredictorEntry(BASELINE, predictor, fit_dir=meta["fit_dir"])
 
 
-@torch.no_grad()
-def render_latents(generator: GeneratorAdapter, latents: torch.Tensor, batch: int) -> np.ndarray:
-    """G's images of ``latents`` as uint8 (B, H, W, 3)."""
-    device = next(generator.parameters()).device
-    return np.concatenate(
-        [
-            to_uint8(generator(latents[s : s + batch].to(device)).image)
-            for s in range(0, len(latents), batch)
-        ]
-    )
-
-
 def reference_labels(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:
     """P*'s labels of uint8 images (the reference segmenter scores every SCS/SIE result)."""
     return segmenter.segment(images).labels
@@ -115,7 +102,7 @@ def control_predictors(
     method: FitMethod,
     baseline: str,
     unet: UNetParams,
-    reference: Segmenter | None,
+    reference: Segmenter,
     device: torch.device,
 ) -> list[PredictorEntry]:
     """SCS's and SIE's predictors: the few-shot LSEs, then the baseline: ``"unet"`` (trained
@@ -125,16 +112,10 @@ def control_predictors(
     if baseline == "unet":
         entries.append(baseline_predictor(ctx, train, unet, device))
     elif baseline == "reference":
-        if reference is None or not hasattr(reference, "logits"):
-            name = getattr(reference, "name", "the reference segmenter")
-            raise LinearGanError(
-                f"segmenter {name!r} is not differentiable, so it cannot be SCS/SIE's baseline",
-                "use baseline=unet, or a segmenter implementing DifferentiableSegmenter",
-            )
-        if hasattr(reference, "to"):
-            reference.to(device)
-        predictor = freeze(SegmenterPredictor(reference, reference.name))
-        entries.append(PredictorEntry(reference.name, predictor))
+        # a one-line error unless the run's segmenter is a DifferentiableSegmenter
+        predictor = SegmenterPredictor(reference, reference.name)
+        reference.to(device)
+        entries.append(PredictorEntry(reference.name, freeze(predictor)))
     return entries
 
 

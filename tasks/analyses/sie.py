@@ -41,8 +41,10 @@ from lineargan.analyses.sie import (
     region_scores,
     summarize_sie,
 )
+from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
 from lineargan.latent_search import color_loss, optimize_latents, semantic_loss
+from lineargan.models.protocols import images_to_unit
 from lineargan.predictors import freeze
 from storage.layout import write_figure
 from storage.tables import MODELS, PartialUnits, schema, write_table_part
@@ -59,7 +61,6 @@ from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
     reference_labels,
-    render_latents,
     row_metadata,
 )
 
@@ -155,11 +156,6 @@ def fused_targets(
     return torch.where(region, target, own)
 
 
-def _to_unit(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, 3) → float (B, 3, H, W) in [-1, 1], G's output convention."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().to(device) / 127.5 - 1
-
-
 def _method_rows(
     method: str,
     entry: PredictorEntry | None,
@@ -183,11 +179,11 @@ def _method_rows(
             originals = torch.cat(
                 [generator(z0[s : s + params.batch]).image for s in range(0, len(z0), params.batch)]
             )
-        strokes = _to_unit(np.stack([e["stroke"] for e in edits]), device)
+        strokes = images_to_unit(np.stack([e["stroke"] for e in edits]), device)
         masks = torch.from_numpy(np.stack([e["region"] for e in edits])).float().to(device)
         loss = color_loss(strokes, masks[:, None], originals)
     search = optimize_latents(generator, z0, loss, params.schedule())
-    images = render_latents(generator, search.latents, params.batch)
+    images = render_images(generator, search.latents, params.batch)
     labels = reference_labels(reference, images)
     goal = np.stack([e["target"] for e in edits])
     miou = pair_miou(*pair_counts(goal, labels, n_class))
@@ -302,7 +298,7 @@ def _figure(generator, edits, selection, rows, params, n_class):
             & (rows["n_shot"].fillna(0) == (0 if pd.isna(m.n_shot) else m.n_shot))
         ]
         latents = torch.tensor(np.stack(mine["latent"].to_numpy()), dtype=torch.float32)
-        results.append(render_latents(generator, latents, params.batch))
+        results.append(render_images(generator, latents, params.batch))
         columns.append(
             "colour edit"
             if m.method == "colour"
