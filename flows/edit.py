@@ -14,6 +14,8 @@ made for another generator) is a one-line error with exit status 2.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field, PositiveInt
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
 
@@ -26,12 +28,21 @@ from lineargan.config import ProtocolName
 class _Generator(BaseModel):
     generator: str = Field("dcgan-digiface", description="registered generator name")
     generator_checkpoint: str | None = Field(None, description="weights file (None: default)")
+    generator_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the generator adapter (JSON)"
+    )
     device: str = "auto"
 
     def load(self):
+        from lineargan.config import options_json
         from tasks.editing import load_generator
 
-        return load_generator(self.generator, self.generator_checkpoint, self.device)
+        return load_generator(
+            self.generator,
+            self.generator_checkpoint,
+            self.device,
+            options_json(self.generator_options),
+        )
 
 
 class _Latent(BaseModel):

@@ -10,7 +10,7 @@ from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
 from lineargan.config import RunConfig
 from lineargan.paths import default_data_root, default_results_root
-from storage.layout import store_target
+from storage.layout import dataset_store
 from storage.target import Target
 from tasks.prefect_tasks import evaluate_extractor, fit_extractor, render_figure3, write_table1
 
@@ -85,8 +85,7 @@ def fit_evaluate_stage(
 
 def stage_urls(config: RunConfig, data_root: str) -> tuple[str, str]:
     def url(split: str) -> str:
-        ds = config.dataset(split)
-        return store_target(data_root, ds.generator, ds.segmenter, ds.split, ds.seed, ds.n).url
+        return dataset_store(data_root, config.dataset(split)).url
 
     return url("train"), url("eval")
 

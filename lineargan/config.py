@@ -29,32 +29,78 @@ class Frozen(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
-def _check_model_names(generator: str, segmenter: str) -> None:
-    from lineargan.models.registry import list_generators, list_segmenters
-
-    if generator not in list_generators():
-        raise UnknownNameError("generator", generator, list_generators())
-    if segmenter not in list_segmenters():
-        raise UnknownNameError("segmenter", segmenter, list_segmenters())
+def options_json(options: dict[str, Any]) -> str:
+    """Canonical JSON of model options: hashable (model caches key on it) and stable (stores
+    and their paths record it)."""
+    return json.dumps(options, sort_keys=True, separators=(",", ":"))
 
 
-class DatasetConfig(Frozen):
-    """One cached dataset: which models, which split, how many samples, from which seed."""
+def model_kwargs(checkpoint: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The factory keyword arguments of a model: its options, plus ``checkpoint`` when set."""
+    return {**options, "checkpoint": checkpoint} if checkpoint else dict(options)
+
+
+class ModelChoice(BaseModel):
+    """Which generator and segmenter, with their weights and adapter options.
+
+    ``generator_options`` / ``segmenter_options`` are keyword arguments of the registered
+    factories (e.g. ``{"latent_space": "trunc-wp", "truncation": 0.7}`` for a StyleGAN,
+    ``{"resolution": 256}`` for an adapter built at another size); they are checked against the
+    factory's signature before any work starts. Options change the images or labels, so they
+    are part of a store's fingerprint; checkpoints enter through their weights' hash.
+    """
 
     generator: str = "dcgan-digiface"
     generator_checkpoint: str | None = Field(
         None, description="weights file for the generator; None uses the adapter's default"
     )
+    generator_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the generator adapter (JSON)"
+    )
     segmenter: str = "dlib-face68"
+    segmenter_checkpoint: str | None = Field(
+        None, description="weights file for the segmenter; None uses its default"
+    )
+    segmenter_options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of the segmenter (JSON)"
+    )
+
+    @model_validator(mode="after")
+    def _check_models(self) -> ModelChoice:
+        from lineargan.models.registry import check_generator_options, check_segmenter_options
+
+        # unknown names and options are one-line errors here, before any weights are read
+        check_generator_options(self.generator, self.generator_kwargs())
+        check_segmenter_options(self.segmenter, self.segmenter_kwargs())
+        return self
+
+    def generator_kwargs(self) -> dict[str, Any]:
+        return model_kwargs(self.generator_checkpoint, self.generator_options)
+
+    def segmenter_kwargs(self) -> dict[str, Any]:
+        return model_kwargs(self.segmenter_checkpoint, self.segmenter_options)
+
+    def models(self) -> dict[str, Any]:
+        """The model fields alone, to build another config with the same models."""
+        return {k: getattr(self, k) for k in ModelChoice.model_fields}
+
+    @property
+    def options_variant(self) -> str:
+        """ "" without options, else a short hash of them: stores of one generator under
+        different options live side by side instead of refusing each other."""
+        if not self.generator_options and not self.segmenter_options:
+            return ""
+        blob = options_json([self.generator_options, self.segmenter_options])  # type: ignore[arg-type]
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+class DatasetConfig(ModelChoice, Frozen):
+    """One cached dataset: which models, which split, how many samples, from which seed."""
+
     split: Literal["train", "eval"] = "train"
     seed: int = Field(0, ge=0)
     n: PositiveInt = 512
     chunk_size: PositiveInt = Field(64, le=4096)
-
-    @model_validator(mode="after")
-    def _check(self) -> DatasetConfig:
-        _check_model_names(self.generator, self.segmenter)
-        return self
 
 
 class Schedule(Frozen):
@@ -244,15 +290,12 @@ def get_profile(name: str) -> Profile:
     return PROFILES[name]
 
 
-class RunConfig(BaseModel):
+class RunConfig(ModelChoice):
     """Parameters of a Table 1 reproduction (the ``reproduce`` flow)."""
 
     model_config = ConfigDict(extra="forbid")
 
     profile: str = "quick"
-    generator: str = "dcgan-digiface"
-    generator_checkpoint: str | None = None
-    segmenter: str = "dlib-face68"
     extractors: tuple[ExtractorName, ...] = ALL_EXTRACTORS
     analyses: tuple[str, ...] | None = Field(
         None,
@@ -299,7 +342,6 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         get_profile(self.profile)  # raises a one-line error naming the valid profiles
-        _check_model_names(self.generator, self.segmenter)
         if not self.extractors:
             raise LinearGanError("no extractors selected", f"choose from {list(ALL_EXTRACTORS)}")
         if self.train_seed == self.eval_seed:
@@ -326,9 +368,7 @@ class RunConfig(BaseModel):
     def dataset(self, split: Literal["train", "eval"]) -> DatasetConfig:
         p = self.resolved_profile
         return DatasetConfig(
-            generator=self.generator,
-            generator_checkpoint=self.generator_checkpoint,
-            segmenter=self.segmenter,
+            **self.models(),
             split=split,
             seed=self.train_seed if split == "train" else self.eval_seed,
             n=p.n_train if split == "train" else p.n_eval,

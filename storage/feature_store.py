@@ -66,9 +66,17 @@ class StoreSpec:
     layer_names: tuple[str, ...]
     layer_shapes: tuple[tuple[int, int, int], ...]
     format_version: int = FORMAT_VERSION
+    # adapter options (canonical JSON): they change images or labels, so they are identity
+    generator_options: str = "{}"
+    segmenter_options: str = "{}"
 
     def fingerprint(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))  # tuples → lists, as stored in attrs
+        fp = json.loads(json.dumps(asdict(self)))  # tuples → lists, as stored in attrs
+        # no options, no entry: stores written before options existed keep their fingerprint
+        for key in ("generator_options", "segmenter_options"):
+            if fp[key] == "{}":
+                del fp[key]
+        return fp
 
     def digest(self) -> str:
         blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
@@ -102,6 +110,8 @@ SAME_MODEL_FIELDS = (
     "layer_names",
     "layer_shapes",
     "format_version",
+    "generator_options",
+    "segmenter_options",
 )
 
 

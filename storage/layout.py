@@ -2,7 +2,7 @@
 
 ::
 
-    <data_root>/stores/<generator>__<segmenter>/<split>-seed<seed>-n<N>.zarr
+    <data_root>/stores/<generator>__<segmenter>[__<options hash>]/<split>-seed<seed>-n<N>.zarr
     <results_root>/fits/<extractor>-<config hash>/{config.json, weights.safetensors}
     <results_root>/tables/<table>/<key>.parquet     (read a whole table with pd.read_parquet(dir))
     <results_root>/figures/<name>.png              (+ <name>.pdf, vector, for matplotlib charts)
@@ -24,15 +24,31 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from PIL import Image
 
+    from lineargan.config import DatasetConfig
+
 # Raster copy of a matplotlib chart: sharp on screen and in slides; the PDF is the print copy.
 FIGURE_DPI = 150
 
 
 def store_target(
-    data_root: str, generator: str, segmenter: str, split: str, seed: int, n: int
+    data_root: str,
+    generator: str,
+    segmenter: str,
+    split: str,
+    seed: int,
+    n: int,
+    variant: str = "",
 ) -> Target:
-    return (
-        Target(data_root) / "stores" / f"{generator}__{segmenter}" / f"{split}-seed{seed}-n{n}.zarr"
+    """Where a dataset's store lives; ``variant`` (a hash of adapter options, "" for none)
+    keeps stores of the same models under different options apart."""
+    models = f"{generator}__{segmenter}" + (f"__{variant}" if variant else "")
+    return Target(data_root) / "stores" / models / f"{split}-seed{seed}-n{n}.zarr"
+
+
+def dataset_store(data_root: str, ds: DatasetConfig) -> Target:
+    """The store of dataset ``ds``."""
+    return store_target(
+        data_root, ds.generator, ds.segmenter, ds.split, ds.seed, ds.n, ds.options_variant
     )
 
 

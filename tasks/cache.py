@@ -9,10 +9,11 @@ import torch
 from tqdm import tqdm
 
 from lineargan.cache import SampleBatch, generate_and_label
-from lineargan.config import DatasetConfig
+from lineargan.config import DatasetConfig, options_json
 from lineargan.device import resolve_device
+from lineargan.models import GeneratorAdapter, Segmenter
 from storage.feature_store import FeatureStore, StoreSpec
-from storage.layout import store_target
+from storage.layout import dataset_store
 from storage.target import Target
 from tasks.models import (
     cached_generator,
@@ -25,8 +26,7 @@ from tasks.process import tune_process
 
 def spec_for(cfg: DatasetConfig) -> StoreSpec:
     """The fingerprint a store of ``cfg`` must carry (loads the models to hash their weights)."""
-    g = cached_generator(cfg.generator, "cpu", cfg.generator_checkpoint)
-    p = cached_segmenter(cfg.segmenter)
+    g, p = _models(cfg)
     return StoreSpec(
         generator=cfg.generator,
         generator_sha256=g.weights_sha256,
@@ -41,7 +41,19 @@ def spec_for(cfg: DatasetConfig) -> StoreSpec:
         resolution=g.resolution,
         layer_names=tuple(g.layer_names),
         layer_shapes=tuple(g.layer_shapes()),
+        generator_options=options_json(cfg.generator_options),
+        segmenter_options=options_json(cfg.segmenter_options),
     )
+
+
+def _models(cfg: DatasetConfig) -> tuple[GeneratorAdapter, Segmenter]:
+    g = cached_generator(
+        cfg.generator, "cpu", cfg.generator_checkpoint, options_json(cfg.generator_options)
+    )
+    p = cached_segmenter(
+        cfg.segmenter, cfg.segmenter_checkpoint, options_json(cfg.segmenter_options)
+    )
+    return g, p
 
 
 def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
@@ -49,12 +61,14 @@ def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], i
     the total number of chunks."""
     Target(data_root).ensure_writable()
     spec = spec_for(cfg)
-    target = store_target(data_root, cfg.generator, cfg.segmenter, cfg.split, cfg.seed, cfg.n)
-    g = cached_generator(cfg.generator, "cpu", cfg.generator_checkpoint)
+    target = dataset_store(data_root, cfg)
+    g, _ = _models(cfg)
     latents = (z.numpy() for z in g.iter_latents(cfg.n, cfg.seed, cfg.chunk_size))
-    store = FeatureStore.create(
-        target, spec, latents, extra_attrs={"generator_checkpoint": cfg.generator_checkpoint}
-    )
+    checkpoints = {
+        "generator_checkpoint": cfg.generator_checkpoint,
+        "segmenter_checkpoint": cfg.segmenter_checkpoint,
+    }
+    store = FeatureStore.create(target, spec, latents, extra_attrs=checkpoints)
     return target.url, store.pending_chunks(), spec.n_chunks
 
 

@@ -61,8 +61,11 @@ class Sample:
         return self.stem.with_name(self.stem.name + SIDECAR)
 
 
-def load_generator(name: str, checkpoint: str | None, device: str) -> GeneratorAdapter:
-    return freeze(cached_generator(name, str(resolve_device(device)), checkpoint))
+def load_generator(
+    name: str, checkpoint: str | None, device: str, options: str = "{}"
+) -> GeneratorAdapter:
+    """Generator ``name`` frozen for latent search; ``options`` is canonical JSON."""
+    return freeze(cached_generator(name, str(resolve_device(device)), checkpoint, options))
 
 
 def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredictor, dict]:

@@ -22,7 +22,9 @@ from lineargan.extractors.base import (
 class LSE(SemanticExtractor):
     kind = "LSE"
 
-    def __init__(self, n_class: int, dims: list[int], layer_weights: LayerWeighting = "none") -> None:
+    def __init__(
+        self, n_class: int, dims: list[int], layer_weights: LayerWeighting = "none"
+    ) -> None:
         super().__init__(n_class, dims)
         self.layer_weights = layer_weights
         self.extractor = nn.ModuleList(nn.Conv2d(d, n_class, 1, bias=False) for d in self.dims)

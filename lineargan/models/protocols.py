@@ -10,7 +10,7 @@ back-propagate through.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,10 +34,16 @@ class GeneratorAdapter(nn.Module, ABC):
     Subclasses set ``name``, ``latent_dim``, ``resolution`` and ``layer_names`` and implement
     :meth:`forward`. ``weights_sha256`` identifies the exact weights so stores made by one
     checkpoint are never mixed with another's.
+
+    ``forward`` takes latents in the adapter's *latent space* (``latent_space``: ``z`` for
+    a plain GAN; ``w``, ``wp`` or ``trunc-wp`` for a style-based one, flattened to
+    ``latent_dim`` floats): that is the space the cache samples and stores, and the space
+    SCS and SIE optimise in, so choosing a strategy is one adapter option.
     """
 
     name: str = ""
     latent_dim: int = 0
+    latent_space: str = "z"
     resolution: int = 0
     layer_names: tuple[str, ...] = ()
     weights_sha256: str = "random-init"
@@ -59,6 +65,17 @@ class GeneratorAdapter(nn.Module, ABC):
     @abstractmethod
     def forward(self, latents: torch.Tensor) -> GeneratorOutput:
         """Run the generator on (B, latent_dim) latents."""
+
+    def forward_features(
+        self, latents: torch.Tensor, layers: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """The feature maps of ``layers`` (indices into ``layer_names``; None: all) only.
+
+        Fitting from regenerated features needs no image; an adapter that can stop its forward
+        pass after the last needed layer overrides this to save the rest of the network.
+        """
+        features = self.forward(latents).features
+        return features if layers is None else [features[i] for i in layers]
 
     @torch.no_grad()
     def layer_shapes(self) -> list[tuple[int, int, int]]:

@@ -7,10 +7,11 @@ imported lazily on first lookup so importing the registry stays cheap.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from lineargan.errors import UnknownNameError
+from lineargan.errors import LinearGanError, UnknownNameError
 from lineargan.models.protocols import GeneratorAdapter, Segmenter
 
 _BUILTIN_MODULES = (
@@ -59,17 +60,39 @@ def list_segmenters() -> list[str]:
     return sorted(SEGMENTERS)
 
 
-def get_generator(name: str, **kwargs) -> GeneratorAdapter:
+def _factory(kind: str, table: dict[str, Callable], name: str, options: dict[str, Any]) -> Callable:
+    """The factory for ``name`` after checking ``options`` against its signature, so a typo
+    in an option is a one-line error before any weights are read."""
+    _load_builtins()
+    if name not in table:
+        raise UnknownNameError(kind, name, list(table))
+    factory = table[name]
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError as exc:
+        accepted = [p for p in inspect.signature(factory).parameters if not p.startswith("_")]
+        raise LinearGanError(
+            f"{kind} {name!r} does not take options {sorted(options)} ({exc})",
+            f"use options among {accepted}",
+        ) from None
+    return factory
+
+
+def check_generator_options(name: str, options: dict[str, Any]) -> None:
+    """Raise a one-line error unless generator ``name`` accepts ``options``."""
+    _factory("generator", GENERATORS, name, options)
+
+
+def check_segmenter_options(name: str, options: dict[str, Any]) -> None:
+    """Raise a one-line error unless segmenter ``name`` accepts ``options``."""
+    _factory("segmenter", SEGMENTERS, name, options)
+
+
+def get_generator(name: str, **kwargs: Any) -> GeneratorAdapter:
     """Build the generator registered as ``name`` (weights loaded, eval mode)."""
-    _load_builtins()
-    if name not in GENERATORS:
-        raise UnknownNameError("generator", name, list(GENERATORS))
-    return GENERATORS[name](**kwargs).eval()
+    return _factory("generator", GENERATORS, name, kwargs)(**kwargs).eval()
 
 
-def get_segmenter(name: str, **kwargs) -> Segmenter:
+def get_segmenter(name: str, **kwargs: Any) -> Segmenter:
     """Build the segmenter registered as ``name``."""
-    _load_builtins()
-    if name not in SEGMENTERS:
-        raise UnknownNameError("segmenter", name, list(SEGMENTERS))
-    return SEGMENTERS[name](**kwargs)
+    return _factory("segmenter", SEGMENTERS, name, kwargs)(**kwargs)

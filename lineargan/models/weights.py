@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lineargan.errors import CheckpointError
+from lineargan.models.checkpoints import read_checkpoint
 from lineargan.paths import cache_dir
 
 
@@ -104,7 +105,7 @@ def load_verified_state_dict(
     path: Path, *, sha256: str | None, key: str | None = None
 ) -> dict[str, torch.Tensor]:
     """Load a checkpoint's state dict after checking its hash (when one is pinned)."""
-    if not Path(path).exists():
+    if not Path(path).is_file():
         raise CheckpointError(f"checkpoint {path} does not exist", "pass an existing file")
     if sha256 is not None:
         got = sha256_file(Path(path))
@@ -113,13 +114,7 @@ def load_verified_state_dict(
                 f"checkpoint {path} has sha256 {got}, expected {sha256}",
                 "pass the checkpoint this adapter was built for, or re-fetch it",
             )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read as a torch file ({type(exc).__name__})",
-            "pass a torch checkpoint saved with torch.save",
-        ) from exc
+    obj = read_checkpoint(path)
     if key is not None:
         if not isinstance(obj, dict) or key not in obj:
             raise CheckpointError(

@@ -1,0 +1,81 @@
+"""Reading user checkpoints: weights only, allow-listed harmless objects, clear refusals."""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import pytest
+import torch
+
+from lineargan.config import DatasetConfig
+from lineargan.errors import CheckpointError, LinearGanError
+from lineargan.models.checkpoints import read_checkpoint, select_state_dict
+from lineargan.models.style_latents import StyleLatents
+
+
+class _Payload:
+    """A class that is not weights: unpickling it would run code it names."""
+
+
+def test_training_checkpoint_with_namespace_loads(tmp_path):
+    state = {"conv.weight": torch.ones(2, 2)}
+    path = tmp_path / "train.pt"
+    torch.save({"g_ema": state, "g": state, "args": argparse.Namespace(size=256)}, path)
+    obj = read_checkpoint(path)
+    assert obj["args"].size == 256
+    got, key = select_state_dict(obj, ("g_ema", "g"), path)
+    assert key == "g_ema" and torch.equal(got["conv.weight"], state["conv.weight"])
+
+
+def test_pickled_object_is_refused_naming_it(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"g_ema": {"w": torch.zeros(1)}, "extra": _Payload()}, path)
+    with pytest.raises(CheckpointError, match="not weights.*_Payload"):
+        read_checkpoint(path)
+
+
+def test_nvidia_pickle_is_refused_with_conversion_hint(tmp_path):
+    path = tmp_path / "network-snapshot.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": "dnnlib.tflib.Network"}))
+    with pytest.raises(CheckpointError, match="convert_weight.py"):
+        read_checkpoint(path)
+    renamed = tmp_path / "snapshot.pt"  # the same bytes under a torch-like name
+    renamed.write_bytes(path.read_bytes())
+    with pytest.raises(CheckpointError, match="NVIDIA network pickle"):
+        read_checkpoint(renamed)
+
+
+def test_missing_entry_names_what_the_file_holds(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"discriminator": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(CheckpointError, match=r"generator_smooth.*discriminator"):
+        select_state_dict(read_checkpoint(path), ("generator_smooth", "generator"), path)
+
+
+def test_unknown_generator_option_is_one_line_error():
+    with pytest.raises(LinearGanError, match="does not take options \\['latent_space'\\]"):
+        DatasetConfig(generator_options={"latent_space": "wp"})
+
+
+def test_options_give_the_store_its_own_directory():
+    plain = DatasetConfig()
+    assert plain.options_variant == ""
+    other = DatasetConfig(segmenter_options={"upsample": 2})
+    assert len(other.options_variant) == 8
+
+
+@pytest.mark.parametrize("space, dim", [("z", 4), ("w", 3), ("wp", 15), ("trunc-wp", 15)])
+def test_style_latents_round_trip(space, dim):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    style = StyleLatents(space, z_dim=4, w_dim=3, num_layers=5, truncation=0.5, truncation_layers=2)
+    w_avg = torch.zeros(3)
+    with torch.no_grad():
+        latents = style.sample(torch.randn(2, 4), lin, w_avg)
+        wp = style.to_wp(latents, lin)
+    assert latents.shape == (2, dim) and wp.shape == (2, 5, 3)
+    if space == "trunc-wp":  # first layers pulled halfway to the average, the rest untouched
+        assert torch.allclose(wp[:, 0], 0.5 * wp[:, 4])
+    else:
+        assert torch.allclose(wp[:, 0], wp[:, 4])
