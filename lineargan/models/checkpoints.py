@@ -94,3 +94,21 @@ def select_state_dict(
         f"checkpoint {source} has no generator state dict under {wanted} (it holds {found[:8]})",
         "pass checkpoint_key naming the entry with the generator's weights",
     )
+
+
+def require_checkpoint(checkpoint: str | Path | None, kind: str, name: str, what: str) -> Path:
+    """The checkpoint's path; the paper's models ship no weights, so none is a one-line error
+    saying which option to set and what file it wants (``what``)."""
+    if checkpoint is None:
+        raise CheckpointError(
+            f"{kind} {name!r} has no embedded weights and no checkpoint was given",
+            f"set {kind}_checkpoint (or the checkpoint option) to {what}",
+        )
+    return Path(checkpoint)
+
+
+def strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without the ``module.`` prefix ``nn.DataParallel`` training adds to every key."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state

@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, TypeVar
 
+from lineargan.device import resolve_device
 from lineargan.errors import LinearGanError, UnknownNameError
 from lineargan.models.protocols import GeneratorAdapter, Segmenter
 
 _BUILTIN_MODULES = (
     "lineargan.models.dcgan_digiface",
     "lineargan.models.dlib_face",
+    "lineargan.models.pggan_genforce",
+    "lineargan.models.pggan_lineargan",
+    "lineargan.models.stylegan_genforce",
+    "lineargan.models.stylegan_lineargan",
+    "lineargan.models.face_parser",
+    "lineargan.models.deeplab_ade20k",
+    "lineargan.models.stylegan2_genforce",
+    "lineargan.models.stylegan2_lineargan",
+    "lineargan.models.stylegan2_rosinality",
+    "lineargan.models.hooked",
 )
 
 GENERATORS: dict[str, Callable[..., GeneratorAdapter]] = {}
@@ -96,3 +109,24 @@ def get_generator(name: str, **kwargs: Any) -> GeneratorAdapter:
 def get_segmenter(name: str, **kwargs: Any) -> Segmenter:
     """Build the segmenter registered as ``name``."""
     return _factory("segmenter", SEGMENTERS, name, kwargs)(**kwargs)
+
+
+def model_kwargs(checkpoint: str | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The factory keyword arguments of a model: its options, plus ``checkpoint`` when set."""
+    return {**options, "checkpoint": checkpoint} if checkpoint else dict(options)
+
+
+@lru_cache(maxsize=4)
+def cached_generator(
+    name: str, device: str = "cpu", checkpoint: str | None = None, options: str = "{}"
+) -> GeneratorAdapter:
+    """Generator ``name`` loaded once per process (mapped tasks reuse it chunk after chunk);
+    ``options`` is canonical JSON (``config.options_json``) so the call is hashable."""
+    kwargs = model_kwargs(checkpoint, json.loads(options))
+    return get_generator(name, **kwargs).to(resolve_device(device))
+
+
+@lru_cache(maxsize=4)
+def cached_segmenter(name: str, checkpoint: str | None = None, options: str = "{}") -> Segmenter:
+    """Segmenter ``name`` loaded once per process."""
+    return get_segmenter(name, **model_kwargs(checkpoint, json.loads(options)))
