@@ -63,7 +63,7 @@ def peak_rss_kib() -> int:
 
 
 def models():
-    from tasks.models import cached_generator, cached_segmenter
+    from lineargan.models.registry import cached_generator, cached_segmenter
 
     return cached_generator(GENERATOR, "cpu"), cached_segmenter(SEGMENTER)
 

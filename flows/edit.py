@@ -65,8 +65,8 @@ class Sample(_Generator):
     )
 
     def cli_cmd(self) -> None:
+        from lineargan.models.registry import cached_segmenter
         from tasks.editing import sample_images
-        from tasks.models import cached_segmenter
 
         segmenter = None if self.lse else cached_segmenter(self.segmenter)
         for s in sample_images(self.load(), self.out, self.n, self.seed, self.lse, segmenter):

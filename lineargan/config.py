@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from lineargan.errors import LinearGanError, UnknownNameError
+from lineargan.store_policy import StorePolicy
 
 ExtractorName = Literal["LSE", "NSE-1", "NSE-2"]
 # Where the paper and the authors' code disagree, which one a run follows (README).
@@ -29,15 +30,10 @@ class Frozen(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
-def options_json(options: dict[str, Any]) -> str:
+def options_json(options: Any) -> str:
     """Canonical JSON of model options: hashable (model caches key on it) and stable (stores
     and their paths record it)."""
     return json.dumps(options, sort_keys=True, separators=(",", ":"))
-
-
-def model_kwargs(checkpoint: str | None, options: dict[str, Any]) -> dict[str, Any]:
-    """The factory keyword arguments of a model: its options, plus ``checkpoint`` when set."""
-    return {**options, "checkpoint": checkpoint} if checkpoint else dict(options)
 
 
 class ModelChoice(BaseModel):
@@ -75,23 +71,18 @@ class ModelChoice(BaseModel):
         return self
 
     def generator_kwargs(self) -> dict[str, Any]:
+        from lineargan.models.registry import model_kwargs
+
         return model_kwargs(self.generator_checkpoint, self.generator_options)
 
     def segmenter_kwargs(self) -> dict[str, Any]:
+        from lineargan.models.registry import model_kwargs
+
         return model_kwargs(self.segmenter_checkpoint, self.segmenter_options)
 
     def models(self) -> dict[str, Any]:
         """The model fields alone, to build another config with the same models."""
         return {k: getattr(self, k) for k in ModelChoice.model_fields}
-
-    @property
-    def options_variant(self) -> str:
-        """ "" without options, else a short hash of them: stores of one generator under
-        different options live side by side instead of refusing each other."""
-        if not self.generator_options and not self.segmenter_options:
-            return ""
-        blob = options_json([self.generator_options, self.segmenter_options])  # type: ignore[arg-type]
-        return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 class DatasetConfig(ModelChoice, Frozen):
@@ -101,6 +92,20 @@ class DatasetConfig(ModelChoice, Frozen):
     seed: int = Field(0, ge=0)
     n: PositiveInt = 512
     chunk_size: PositiveInt = Field(64, le=4096)
+    store_policy: StorePolicy = Field(
+        default_factory=StorePolicy,
+        description="which generator features the store serves and whether it writes them",
+    )
+
+    @property
+    def store_variant(self) -> str:
+        """ "" for default options and policy, else a short hash of them: stores of one
+        generator under different options or policies live side by side instead of refusing
+        each other."""
+        parts = [self.generator_options, self.segmenter_options, self.store_policy.identity()]
+        if not any(parts):
+            return ""
+        return hashlib.sha256(options_json(parts).encode()).hexdigest()[:8]  # type: ignore[arg-type]
 
 
 class Schedule(Frozen):
@@ -334,6 +339,11 @@ class RunConfig(ModelChoice):
         None, description="address of an existing Dask scheduler; None starts a LocalCluster"
     )
     n_workers: PositiveInt = 2
+    store_policy: StorePolicy = Field(
+        default_factory=StorePolicy,
+        description="what the stores keep of the generator's features (README, 'Store "
+        'policies\'): e.g. {"features": "regenerate"} or {"max_resolution": 64}',
+    )
     # Optional overrides of the profile's sizes.
     n_train: PositiveInt | None = None
     n_eval: PositiveInt | None = None
@@ -373,6 +383,7 @@ class RunConfig(ModelChoice):
             seed=self.train_seed if split == "train" else self.eval_seed,
             n=p.n_train if split == "train" else p.n_eval,
             chunk_size=p.chunk_size,
+            store_policy=self.store_policy,
         )
 
     def fit(self, extractor: ExtractorName, method: FitMethod = "schedule") -> FitConfig:

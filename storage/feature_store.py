@@ -19,11 +19,8 @@ written last and has one Zarr chunk per element, so parallel writers never touch
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import zarr
@@ -31,9 +28,15 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from lineargan.cache import SampleBatch
 from lineargan.errors import CorruptChunkError, FingerprintMismatchError, StoreIncompleteError
+from storage.spec import (  # noqa: F401 - re-exported: the store API names them
+    FORMAT_VERSION,
+    SAME_MODEL_FIELDS,
+    StoreSpec,
+    _describe,
+    check_same_models,
+)
+from storage.store_models import regenerate_features
 from storage.target import Target
-
-FORMAT_VERSION = 1
 
 
 def _compressors(itemsize: int) -> list:
@@ -46,99 +49,6 @@ def _compressors(itemsize: int) -> list:
 # Every chunk is written once and is never all zeros in practice: skip zarr's byte-by-byte
 # "is this chunk empty?" scan before each write.
 _ARRAY_CONFIG = {"write_empty_chunks": True}
-
-
-@dataclass(frozen=True)
-class StoreSpec:
-    """Everything that determines a store's content; its JSON is the store fingerprint."""
-
-    generator: str
-    generator_sha256: str
-    segmenter: str
-    segmenter_sha256: str
-    class_names: tuple[str, ...]
-    split: str
-    seed: int
-    n: int
-    chunk_size: int
-    latent_dim: int
-    resolution: int
-    layer_names: tuple[str, ...]
-    layer_shapes: tuple[tuple[int, int, int], ...]
-    format_version: int = FORMAT_VERSION
-    # adapter options (canonical JSON): they change images or labels, so they are identity
-    generator_options: str = "{}"
-    segmenter_options: str = "{}"
-
-    def fingerprint(self) -> dict:
-        fp = json.loads(json.dumps(asdict(self)))  # tuples → lists, as stored in attrs
-        # no options, no entry: stores written before options existed keep their fingerprint
-        for key in ("generator_options", "segmenter_options"):
-            if fp[key] == "{}":
-                del fp[key]
-        return fp
-
-    def digest(self) -> str:
-        blob = json.dumps(self.fingerprint(), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-    @classmethod
-    def from_fingerprint(cls, fp: dict) -> StoreSpec:
-        fp = dict(fp)
-        fp["class_names"] = tuple(fp["class_names"])
-        fp["layer_names"] = tuple(fp["layer_names"])
-        fp["layer_shapes"] = tuple(tuple(s) for s in fp["layer_shapes"])
-        return cls(**fp)
-
-    @property
-    def n_chunks(self) -> int:
-        return -(-self.n // self.chunk_size)
-
-    def chunk_slice(self, i: int) -> slice:
-        return slice(i * self.chunk_size, min((i + 1) * self.chunk_size, self.n))
-
-
-# What must agree between a training and an evaluation store for a model fitted on one to be
-# evaluated on the other (split, seed, n and chunking may differ).
-SAME_MODEL_FIELDS = (
-    "generator",
-    "generator_sha256",
-    "segmenter",
-    "segmenter_sha256",
-    "class_names",
-    "resolution",
-    "layer_names",
-    "layer_shapes",
-    "format_version",
-    "generator_options",
-    "segmenter_options",
-)
-
-
-def check_same_models(train: StoreSpec, evals: StoreSpec) -> None:
-    """Refuse a train/eval pair made by different models before any training starts (a
-    different checkpoint with the same shapes would otherwise be evaluated silently)."""
-
-    def show(v: object) -> str:
-        return repr(v)[:24] + "…" if len(repr(v)) > 25 else repr(v)
-
-    diffs = [
-        f"{f}: {show(getattr(train, f))} vs {show(getattr(evals, f))}"
-        for f in SAME_MODEL_FIELDS
-        if getattr(train, f) != getattr(evals, f)
-    ]
-    if diffs:
-        raise FingerprintMismatchError(
-            "the training and evaluation stores were made by different models ("
-            + "; ".join(diffs)
-            + ")",
-            "build both stores from one configuration (same generator, checkpoint and segmenter)",
-        )
-
-
-def _describe(fp: dict, other: dict) -> str:
-    diffs = [k for k in sorted(set(fp) | set(other)) if fp.get(k) != other.get(k)]
-    return ", ".join(f"{k}: store has {other.get(k)!r}, asked for {fp.get(k)!r}" for k in diffs[:3])
 
 
 class FeatureStore:
@@ -205,6 +115,8 @@ class FeatureStore:
         array("detected", (n,), "bool")
         feats = group.create_group("features")
         for name, shape in zip(spec.layer_names, spec.layer_shapes, strict=True):
+            if spec.regenerates:
+                break
             feats.create_array(
                 name,
                 shape=(n, *shape),
@@ -275,8 +187,9 @@ class FeatureStore:
         g["images"][sl] = data.images
         g["labels"][sl] = data.labels
         g["detected"][sl] = data.detected
-        for name, feat in zip(self.spec.layer_names, data.features, strict=True):
-            g["features"][name][sl] = feat.astype(np.float16, copy=False)
+        if not self.spec.regenerates:
+            for name, feat in zip(self.spec.layer_names, data.features, strict=True):
+                g["features"][name][sl] = feat.astype(np.float16, copy=False)
         g["chunk_done"][i] = 1
 
     def invalidate_chunk(self, i: int) -> None:
@@ -316,16 +229,21 @@ class FeatureStore:
         """Read chunk ``i``; a checksum failure raises :class:`CorruptChunkError` naming the chunk."""
         sl = self.spec.chunk_slice(i)
         g = self.group
+        latents = self._read("latents", g["latents"], sl)
+        if not features:
+            feats = []
+        elif self.spec.regenerates:
+            feats = regenerate_features(self, latents)
+        else:
+            feats = [
+                self._read(f"features/{n}", g["features"][n], sl) for n in self.spec.layer_names
+            ]
         return SampleBatch(
-            latents=self._read("latents", g["latents"], sl),
+            latents=latents,
             images=self._read("images", g["images"], sl) if images else np.empty(0, np.uint8),
             labels=self._read("labels", g["labels"], sl),
             detected=self._read("detected", g["detected"], sl),
-            features=[
-                self._read(f"features/{n}", g["features"][n], sl) for n in self.spec.layer_names
-            ]
-            if features
-            else [],
+            features=feats,
         )
 
     def _read(self, name: str, arr: zarr.Array, sl: slice) -> np.ndarray:

@@ -48,7 +48,7 @@ def store_target(
 def dataset_store(data_root: str, ds: DatasetConfig) -> Target:
     """The store of dataset ``ds``."""
     return store_target(
-        data_root, ds.generator, ds.segmenter, ds.split, ds.seed, ds.n, ds.options_variant
+        data_root, ds.generator, ds.segmenter, ds.split, ds.seed, ds.n, ds.store_variant
     )
 
 

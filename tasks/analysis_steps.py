@@ -11,10 +11,10 @@ import pandas as pd
 from pydantic import BaseModel
 
 from lineargan.render import miou_from_rows
+from storage.store_models import store_generator, store_segmenter
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext, AnalysisResult, Inputs
 from tasks.analyses.registry import get_analysis
-from tasks.models import store_generator, store_segmenter
 from tasks.process import tune_process
 from tasks.render import render_experiment
 

@@ -12,21 +12,20 @@ from lineargan.cache import SampleBatch, generate_and_label
 from lineargan.config import DatasetConfig, options_json
 from lineargan.device import resolve_device
 from lineargan.models import GeneratorAdapter, Segmenter
+from lineargan.models.registry import cached_generator, cached_segmenter
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import dataset_store
+from storage.size import check_store_budget
+from storage.store_models import store_generator, store_segmenter
 from storage.target import Target
-from tasks.models import (
-    cached_generator,
-    cached_segmenter,
-    store_generator,
-    store_segmenter,
-)
 from tasks.process import tune_process
 
 
 def spec_for(cfg: DatasetConfig) -> StoreSpec:
-    """The fingerprint a store of ``cfg`` must carry (loads the models to hash their weights)."""
+    """The fingerprint a store of ``cfg`` must carry (loads the models to hash their weights).
+    Its layers are the ones the store policy serves, at the sizes it serves them."""
     g, p = _models(cfg)
+    names, shapes = cfg.store_policy.served(g.layer_names, g.layer_shapes())
     return StoreSpec(
         generator=cfg.generator,
         generator_sha256=g.weights_sha256,
@@ -39,10 +38,11 @@ def spec_for(cfg: DatasetConfig) -> StoreSpec:
         chunk_size=cfg.chunk_size,
         latent_dim=g.latent_dim,
         resolution=g.resolution,
-        layer_names=tuple(g.layer_names),
-        layer_shapes=tuple(g.layer_shapes()),
+        layer_names=tuple(names),
+        layer_shapes=tuple(shapes),
         generator_options=options_json(cfg.generator_options),
         segmenter_options=options_json(cfg.segmenter_options),
+        store_policy=options_json(cfg.store_policy.identity()),
     )
 
 
@@ -63,6 +63,8 @@ def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], i
     spec = spec_for(cfg)
     target = dataset_store(data_root, cfg)
     g, _ = _models(cfg)
+    if not target.exists():  # a store being resumed was sized when it was created
+        check_store_budget(cfg, spec, target, g)
     latents = (z.numpy() for z in g.iter_latents(cfg.n, cfg.seed, cfg.chunk_size))
     checkpoints = {
         "generator_checkpoint": cfg.generator_checkpoint,

@@ -32,10 +32,10 @@ from lineargan.extractors import build_extractor
 from lineargan.latent_search import optimize_latents, semantic_loss
 from lineargan.masks import MaskInfo, load_mask_png, save_mask_png
 from lineargan.models import GeneratorAdapter
+from lineargan.models.registry import cached_generator
 from lineargan.predictors import ExtractorPredictor, freeze
 from lineargan.training import fit
 from storage.checkpoints import load_extractor, save_extractor
-from tasks.models import cached_generator
 from tasks.process import tune_process
 
 SIDECAR = ".json"

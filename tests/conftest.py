@@ -15,11 +15,11 @@ import torch
 
 from lineargan.cache import SampleBatch
 from lineargan.config import DatasetConfig
+from lineargan.models.registry import cached_generator, cached_segmenter
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.cache import build_store
-from tasks.models import cached_generator, cached_segmenter
 
 SMALL_N = 64
 SMALL_CHUNK = 16

@@ -60,9 +60,9 @@ def test_unknown_generator_option_is_one_line_error():
 
 def test_options_give_the_store_its_own_directory():
     plain = DatasetConfig()
-    assert plain.options_variant == ""
+    assert plain.store_variant == ""
     other = DatasetConfig(segmenter_options={"upsample": 2})
-    assert len(other.options_variant) == 8
+    assert len(other.store_variant) == 8
 
 
 @pytest.mark.parametrize("space, dim", [("z", 4), ("w", 3), ("wp", 15), ("trunc-wp", 15)])

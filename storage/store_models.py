@@ -1,0 +1,78 @@
+"""The models that made a store, loaded and checked against its fingerprint.
+
+A store records its generator and segmenter by name, options and weights hash; whoever reads
+it again (the cache filling a chunk, SCS calling G, a regenerate-policy store recomputing its
+features) gets exactly those models, seen through the store's policy, or a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from lineargan.device import resolve_device
+from lineargan.errors import FingerprintMismatchError
+from lineargan.models import GeneratorAdapter, Segmenter
+from lineargan.models.registry import cached_generator, cached_segmenter
+from lineargan.store_policy import StorePolicy, with_policy
+from storage.spec import StoreSpec
+
+
+class FeatureStore(Protocol):
+    """What is read of a store here (the Zarr store calls :func:`regenerate_features`, so
+    this module cannot import it)."""
+
+    spec: StoreSpec
+    group: Any
+    target: Any
+
+
+def store_policy(store: FeatureStore) -> StorePolicy:
+    return StorePolicy(**json.loads(store.spec.store_policy))
+
+
+def store_generator(store: FeatureStore, device: str = "auto") -> GeneratorAdapter:
+    """The generator (same weights and options) that made ``store``, on ``device``, serving
+    the store's layers at the store's resolution."""
+    spec = store.spec
+    g = cached_generator(
+        spec.generator,
+        str(resolve_device(device)),
+        store.group.attrs.get("generator_checkpoint"),
+        spec.generator_options,
+    )
+    if g.weights_sha256 != spec.generator_sha256:
+        raise FingerprintMismatchError(
+            f"store {store.target.url} was made with other {spec.generator} weights than the "
+            "loaded ones",
+            "use a new data_root for these models, or restore the original checkpoint",
+        )
+    return with_policy(g, store_policy(store))
+
+
+def store_segmenter(store: FeatureStore) -> Segmenter:
+    """The segmenter (same classes) that labelled ``store``."""
+    spec = store.spec
+    p = cached_segmenter(
+        spec.segmenter, store.group.attrs.get("segmenter_checkpoint"), spec.segmenter_options
+    )
+    if tuple(p.class_names) != spec.class_names:
+        raise FingerprintMismatchError(
+            f"store {store.target.url} was labelled with other classes than the loaded "
+            f"{spec.segmenter}",
+            "use a new data_root for these models, or restore the original segmenter",
+        )
+    return p
+
+
+def regenerate_features(store: FeatureStore, latents: np.ndarray) -> list[np.ndarray]:
+    """The features a stored-feature store would hold for ``latents``: the same generator
+    pass on the same chunk of latents, cast to float16 as the cache casts them."""
+    g = store_generator(store)
+    device = next(g.parameters()).device
+    with torch.inference_mode():
+        feats = g.forward_features(torch.from_numpy(np.ascontiguousarray(latents)).to(device))
+    return [f.to(torch.float16).cpu().numpy() for f in feats]

@@ -1,0 +1,118 @@
+"""Store policies: what a store keeps of the features, its size estimate and budget, and the
+same results whether features are stored or regenerated."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lineargan.config import DatasetConfig, FitConfig, Schedule
+from lineargan.errors import LinearGanError
+from lineargan.store_policy import StorePolicy, with_policy
+from storage.feature_store import FeatureStore
+from storage.store_models import store_generator
+from storage.target import Target
+from tasks.cache import build_store, prepare_store
+from tasks.evaluate import evaluate_fit
+from tasks.fit import fit_extractor
+
+N, CHUNK = 32, 16
+
+
+def dataset(split: str = "train", seed: int = 0, **policy) -> DatasetConfig:
+    return DatasetConfig(
+        split=split, seed=seed, n=N, chunk_size=CHUNK, store_policy=StorePolicy(**policy)
+    )
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """Train and eval stores of the same seeds under three policies."""
+    root = str(tmp_path_factory.mktemp("policy-data"))
+    policies = {
+        "all": {},
+        "regenerate": {"features": "regenerate"},
+        "capped-subset": {"layers": ("block1_8x8", "block3_32x32"), "max_resolution": 16},
+    }
+    return {
+        name: {
+            split: build_store(dataset(split, seed, **p), root, device="cpu")
+            for split, seed in (("train", 0), ("eval", 1))
+        }
+        for name, p in policies.items()
+    }
+
+
+def test_policy_serves_chosen_layers_capped():
+    policy = StorePolicy(layers=("b", "c"), max_resolution=16)
+    names, shapes = policy.served(["a", "b", "c"], [(8, 4, 4), (4, 8, 8), (2, 32, 32)])
+    assert names == ["b", "c"] and shapes == [(4, 8, 8), (2, 16, 16)]
+    x = torch.arange(32.0 * 32).reshape(1, 1, 32, 32)
+    (capped,) = policy.cap([x])
+    assert capped.shape == (1, 1, 16, 16)
+    assert capped[0, 0, 0, 0] == x[0, 0, :2, :2].mean()  # area average of its footprint
+    with pytest.raises(LinearGanError, match="does not have"):
+        StorePolicy(layers=("nope",)).served(["a"], [(1, 1, 1)])
+
+
+def test_default_policy_leaves_the_store_identity_alone():
+    assert StorePolicy().identity() == {} and DatasetConfig().store_variant == ""
+    assert StorePolicy(budget_gb=1.0).identity() == {}  # the budget only guards the run
+    assert dataset(features="regenerate").store_variant != ""
+
+
+def test_regenerated_features_equal_stored_ones(stores):
+    stored = FeatureStore.open(Target(stores["all"]["train"]))
+    regen = FeatureStore.open(Target(stores["regenerate"]["train"]))
+    assert "block0_4x4" not in regen.group["features"]  # nothing written
+    for i in range(stored.spec.n_chunks):
+        a, b = stored.read_chunk(i), regen.read_chunk(i)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        for fa, fb in zip(a.features, b.features, strict=True):
+            assert fa.dtype == fb.dtype == np.float16
+            np.testing.assert_array_equal(fa, fb)
+
+
+def test_capped_subset_store_serves_what_the_live_generator_gives(stores):
+    store = FeatureStore.open(Target(stores["capped-subset"]["train"]))
+    assert store.spec.layer_names == ("block1_8x8", "block3_32x32")
+    assert store.spec.layer_shapes == ((256, 8, 8), (64, 16, 16))
+    g = store_generator(store, "cpu")  # what SCS/SIE call: the same served features
+    chunk = store.read_chunk(0)
+    with torch.inference_mode():
+        live = g(torch.from_numpy(chunk.latents)).features
+    for stored, f in zip(chunk.features, live, strict=True):
+        np.testing.assert_array_equal(stored, f.to(torch.float16).numpy())
+
+
+def test_fit_and_evaluation_identical_under_all_and_regenerate(stores, tmp_path):
+    cfg = FitConfig(extractor="LSE", schedule=Schedule(phases=((2, 4),), samples_per_epoch=16))
+    rows = {}
+    weights = {}
+    for name in ("all", "regenerate"):
+        meta = fit_extractor(stores[name]["train"], cfg, str(tmp_path), "cpu")
+        frame = evaluate_fit(meta, stores[name]["eval"], str(tmp_path), "smoke", "r", "cpu")["all"]
+        rows[name] = frame.sort_values("class_name")[["class_name", "iou"]].reset_index(drop=True)
+        weights[name] = (tmp_path / meta["fit_dir"]).as_posix()
+    assert weights["all"] != weights["regenerate"]  # two fits, not one reused
+    assert rows["all"].equals(rows["regenerate"])
+
+
+def test_size_is_printed_and_a_store_over_budget_refused(tmp_path, capsys):
+    root = str(tmp_path / "data")
+    with pytest.raises(
+        LinearGanError, match=r"8.4 MB, over the budget.*regenerate\"\} 0.5 MB\), a layer"
+    ):
+        prepare_store(dataset(budget_gb=1e-3), root)
+    # 32 × (4 layers of float16 features + latent + image + label) bytes, before compression
+    assert "4 feature layers, about 8.4 MB uncompressed (budget 1.0 MB)" in capsys.readouterr().out
+    assert not Target(root).fs.glob(f"{root}/stores/*/*.zarr")  # nothing written
+    url, pending, total = prepare_store(dataset(budget_gb=1e-3, allow_over_budget=True), root)
+    assert len(pending) == total == 2
+    # labels + latents only: the same store without features is small enough
+    prepare_store(dataset(budget_gb=1e-3, features="regenerate"), root)
+
+
+def test_with_policy_is_identity_for_the_default(generator):
+    assert with_policy(generator, StorePolicy()) is generator
