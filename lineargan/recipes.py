@@ -1,0 +1,130 @@
+"""Recipes: the paper's Table 1 columns as (generator, dataset, segmenter) presets.
+
+Each column of Table 1 is one GAN trained on one dataset, labelled by one segmenter: UNet
+face parsing for CelebAHQ and FFHQ, DeepLabV3 (ResNeSt-200, ADE20K) restricted to the authors'
+class subset for LSUN bedroom and church (Appx E, ``figure/selected_labels.csv``). A recipe
+fixes those choices and leaves the user only the two checkpoint paths; ``RunConfig`` fields
+(profile, sizes, roots, options) can still be overridden. The weights cannot ship with the
+project: the README says where each one comes from.
+
+Features are regenerated on read by default: at the paper's 51,200 images even a 256-px
+StyleGAN2 would need terabytes of float16 features (``storage.size`` prints the estimate),
+and regeneration is what the authors' training loop does anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lineargan.config import RunConfig
+from lineargan.errors import UnknownNameError
+from lineargan.store_policy import StorePolicy
+
+FACE_PARSER = "face-parser-unet"
+DEEPLAB = "deeplabv3-ade20k"
+
+
+class Recipe(BaseModel):
+    """One Table 1 column."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    gan: str
+    dataset: str
+    resolution: int = Field(description="resolution of the paper's checkpoint")
+    generator: str
+    generator_options: dict[str, Any] = Field(default_factory=dict)
+    segmenter: str
+    segmenter_options: dict[str, Any] = Field(default_factory=dict)
+    store_policy: StorePolicy = StorePolicy(features="regenerate")
+    checkpoint: str = Field(description="the authors' file name of the generator weights")
+
+    def run_config(
+        self,
+        generator_checkpoint: str,
+        segmenter_checkpoint: str,
+        profile: str = "paper",
+        **overrides: Any,
+    ) -> RunConfig:
+        """The ``RunConfig`` of this column; ``overrides`` are any other RunConfig fields
+        (option dicts are merged into the recipe's, not replaced)."""
+        fields: dict[str, Any] = {
+            "profile": profile,
+            "generator": self.generator,
+            "generator_checkpoint": generator_checkpoint,
+            "generator_options": self.generator_options,
+            "segmenter": self.segmenter,
+            "segmenter_checkpoint": segmenter_checkpoint,
+            "segmenter_options": self.segmenter_options,
+            "store_policy": self.store_policy.model_dump(exclude_defaults=True),
+        }
+        for key, value in overrides.items():
+            if key in ("generator_options", "segmenter_options", "store_policy"):
+                fields[key] = {**fields[key], **value}
+            else:
+                fields[key] = value
+        return RunConfig(**fields)
+
+
+def _lsun(gan: str, scene: str, resolution: int, generator: str, checkpoint: str) -> Recipe:
+    return Recipe(
+        name=f"{gan.lower()}-{scene}",
+        gan=gan,
+        dataset=f"LSUN {scene}",
+        resolution=resolution,
+        generator=generator,
+        segmenter=DEEPLAB,
+        segmenter_options={"classes": f"{gan.lower()}_{scene}"},
+        checkpoint=checkpoint,
+    )
+
+
+# In Table 1's column order. Generators default to the authors' ports (their released,
+# converted state dicts); the genforce and rosinality layouts load the same networks.
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe(
+            name="pggan-celebahq",
+            gan="PGGAN",
+            dataset="CelebAHQ",
+            resolution=1024,
+            generator="pggan-lineargan",
+            segmenter=FACE_PARSER,
+            checkpoint="pggan_celebahq.pth",
+        ),
+        _lsun("PGGAN", "bedroom", 256, "pggan-lineargan", "pggan_bedroom.pth"),
+        _lsun("PGGAN", "church", 256, "pggan-lineargan", "pggan_church.pth"),
+        Recipe(
+            name="stylegan-celebahq",
+            gan="StyleGAN",
+            dataset="CelebAHQ",
+            resolution=1024,
+            generator="stylegan-lineargan",
+            segmenter=FACE_PARSER,
+            checkpoint="stylegan_celebahq.pth",
+        ),
+        _lsun("StyleGAN", "bedroom", 256, "stylegan-lineargan", "stylegan_bedroom.pth"),
+        _lsun("StyleGAN", "church", 256, "stylegan-lineargan", "stylegan_church.pth"),
+        Recipe(
+            name="stylegan2-ffhq",
+            gan="StyleGAN2",
+            dataset="FFHQ",
+            resolution=1024,
+            generator="stylegan2-lineargan",
+            segmenter=FACE_PARSER,
+            checkpoint="stylegan2_ffhq.pth",
+        ),
+        _lsun("StyleGAN2", "bedroom", 256, "stylegan2-lineargan", "stylegan2_bedroom.pth"),
+        _lsun("StyleGAN2", "church", 256, "stylegan2-lineargan", "stylegan2_church.pth"),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise UnknownNameError("recipe", name, list(RECIPES))
+    return RECIPES[name]

@@ -1,0 +1,112 @@
+"""Recipes: every Table 1 column runs end to end from checkpoints in its own layout (random
+weights at 32 px, the smoke profile), and prefect.yaml declares one deployment per column."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+import lineargan.models.face_parser as fp
+from flows.recipes import deployments, recipe
+from flows.runner import dask_cluster
+from lineargan.errors import UnknownNameError
+from lineargan.recipes import RECIPES, get_recipe
+from tests.test_pggan_stylegan import (
+    pggan_genforce_state,
+    pggan_port_state,
+    stylegan_genforce_state,
+    stylegan_port_state,
+)
+from tests.test_segmenters import _tiny_deeplab
+from tests.test_stylegan2_genforce import random_state, to_authors_layout
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The authors' released files are plain state dicts of their ports.
+GENERATOR_STATES = {
+    "pggan-lineargan": lambda: pggan_port_state(pggan_genforce_state()),
+    "stylegan-lineargan": lambda: stylegan_port_state(stylegan_genforce_state()),
+    "stylegan2-lineargan": lambda: to_authors_layout(random_state("genforce")),
+}
+# Small enough for CPU: the face UNet at 32 px input, DeepLab on a narrow ResNeSt-50.
+SMALL_SEGMENTERS = {
+    "face-parser-unet": {"input_size": 32},
+    "deeplabv3-ade20k": {"backbone": "resnest50"},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> str:
+    """One Dask cluster for all recipes, as a user's external cluster would be."""
+    with dask_cluster(None, 1) as address:
+        yield address
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("recipe-ckpts")
+    out = {}
+    for name, state in GENERATOR_STATES.items():
+        torch.save(state(), root / f"{name}.pth")
+        out[name] = str(root / f"{name}.pth")
+    torch.manual_seed(0)
+    torch.save(fp.FaceParsingUNet(n_classes=15, base_width=4).state_dict(), root / "face.pth")
+    torch.save(_tiny_deeplab().state_dict(), root / "deeplab.pth")
+    out["face-parser-unet"] = str(root / "face.pth")
+    out["deeplabv3-ade20k"] = str(root / "deeplab.pth")
+    return out
+
+
+def test_prefect_yaml_declares_one_deployment_per_recipe():
+    declared = yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
+    recipes = [d for d in declared if d["entrypoint"] == "flows/recipes.py:recipe"]
+    assert recipes == deployments()  # regenerate with `python -m flows.recipes --prefect-yaml`
+    assert [d["name"] for d in recipes] == list(RECIPES)
+    assert len(RECIPES) == 9  # Table 1's columns
+
+
+def test_unknown_recipe_is_a_one_line_error():
+    with pytest.raises(UnknownNameError, match="stylegan2-ffhq"):
+        get_recipe("stylegan3-ffhq")
+
+
+def test_overrides_merge_into_the_recipe_options(checkpoints):
+    r = get_recipe("stylegan2-church")
+    cfg = r.run_config(
+        checkpoints["stylegan2-lineargan"],
+        checkpoints["deeplabv3-ade20k"],
+        "smoke",
+        segmenter_options={"backbone": "resnest50"},
+        n_train=8,
+    )
+    assert cfg.segmenter_options == {"classes": "stylegan2_church", "backbone": "resnest50"}
+    assert cfg.store_policy.regenerate and cfg.resolved_profile.n_train == 8
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_recipe_runs_table1_end_to_end(name, checkpoints, cluster, tmp_path):
+    r = RECIPES[name]
+    out = recipe(
+        name,
+        checkpoints[r.generator],
+        checkpoints[r.segmenter],
+        "smoke",
+        {
+            "segmenter_options": SMALL_SEGMENTERS[r.segmenter],
+            "n_train": 32,
+            "n_eval": 16,
+            "analyses": [],
+            "fit_methods": ["schedule"],
+            "data_root": str(tmp_path / "data"),
+            "results_root": str(tmp_path / "results"),
+            "dask_address": cluster,
+        },
+    )
+    table1 = pd.read_parquet(Path(out["results_root"]) / "tables" / "table1")
+    assert sorted(table1.extractor) == ["LSE", "NSE-1", "NSE-2"]
+    assert set(table1.generator) == {r.generator} and set(table1.segmenter) == {r.segmenter}
+    assert table1.miou.between(0, 1).all()
