@@ -65,7 +65,9 @@ def test_options_give_the_store_its_own_directory():
     assert len(other.store_variant) == 8
 
 
-@pytest.mark.parametrize("space, dim", [("z", 4), ("w", 3), ("wp", 15), ("trunc-wp", 15)])
+@pytest.mark.parametrize(
+    "space, dim", [("z", 4), ("w", 3), ("wp", 15), ("trunc-wp", 15), ("mixwp", 20)]
+)
 def test_style_latents_round_trip(space, dim):
     torch.manual_seed(0)
     lin = torch.nn.Linear(4, 3)
@@ -79,3 +81,25 @@ def test_style_latents_round_trip(space, dim):
         assert torch.allclose(wp[:, 0], 0.5 * wp[:, 4])
     else:
         assert torch.allclose(wp[:, 0], wp[:, 4])
+
+
+def test_mixwp_draws_the_untruncated_wp_images_and_maps_each_layer_alone():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 3)
+    z = torch.randn(2, 4)
+    kw = dict(z_dim=4, w_dim=3, num_layers=5)
+    mix, wp = StyleLatents("mixwp", **kw), StyleLatents("wp", **kw)
+    with torch.no_grad():
+        a = mix.to_wp(mix.sample(z, lin, torch.zeros(3)), lin)
+        b = wp.to_wp(wp.sample(z, lin, torch.zeros(3)), lin)
+        torch.testing.assert_close(a, b)
+        zs = torch.randn(2, 20)  # independent z per layer: layer i reads mapping(z_i)
+        got = mix.to_wp(zs, lin)
+        torch.testing.assert_close(got[:, 3], lin(zs.reshape(2, 5, 4)[:, 3]))
+
+
+def test_bytes_that_are_no_checkpoint_say_so(tmp_path):
+    path = tmp_path / "bogus.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read as a torch file"):
+        read_checkpoint(path)

@@ -52,11 +52,16 @@ def read_checkpoint(path: str | Path) -> Any:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch names the refused global somewhere in a long message: keep only that
+        # torch names a refused global somewhere in a long message: keep only that; any other
+        # unpickling failure is a file that is not a torch checkpoint at all
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        detail = found.group(1) if found else type(exc).__name__
+        if found is None:
+            raise CheckpointError(
+                f"checkpoint {path} cannot be read as a torch file (UnpicklingError)",
+                "pass a torch checkpoint saved with torch.save",
+            ) from exc
         raise CheckpointError(
-            f"checkpoint {path} pickles objects that are not weights ({detail})",
+            f"checkpoint {path} pickles objects that are not weights ({found.group(1)})",
             "save only the generator's state dict: torch.save(G.state_dict(), 'g.pt')",
         ) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files

@@ -3,7 +3,11 @@
 The authors sample and edit StyleGANs in one of four spaces (their ``latent_type``): ``z``
 (the mapping network's input), ``w`` (its output, shared by every layer), ``wp`` (w+, one w per
 synthesis layer) and ``trunc-wp`` (w+ pulled toward the average w on the first
-``truncation_layers`` layers, their default for StyleGANs). An adapter's ``forward`` takes
+``truncation_layers`` layers, their default for StyleGANs), plus ``mixwp``, the space their SCS
+and SIE optimise in (``manipulation/strategy.py``): one z per synthesis layer, each mapped to
+its own w, no truncation — so the prior and neighbour terms act on standard-normal variables.
+Drawn from one z repeated per layer, ``mixwp`` gives the untruncated ``wp`` images. An
+adapter's ``forward`` takes
 latents in its chosen space, flattened, so the cache stores them and SCS/SIE optimise them
 without knowing which space it is.
 """
@@ -18,8 +22,8 @@ import torch
 
 from lineargan.errors import LinearGanError
 
-LatentSpace = Literal["z", "w", "wp", "trunc-wp"]
-LATENT_SPACES: tuple[LatentSpace, ...] = ("z", "w", "wp", "trunc-wp")
+LatentSpace = Literal["z", "w", "wp", "trunc-wp", "mixwp"]
+LATENT_SPACES: tuple[LatentSpace, ...] = ("z", "w", "wp", "trunc-wp", "mixwp")
 
 Mapping = Callable[[torch.Tensor], torch.Tensor]  # z (B, z_dim) -> w (B, w_dim)
 
@@ -48,12 +52,16 @@ class StyleLatents:
     @property
     def dim(self) -> int:
         """Floats per latent in this space (the adapter's ``latent_dim``)."""
+        if self.space == "mixwp":
+            return self.num_layers * self.z_dim
         return {"z": self.z_dim, "w": self.w_dim}.get(self.space, self.num_layers * self.w_dim)
 
     def sample(self, z: torch.Tensor, mapping: Mapping, w_avg: torch.Tensor) -> torch.Tensor:
         """Standard-normal ``z`` (B, z_dim) → latents of this space, (B, :attr:`dim`)."""
         if self.space == "z":
             return z
+        if self.space == "mixwp":
+            return z.repeat(1, self.num_layers)
         w = mapping(z)
         if self.space == "w":
             return w
@@ -69,4 +77,7 @@ class StyleLatents:
         if self.space in ("z", "w"):
             w = mapping(latents) if self.space == "z" else latents
             return w[:, None].expand(-1, self.num_layers, -1)
+        if self.space == "mixwp":
+            zs = latents.reshape(len(latents) * self.num_layers, self.z_dim)
+            return mapping(zs).reshape(len(latents), self.num_layers, self.w_dim)
         return latents.reshape(len(latents), self.num_layers, self.w_dim)
