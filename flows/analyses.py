@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prefect.futures import PrefectFuture
 
+from flows.runner import device_tasks
 from lineargan.config import Frozen
 from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.registry import ANALYSES
@@ -26,19 +27,33 @@ def submit_analyses(
     """Submit every analysis of ``params`` (name -> parameters), most expensive first (Dask
     starts ready tasks in submission order); returns the futures of their finished results."""
     finished, runs = [], {}
-    for name in submission_order(list(params)):
-        spec = ANALYSES[name]
-        before = [runs[a] for a in spec.needs.after if a in runs]
-        if spec.needs.fits:  # the evaluations too: reusing them beats racing them
-            run = run_analysis.submit(
-                name, ctx, params[name], fits, wait_for=list(evaluations.values()) + before
-            )
-        else:
-            run = run_analysis.submit(name, ctx, params[name], None, wait_for=before)
-        runs[name] = run
-        reference = {e: evaluations[e] for e in spec.needs.reference if e in evaluations}
-        finished.append(finish_analysis.submit(name, ctx, params[name], run, reference))
+    with device_tasks():
+        for name in submission_order(list(params)):
+            _submit(name, params, ctx, fits, evaluations, runs, finished)
     return finished
+
+
+def _submit(
+    name: str,
+    params: dict[str, Frozen],
+    ctx: AnalysisContext,
+    fits: dict[str, PrefectFuture],
+    evaluations: dict[str, PrefectFuture],
+    runs: dict[str, PrefectFuture],
+    finished: list[PrefectFuture],
+) -> None:
+    """Submit one analysis after the ones it reuses (``Needs.after``), and its finishing task."""
+    spec = ANALYSES[name]
+    before = [runs[a] for a in spec.needs.after if a in runs]
+    if spec.needs.fits:  # the evaluations too: reusing them beats racing them
+        run = run_analysis.submit(
+            name, ctx, params[name], fits, wait_for=list(evaluations.values()) + before
+        )
+    else:
+        run = run_analysis.submit(name, ctx, params[name], None, wait_for=before)
+    runs[name] = run
+    reference = {e: evaluations[e] for e in spec.needs.reference if e in evaluations}
+    finished.append(finish_analysis.submit(name, ctx, params[name], run, reference))
 
 
 def submission_order(names: list[str]) -> list[str]:

@@ -10,7 +10,7 @@ from prefect import flow, unmapped
 
 from flows.cli import parse_config, run_cli
 from flows.progress import wait_with_progress
-from flows.runner import dask_cluster, dask_runner
+from flows.runner import dask_cluster, dask_runner, device_tasks
 from lineargan.config import DatasetConfig
 from lineargan.paths import default_data_root
 from tasks.prefect_tasks import cache_chunk, finalize_store, prepare_store
@@ -21,8 +21,9 @@ def cache_stage(datasets: list[DatasetConfig], data_root: str, device: str = "au
     """Fill the stores of ``datasets`` (runs under a Dask task runner set by the caller)."""
     prepared = [prepare_store(cfg, data_root) for cfg in datasets]
     futures = []
-    for url, pending, _ in prepared:
-        futures += cache_chunk.map(unmapped(url), pending, unmapped(device))
+    with device_tasks():
+        for url, pending, _ in prepared:
+            futures += cache_chunk.map(unmapped(url), pending, unmapped(device))
     computed = sum(wait_with_progress(futures, "cache chunks"))
     total = sum(n for _, _, n in prepared)
     print(f"cache: computed {computed} chunks, {total - computed} already done")

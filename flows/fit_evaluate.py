@@ -7,7 +7,7 @@ from prefect import flow
 from prefect.futures import PrefectFuture
 
 from flows.progress import wait_with_progress
-from flows.runner import dask_cluster, dask_runner
+from flows.runner import dask_cluster, dask_runner, device_tasks
 from lineargan.config import RunConfig
 from lineargan.paths import default_data_root, default_results_root
 from storage.layout import dataset_store
@@ -37,15 +37,17 @@ def submit_fits(
     """
     configs = config.table1_fits()
     order = sorted(configs, key=lambda k: -_FIT_COST.get(configs[k].extractor, 0))
-    fits = {
-        k: fit_extractor.submit(train_url, configs[k], results_root, config.device) for k in order
-    }
-    evals = {
-        k: evaluate_extractor.submit(
-            fits[k], eval_url, results_root, config.profile, run_id, config.device
-        )
-        for k in order
-    }
+    with device_tasks():
+        fits = {
+            k: fit_extractor.submit(train_url, configs[k], results_root, config.device)
+            for k in order
+        }
+        evals = {
+            k: evaluate_extractor.submit(
+                fits[k], eval_url, results_root, config.profile, run_id, config.device
+            )
+            for k in order
+        }
     return {k: fits[k] for k in configs}, {k: evals[k] for k in configs}
 
 
@@ -95,7 +97,7 @@ def fit_evaluate(config: RunConfig = RunConfig()) -> dict:
     """Fit and evaluate on stores already built by the cache flow (same config)."""
     data_root = config.data_root or default_data_root()
     results_root = config.results_root or default_results_root()
-    Target(results_root).require_local("results_root")
+    Target(results_root).ensure_writable()
     train_url, eval_url = stage_urls(config, data_root)
     with dask_cluster(config.dask_address, config.n_workers) as address:
         return fit_evaluate_stage.with_options(task_runner=dask_runner(address))(

@@ -55,7 +55,6 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
     data_root = config.data_root or default_data_root()
     results_root = config.results_root or default_results_root()
     Target(data_root).ensure_writable()
-    Target(results_root).require_local("results_root")
     Target(results_root).ensure_writable()
     analyses = resolve_analyses(config)  # names and overrides checked before any work
     profile = config.resolved_profile
@@ -120,8 +119,6 @@ def main(argv: list[str] | None = None) -> None:
                 merged.setdefault(name, {}).update(fields)
             config = config.model_copy(update={"analysis_params": merged})
         resolve_analyses(config)
-        if config.results_root:
-            Target(config.results_root).require_local("results_root")
         for root in (config.data_root, config.results_root):
             if root:
                 Target(root).ensure_writable()  # fail before any server or cluster starts

@@ -2,6 +2,13 @@
 
 ``reproduce`` starts one LocalCluster for the whole run and hands its address to each stage,
 so the cache and fit stages share workers (and their per-process model caches).
+
+On a machine with GPUs the LocalCluster has one worker per GPU, each offering the abstract
+resource ``GPU=1``, and every model-running task is submitted inside :func:`device_tasks`,
+which asks for that resource: a worker then runs one such task at a time, so fanned-out
+chunks, fits and analyses never share a card. Start an external cluster the same way
+(``dask worker --resources GPU=1`` with ``CUDA_VISIBLE_DEVICES`` set per worker) and set
+``LINEARGAN_GPU_RESOURCES=1`` where the flow runs if that machine has no GPU itself.
 """
 
 from __future__ import annotations
@@ -9,9 +16,25 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
+import dask
+import torch
 from prefect_dask import DaskTaskRunner
+
+GPU_RESOURCE = {"GPU": 1}
+
+
+def gpu_resources_enabled() -> bool:
+    """Whether model tasks ask for a GPU slot: ``LINEARGAN_GPU_RESOURCES`` (1/0), else
+    whether this process sees CUDA."""
+    flag = os.environ.get("LINEARGAN_GPU_RESOURCES", "")
+    return flag == "1" if flag in ("0", "1") else torch.cuda.is_available()
+
+
+def device_tasks():
+    """Context for submitting model-running tasks: one GPU slot each where GPUs are used."""
+    return dask.annotate(resources=GPU_RESOURCE) if gpu_resources_enabled() else nullcontext()
 
 
 def _limit_threads(n_workers: int) -> None:
@@ -28,6 +51,9 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
         return
     from distributed import LocalCluster
 
+    gpus = torch.cuda.device_count()
+    if gpus:  # one worker per card; tasks.process.tune_process binds worker i to card i
+        n_workers = gpus
     _limit_threads(n_workers)
     _share_api_url()
     cluster = LocalCluster(
@@ -37,6 +63,7 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
         host="127.0.0.1",
         dashboard_address=None,
         silence_logs=logging.WARNING,
+        resources=GPU_RESOURCE if gpus else None,
     )
     try:
         yield cluster.scheduler_address

@@ -6,6 +6,7 @@ labels, float16 features), so the storage layer only writes bytes.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,17 +44,27 @@ def render_images(generator: GeneratorAdapter, latents: torch.Tensor, batch: int
     )
 
 
+def generator_precision(device: torch.device, precision: str = "float32"):
+    """The context a generator forward runs in: bfloat16 autocast when asked for (the same
+    on every read of a store, so stored and regenerated features stay identical)."""
+    if precision == "bfloat16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 @torch.no_grad()
 def generate_and_label(
     generator: GeneratorAdapter,
     segmenter: Segmenter,
     latents: np.ndarray,
     device: torch.device,
+    precision: str = "float32",
 ) -> SampleBatch:
     """Run G on ``latents`` and P on G's images; return the chunk in storage dtypes."""
     z = torch.from_numpy(np.ascontiguousarray(latents)).to(device)
-    out = generator(z)
-    images = to_uint8(out.image)
+    with generator_precision(device, precision):
+        out = generator(z)
+    images = to_uint8(out.image.float())
     seg = segmenter.segment(images)
     return SampleBatch(
         latents=latents,

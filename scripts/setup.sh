@@ -17,7 +17,7 @@ echo "setup: installing lineargan and pinned dependencies into .venv (about 2 mi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -c requirements/constraints.txt torch==2.13.0 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -c requirements/constraints.txt -e ".[test]" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import torch, prefect, zarr, dlib, lineargan" \
+  -c requirements/constraints.txt -e ".[test,s3]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -c "import torch, prefect, zarr, dlib, s3fs, lineargan" \
   || { echo "setup: installation failed" >&2; exit 1; }
 echo "$want" > "$stamp"

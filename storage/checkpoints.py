@@ -1,4 +1,4 @@
-"""Model checkpoints on disk: a directory with ``config.json`` and ``weights.safetensors``.
+"""Model checkpoints: a directory (local path or fsspec URL) with ``config.json`` and ``weights.safetensors``.
 
 Extractors and the baseline UNet are stored alike. ``config.json`` holds the class name,
 constructor arguments, code version and any metadata the caller adds; loading rebuilds the
@@ -9,36 +9,44 @@ leaves nothing that looks finished.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from lineargan import __version__
 from lineargan.errors import CheckpointError
 from lineargan.extractors import SemanticExtractor, build_extractor
 from lineargan.models.unet import SegmentationUNet
+from storage.target import Target
+
+CONFIG = "config.json"
+WEIGHTS = "weights.safetensors"
+
+
+def _dir(directory: str | Path) -> Target:
+    """A checkpoint directory given as local path or fsspec URL (``s3://…``)."""
+    return Target(str(directory))
 
 
 def is_finished(directory: str | Path) -> bool:
     """True once a checkpoint's ``config.json`` (written last) exists."""
-    return (Path(directory) / "config.json").exists()
+    return (_dir(directory) / CONFIG).exists()
 
 
 def write_checkpoint(
     model: nn.Module, directory: str | Path, class_name: str, init_args: dict, metadata: dict
 ) -> None:
     """Write ``weights.safetensors``, then ``config.json`` (class, constructor arguments, code
-    version, ``metadata``), each to a temporary name renamed into place: a kill at any point
-    leaves either a finished checkpoint or none."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    version, ``metadata``), each atomically (see :meth:`Target.write_bytes_atomic`): a kill at
+    any point leaves either a finished checkpoint or none. Both are serialised in memory first,
+    so the same code writes to a local directory or an object store."""
+    target = _dir(directory)
     config = {
         "class_name": class_name,
         "init_args": init_args,
@@ -46,37 +54,32 @@ def write_checkpoint(
         "metadata": metadata,
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    # per-process temporary names: two workers finishing the same fit never share a file
-    tmp = f".{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    save_file(state, directory / f"weights.safetensors{tmp}")
-    os.replace(directory / f"weights.safetensors{tmp}", directory / "weights.safetensors")
+    (target / WEIGHTS).write_bytes_atomic(save_safetensors(state))
     # config.json last: its presence marks a finished checkpoint
-    (directory / f"config.json{tmp}").write_text(json.dumps(config, indent=2, sort_keys=True))
-    os.replace(directory / f"config.json{tmp}", directory / "config.json")
+    (target / CONFIG).write_bytes_atomic(json.dumps(config, indent=2, sort_keys=True).encode())
 
 
 def read_config(directory: str | Path, kind: str) -> dict:
     """The ``config.json`` of a finished ``kind`` checkpoint (both files present)."""
-    directory = Path(directory)
-    files = (directory / "config.json", directory / "weights.safetensors")
-    if not all(f.exists() for f in files):
+    target = _dir(directory)
+    if not all((target / name).exists() for name in (CONFIG, WEIGHTS)):
         raise CheckpointError(
             f"{directory} is not a finished {kind} checkpoint "
             "(config.json/weights.safetensors missing)",
             "refit it: the fit task rewrites unfinished checkpoints",
         )
-    return json.loads((directory / "config.json").read_text())
+    return json.loads((target / CONFIG).read_bytes())
 
 
 def load_weights(model: nn.Module, directory: str | Path, config: dict) -> None:
     """Load the checkpoint's weights into ``model`` (built from ``config``), refusing a
     mismatch with a one-line error instead of a partly loaded model."""
-    w_path = Path(directory) / "weights.safetensors"
+    weights = _dir(directory) / WEIGHTS
     try:
-        model.load_state_dict(load_file(w_path))
+        model.load_state_dict(load_safetensors(weights.read_bytes()))
     except RuntimeError as exc:
         raise CheckpointError(
-            f"weights in {w_path} do not match {config['class_name']} {config['init_args']}",
+            f"weights in {weights.url} do not match {config['class_name']} {config['init_args']}",
             "delete that checkpoint directory and refit",
         ) from exc
 
@@ -121,23 +124,34 @@ def load_unet(
 
 class PartialFit:
     """A fit's state between saves, in ``<fit_dir>/partial/state.pt`` (a
-    :class:`lineargan.training.FitCheckpoint`).
+    :class:`lineargan.training.FitCheckpoint`); ``fit_dir`` is a local path or an fsspec URL.
 
-    Written to a temporary name and renamed, so a kill during a save leaves the previous state;
-    read with ``torch.load(weights_only=True)`` (tensors, numbers, lists and dicts only). An
-    unreadable state is reported and ignored: the fit starts over rather than resume from
+    Serialised in memory and written atomically, so a kill during a save leaves the previous
+    state; read with ``torch.load(weights_only=True)`` (tensors, numbers, lists and dicts only).
+    An unreadable state is reported and ignored: the fit starts over rather than resume from
     something it cannot trust. :meth:`clear` removes it once the final checkpoint is written.
     """
 
     def __init__(self, fit_dir: str | Path) -> None:
-        self.directory = Path(fit_dir) / "partial"
-        self.path = self.directory / "state.pt"
+        self.target = _dir(fit_dir) / "partial"
+        self.state = self.target / "state.pt"
+
+    @property
+    def directory(self) -> Path | str:
+        """The ``partial`` directory: a :class:`Path` when local, its URL otherwise."""
+        return Path(self.target.path) if self.target.is_local else self.target.url
+
+    @property
+    def path(self) -> Path | str:
+        """The state file: a :class:`Path` when local, its URL otherwise."""
+        return Path(self.state.path) if self.state.is_local else self.state.url
 
     def load(self) -> dict | None:
-        if not self.path.exists():
+        if not self.state.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            data = self.state.read_bytes()
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             if not isinstance(state, dict) or "iteration" not in state:
                 raise ValueError("not a partial-fit state")
             return state
@@ -148,10 +162,9 @@ class PartialFit:
             return None
 
     def save(self, state: dict) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".pt.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.state.write_bytes_atomic(buf.getvalue())
 
     def clear(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.target.remove_tree()

@@ -14,6 +14,15 @@ from lineargan.errors import FingerprintMismatchError
 
 FORMAT_VERSION = 1
 
+# Fields added after format 1 whose default is not written into a fingerprint, so stores
+# written before they existed keep theirs.
+_DEFAULTS_LEFT_OUT = {
+    "generator_options": "{}",
+    "segmenter_options": "{}",
+    "store_policy": "{}",
+    "generator_precision": "float32",
+}
+
 
 @dataclass(frozen=True)
 class StoreSpec:
@@ -39,12 +48,13 @@ class StoreSpec:
     # what the store keeps of the features (``StorePolicy.identity()``); layer_names and
     # layer_shapes are the served layers
     store_policy: str = "{}"
+    generator_precision: str = "float32"
 
     def fingerprint(self) -> dict:
         fp = json.loads(json.dumps(asdict(self)))  # tuples → lists, as stored in attrs
         # no options, no entry: stores written before options existed keep their fingerprint
-        for key in ("generator_options", "segmenter_options", "store_policy"):
-            if fp[key] == "{}":
+        for key, default in _DEFAULTS_LEFT_OUT.items():
+            if fp[key] == default:
                 del fp[key]
         return fp
 
@@ -88,6 +98,7 @@ SAME_MODEL_FIELDS = (
     "generator_options",
     "segmenter_options",
     "store_policy",
+    "generator_precision",
 )
 
 

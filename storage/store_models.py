@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from lineargan.cache import generator_precision
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
 from lineargan.models import GeneratorAdapter, Segmenter
@@ -73,6 +74,7 @@ def regenerate_features(store: FeatureStore, latents: np.ndarray) -> list[np.nda
     pass on the same chunk of latents, cast to float16 as the cache casts them."""
     g = store_generator(store)
     device = next(g.parameters()).device
-    with torch.inference_mode():
-        feats = g.forward_features(torch.from_numpy(np.ascontiguousarray(latents)).to(device))
+    z = torch.from_numpy(np.ascontiguousarray(latents)).to(device)
+    with torch.inference_mode(), generator_precision(device, store.spec.generator_precision):
+        feats = g.forward_features(z)
     return [f.to(torch.float16).cpu().numpy() for f in feats]

@@ -19,6 +19,7 @@ import queue
 import threading
 
 import numpy as np
+import torch
 
 from lineargan.cache import SampleBatch
 from storage.feature_store import FeatureStore
@@ -42,6 +43,22 @@ def decoded_bytes(store: FeatureStore, chunk_ids: list[int]) -> int:
     return per_sample * samples
 
 
+def _take(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return a[index]
+
+
+def _take_pinned(a: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``a[index]`` written into page-locked memory (a NumPy view of a pinned tensor; slices
+    of it handed to ``torch.from_numpy`` stay pinned)."""
+    out = torch.empty((len(index), *a.shape[1:]), dtype=_TORCH_DTYPES[a.dtype], pin_memory=True)
+    view = out.numpy()
+    np.take(a, index, axis=0, out=view)
+    return view
+
+
+_TORCH_DTYPES = {np.dtype(np.float16): torch.float16, np.dtype(np.uint8): torch.uint8}
+
+
 class ChunkStream:
     """Endless shuffled stream of (features, labels) samples over the given chunks."""
 
@@ -53,8 +70,12 @@ class ChunkStream:
         prefetch: int = 2,
         chunk_ids: list[int] | None = None,
         memory_budget_bytes: int | None = None,
+        pin_memory: bool = False,
     ) -> None:
         self.store = store
+        # shuffled blocks in page-locked memory: copies to a GPU are then asynchronous
+        # (``non_blocking=True`` overlaps them with compute); only where CUDA exists
+        self.pin_memory = pin_memory and torch.cuda.is_available()
         self.chunk_ids = list(range(store.spec.n_chunks)) if chunk_ids is None else list(chunk_ids)
         if not self.chunk_ids:
             raise ValueError("ChunkStream needs at least one chunk to stream from")
@@ -114,7 +135,8 @@ class ChunkStream:
                     perm = self._rng.permutation(len(labels))
                     if skip:  # the resume point falls inside this block
                         perm, skip = perm[skip:], 0
-                    self._put(([f[perm] for f in feats], labels[perm]))
+                    take = _take_pinned if self.pin_memory else _take
+                    self._put(([take(f, perm) for f in feats], take(labels, perm)))
                     if self._stop.is_set():
                         return
         except BaseException as exc:  # surface reader errors (e.g. a corrupt chunk) in next_batch

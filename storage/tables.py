@@ -103,7 +103,9 @@ def read_table(results_root: str, table: str) -> pd.DataFrame:
 def _part_paths(target: Target) -> list[str]:
     if target.path.endswith(".parquet"):
         return [target.path]
-    return sorted(p for p in target.fs.ls(target.path, detail=False) if p.endswith(".parquet"))
+    fs = target.fs
+    fs.invalidate_cache(target.path)  # parts written by other processes since the last listing
+    return sorted(p for p in fs.ls(target.path, detail=False) if p.endswith(".parquet"))
 
 
 def read_table_url(url: str) -> pd.DataFrame:
@@ -156,6 +158,4 @@ class PartialUnits:
         return rows, time.perf_counter() - start
 
     def clear(self) -> None:
-        target = partial_target(self.results_root, self.work)
-        if target.exists():
-            target.fs.rm(target.path, recursive=True)
+        partial_target(self.results_root, self.work).remove_tree()

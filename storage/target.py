@@ -1,7 +1,9 @@
 """A storage root addressed by local path or fsspec URL (``file://``, ``memory://``, ``s3://`` …).
 
-Stores and tables are always reached through a :class:`Target`, so the same flow writes to a
-local disk in tests and to object storage in a cluster.
+Stores, tables, fits and figures are always reached through a :class:`Target`, so the same flow
+writes to a local disk in tests and to object storage in a cluster. Remote filesystems need
+their fsspec backend (``s3fs`` for ``s3://``, the ``s3`` extra); a missing one is a one-line
+error saying what to install, not a raw ImportError from deep inside a task.
 """
 
 from __future__ import annotations
@@ -13,7 +15,19 @@ from dataclasses import dataclass
 import fsspec
 from fsspec.core import url_to_fs
 
-from lineargan.errors import OutputNotWritableError
+from lineargan.errors import LinearGanError, OutputNotWritableError
+
+# Backends whose single PUT of a whole object is atomic: a reader sees the old object or the
+# new one, never half of it, so the temporary-name-and-rename dance (copy + delete there) is
+# pure overhead.
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
+
+# What to install for the backends users are likely to name (fsspec's own hint otherwise).
+_EXTRAS = {"s3": "s3", "s3a": "s3"}
+
+
+class MissingBackendError(LinearGanError):
+    """An fsspec URL whose filesystem package is not installed."""
 
 
 @dataclass(frozen=True)
@@ -22,32 +36,68 @@ class Target:
 
     url: str
 
+    def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        protocol = self.url.split("://", 1)[0]
+        try:
+            return url_to_fs(self.url)
+        except ValueError as exc:
+            if not str(exc).startswith("Protocol not known"):
+                raise
+            raise MissingBackendError(
+                f"cannot open {self.url}: fsspec knows no filesystem for {protocol}://",
+                "use a local path or an fsspec URL such as s3://bucket/path or memory://name",
+            ) from exc
+        except ImportError as exc:
+            extra = _EXTRAS.get(protocol)
+            fix = (
+                f"pip install 'lineargan[{extra}]' (bash scripts/setup.sh installs it)"
+                if extra
+                else f"install the fsspec backend for {protocol}:// ({exc})"
+            )
+            raise MissingBackendError(
+                f"cannot open {self.url}: no filesystem package for {protocol}:// is installed",
+                fix,
+            ) from exc
+
     @property
     def fs(self) -> fsspec.AbstractFileSystem:
-        return url_to_fs(self.url)[0]
+        return self._resolve()[0]
 
     @property
     def path(self) -> str:
         """The root as the filesystem sees it (protocol stripped)."""
-        return url_to_fs(self.url)[1]
+        return self._resolve()[1]
 
     @property
     def is_local(self) -> bool:
         return "://" not in self.url or self.url.startswith("file://")
 
+    @property
+    def location(self) -> str:
+        """What to record and reopen: the absolute path for a local target (as local tools
+        expect), the URL otherwise (a bare bucket path would lose its protocol)."""
+        return self.path if self.is_local else self.url
+
     def __truediv__(self, part: str) -> Target:
         return Target(posixpath.join(self.url.rstrip("/"), part))
 
     def exists(self) -> bool:
-        return self.fs.exists(self.path)
+        fs, path = self.fs, self.path
+        # Another process (a Dask worker) may have written it since this process last listed
+        # the parent: never answer from a cached listing.
+        fs.invalidate_cache(path)
+        return fs.exists(path)
+
+    def require_backend(self) -> None:
+        """Fail early, with the install hint, when this URL's filesystem is not installed."""
+        self._resolve()
 
     def require_local(self, what: str) -> None:
-        """Refuse a remote URL where the code writes with local file APIs."""
+        """Refuse a remote URL where the caller can only work with local file APIs."""
         if not self.is_local:
             raise OutputNotWritableError(
-                f"{what} {self.url} is not a local directory (extractor checkpoints are written "
-                "with local file APIs)",
-                f"pass a local path as {what}; data_root may be any fsspec URL",
+                f"{what} {self.url} is not a local directory",
+                f"pass a local path as {what}",
             )
 
     def ensure_writable(self) -> None:
@@ -66,8 +116,12 @@ class Target:
             ) from exc
 
     def write_bytes_atomic(self, data: bytes) -> None:
-        """Write via a temporary sibling and rename, so a killed run never leaves half a file."""
+        """Write so that a killed run never leaves half a file: via a temporary sibling and a
+        rename, or in one PUT on object stores (atomic there; their rename is copy + delete)."""
         fs, path = self.fs, self.path
+        if self.url.split("://", 1)[0] in _ATOMIC_PUT:
+            fs.pipe_file(path, data)
+            return
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
         with fs.open(tmp, "wb") as fh:
@@ -77,3 +131,8 @@ class Target:
     def read_bytes(self) -> bytes:
         with self.fs.open(self.path, "rb") as fh:
             return fh.read()
+
+    def remove_tree(self) -> None:
+        """Delete this path and everything below it; nothing there is fine."""
+        if self.exists():
+            self.fs.rm(self.path, recursive=True)

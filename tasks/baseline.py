@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 
@@ -57,7 +56,7 @@ def unet_or_reuse(
     is finished); returns the segmenter and its checkpoint metadata with ``reused``."""
     spec = store.spec
     key = unet_key(params, spec.digest())
-    fit_dir = Path(fit_target(results_root, PREFIX, key).path)
+    fit_dir = fit_target(results_root, PREFIX, key).location
     dev = resolve_device(device)
     if is_finished(fit_dir):
         net, meta = load_unet(fit_dir, dev)

@@ -43,6 +43,7 @@ def spec_for(cfg: DatasetConfig) -> StoreSpec:
         generator_options=options_json(cfg.generator_options),
         segmenter_options=options_json(cfg.segmenter_options),
         store_policy=options_json(cfg.store_policy.identity()),
+        generator_precision=cfg.generator_precision,
     )
 
 
@@ -90,7 +91,8 @@ def compute_chunk(store: FeatureStore, index: int, device: str = "auto") -> Samp
     dev = resolve_device(device)
     g, p = store_generator(store, str(dev)), store_segmenter(store)
     with torch.inference_mode():
-        return generate_and_label(g, p, store.read_latents(spec.chunk_slice(index)), dev)
+        latents = store.read_latents(spec.chunk_slice(index))
+        return generate_and_label(g, p, latents, dev, spec.generator_precision)
 
 
 def finalize_store(store_url: str) -> dict:

@@ -17,7 +17,6 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -84,7 +83,7 @@ class FitJob:
 def fit_metadata(
     job: FitJob,
     key: str,
-    fit_dir: Path,
+    fit_dir: str,
     train_url: str,
     spec: StoreSpec,
     result: FitResult,
@@ -112,9 +111,11 @@ def fit_metadata(
     }
 
 
-def stream_source(store: FeatureStore, seed: int) -> SourceFactory:
-    """Shuffled batches streamed from the store (the full-supervision source)."""
-    return lambda: ChunkStream(store, seed=seed)
+def stream_source(store: FeatureStore, seed: int, device: str = "auto") -> SourceFactory:
+    """Shuffled batches streamed from the store (the full-supervision source), prefetched
+    into pinned memory when they go to a GPU."""
+    pin = resolve_device(device).type == "cuda"
+    return lambda: ChunkStream(store, seed=seed, pin_memory=pin)
 
 
 # Training data a converged (full-batch) fit may hold in memory as float32 tensors; beyond it,
@@ -175,7 +176,8 @@ def _train(
         assert cfg.solver is not None
         train_ids, held_ids = holdout_split(spec.n_chunks, cfg.solver.holdout_fraction)
         held = [store.read_chunk(i) for i in held_ids]
-        with ChunkStream(store, seed=cfg.seed, chunk_ids=train_ids) as batches:
+        pin = dev.type == "cuda"
+        with ChunkStream(store, seed=cfg.seed, chunk_ids=train_ids, pin_memory=pin) as batches:
             cert = fit_until_plateau(
                 model,
                 batches,
@@ -218,7 +220,7 @@ def _train(
             "evaluations": cert.evaluations,
             "resumed_from": cert.resumed_from,
         }
-    with (source or stream_source(store, cfg.seed))() as batches:
+    with (source or stream_source(store, cfg.seed, str(dev)))() as batches:
         result = fit(
             model,
             batches,
@@ -255,7 +257,7 @@ def fit_or_reuse(
     checkpoint; returns the checkpoint's metadata with ``reused``."""
     spec = store.spec
     key = job.key(spec)
-    fit_dir = Path(fit_target(results_root, job.prefix, key).path)
+    fit_dir = fit_target(results_root, job.prefix, key).location
     if is_finished(fit_dir):
         _, meta = load_extractor(fit_dir)
         return {**meta, "reused": True}

@@ -39,6 +39,27 @@ def tune_process() -> None:
     if n > 0 and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     tune_allocator()
+    bind_worker_gpu()
+
+
+def bind_worker_gpu() -> int | None:
+    """Make worker i of a local Dask cluster use card i (of those it sees), so the one worker
+    per GPU that ``flows.runner`` starts never shares a card; "cuda" then means that card.
+    Returns the card chosen (None outside a Dask worker, or without several GPUs)."""
+    count = torch.cuda.device_count()
+    if count < 2:
+        return None
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):
+        return None
+    if not isinstance(name, int) and not str(name).isdigit():
+        return None
+    card = int(name) % count
+    torch.cuda.set_device(card)
+    return card
 
 
 @cache

@@ -17,7 +17,7 @@ from tests.e2e_helpers import isolated_env, run_module
         (["--extractors", "NSE-3"], "invalid parameter extractors"),
         (["--n-train", "0"], "invalid parameter n_train"),
         (["--results-root", "/proc/not-writable"], "cannot write to /proc/not-writable"),
-        (["--results-root", "memory://results"], "is not a local directory"),
+        (["--results-root", "nosuch://results"], "no filesystem for nosuch://"),
         (["--set", "cosine_similarity.t_one=5"], "valid fields of cosine_similarity"),
         (["--set", "cosine_similarity=5"], "ANALYSIS.FIELD=VALUE"),
         (["--set", "cosine.t1=5"], "unknown analysis 'cosine'"),

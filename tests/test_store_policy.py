@@ -20,9 +20,16 @@ from tasks.fit import fit_extractor
 N, CHUNK = 32, 16
 
 
-def dataset(split: str = "train", seed: int = 0, **policy) -> DatasetConfig:
+def dataset(
+    split: str = "train", seed: int = 0, precision: str = "float32", **policy
+) -> DatasetConfig:
     return DatasetConfig(
-        split=split, seed=seed, n=N, chunk_size=CHUNK, store_policy=StorePolicy(**policy)
+        split=split,
+        seed=seed,
+        n=N,
+        chunk_size=CHUNK,
+        store_policy=StorePolicy(**policy),
+        generator_precision=precision,
     )
 
 
@@ -116,3 +123,20 @@ def test_size_is_printed_and_a_store_over_budget_refused(tmp_path, capsys):
 
 def test_with_policy_is_identity_for_the_default(generator):
     assert with_policy(generator, StorePolicy()) is generator
+
+
+def test_bfloat16_generator_regenerates_what_it_stored(tmp_path):
+    root = str(tmp_path / "data")
+    urls = {
+        (precision, kind): build_store(dataset(precision=precision, **policy), root, "cpu")
+        for precision in ("float32", "bfloat16")
+        for kind, policy in (("stored", {}), ("regen", {"features": "regenerate"}))
+    }
+    assert len(set(urls.values())) == 4  # four stores side by side
+    read = {k: FeatureStore.open(Target(u)).read_chunk(0).features for k, u in urls.items()}
+    for a, b in zip(read["bfloat16", "stored"], read["bfloat16", "regen"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # and bfloat16 is really used: its features differ from float32's, if only a little
+    deep32, deep16 = read["float32", "stored"][-1], read["bfloat16", "stored"][-1]
+    assert not np.array_equal(deep32, deep16)
+    np.testing.assert_allclose(deep16, deep32, atol=0.1 * float(np.abs(deep32).max()))
