@@ -27,9 +27,8 @@ def submit_analyses(
     """Submit every analysis of ``params`` (name -> parameters), most expensive first (Dask
     starts ready tasks in submission order); returns the futures of their finished results."""
     finished, runs = [], {}
-    with device_tasks():
-        for name in submission_order(list(params)):
-            _submit(name, params, ctx, fits, evaluations, runs, finished)
+    for name in submission_order(list(params)):
+        _submit(name, params, ctx, fits, evaluations, runs, finished)
     return finished
 
 
@@ -45,12 +44,13 @@ def _submit(
     """Submit one analysis after the ones it reuses (``Needs.after``), and its finishing task."""
     spec = ANALYSES[name]
     before = [runs[a] for a in spec.needs.after if a in runs]
-    if spec.needs.fits:  # the evaluations too: reusing them beats racing them
-        run = run_analysis.submit(
-            name, ctx, params[name], fits, wait_for=list(evaluations.values()) + before
-        )
-    else:
-        run = run_analysis.submit(name, ctx, params[name], None, wait_for=before)
+    with device_tasks():  # the run holds a GPU slot; summarising and rendering do not
+        if spec.needs.fits:  # the evaluations too: reusing them beats racing them
+            run = run_analysis.submit(
+                name, ctx, params[name], fits, wait_for=list(evaluations.values()) + before
+            )
+        else:
+            run = run_analysis.submit(name, ctx, params[name], None, wait_for=before)
     runs[name] = run
     reference = {e: evaluations[e] for e in spec.needs.reference if e in evaluations}
     finished.append(finish_analysis.submit(name, ctx, params[name], run, reference))

@@ -47,6 +47,8 @@ def _limit_threads(n_workers: int) -> None:
 def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
     """Yield a scheduler address: ``address`` itself, or a LocalCluster started (and stopped) here."""
     if address:
+        if gpu_resources_enabled():
+            _check_gpu_slots(address)
         yield address
         return
     from distributed import LocalCluster
@@ -63,12 +65,29 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
         host="127.0.0.1",
         dashboard_address=None,
         silence_logs=logging.WARNING,
-        resources=GPU_RESOURCE if gpus else None,
+        # offered whenever tasks ask for it (also when LINEARGAN_GPU_RESOURCES=1 on a CPU box)
+        resources=GPU_RESOURCE if gpus or gpu_resources_enabled() else None,
     )
     try:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+
+
+def _check_gpu_slots(address: str) -> None:
+    """Refuse a cluster where model tasks would wait forever for a GPU slot nobody offers."""
+    from distributed import Client
+
+    with Client(address, timeout="30s") as client:
+        workers = client.scheduler_info().get("workers", {}).values()
+        if not any(w.get("resources", {}).get("GPU") for w in workers):
+            from lineargan.errors import LinearGanError
+
+            raise LinearGanError(
+                f"model tasks ask for a GPU slot but no worker at {address} offers one",
+                "start workers with `dask worker ... --resources GPU=1`, or set "
+                "LINEARGAN_GPU_RESOURCES=0 to run without GPU slots",
+            )
 
 
 def _share_api_url() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lineargan.errors import LinearGanError
 from lineargan.models.protocols import GeneratorAdapter, Segmenter
 
 
@@ -48,8 +49,22 @@ def generator_precision(device: torch.device, precision: str = "float32"):
     """The context a generator forward runs in: bfloat16 autocast when asked for (the same
     on every read of a store, so stored and regenerated features stay identical)."""
     if precision == "bfloat16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise LinearGanError(
+                f"{torch.cuda.get_device_name(device)} has no bfloat16 (autocast would silently "
+                "run float32 in a store that records bfloat16)",
+                "use generator_precision float32 on this card",
+            )
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def generator_batch(resolution: int) -> int:
+    """Latents per generator call: whole 64-sample chunks for small generators, one image at
+    a time at 1024 px (a StyleGAN2's activations for 64 such images would fill any card).
+    Fixed by the resolution alone, so a store's cache pass and its regeneration split a chunk
+    the same way and compute the same features."""
+    return max(1, (1 << 20) // (resolution * resolution))
 
 
 @torch.no_grad()
@@ -59,17 +74,25 @@ def generate_and_label(
     latents: np.ndarray,
     device: torch.device,
     precision: str = "float32",
+    keep_features: bool = True,
 ) -> SampleBatch:
-    """Run G on ``latents`` and P on G's images; return the chunk in storage dtypes."""
+    """Run G on ``latents`` and P on G's images; return the chunk in storage dtypes
+    (``keep_features`` False: no features, for a store that regenerates them)."""
     z = torch.from_numpy(np.ascontiguousarray(latents)).to(device)
-    with generator_precision(device, precision):
-        out = generator(z)
-    images = to_uint8(out.image.float())
-    seg = segmenter.segment(images)
+    step = generator_batch(generator.resolution)
+    images, features = [], []
+    for start in range(0, len(z), step):
+        with generator_precision(device, precision):
+            out = generator(z[start : start + step])
+        images.append(to_uint8(out.image.float()))
+        if keep_features:
+            features.append([f.to(torch.float16).cpu().numpy() for f in out.features])
+    image_array = np.concatenate(images)
+    seg = segmenter.segment(image_array)
     return SampleBatch(
         latents=latents,
-        images=images,
+        images=image_array,
         labels=seg.labels,
         detected=seg.detected,
-        features=[f.to(torch.float16).cpu().numpy() for f in out.features],
+        features=[np.concatenate(parts) for parts in zip(*features, strict=True)],
     )

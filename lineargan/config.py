@@ -30,6 +30,16 @@ class Frozen(BaseModel):
         return hashlib.sha256(blob).hexdigest()
 
 
+# Options that decide where or how fast a model runs, not what it computes: they are left
+# out of a store's identity, so changing them reuses the store.
+RUNTIME_OPTIONS = ("device", "batch_size")
+
+
+def identity_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the runtime-only ones (:data:`RUNTIME_OPTIONS`)."""
+    return {k: v for k, v in options.items() if k not in RUNTIME_OPTIONS}
+
+
 def options_json(options: Any) -> str:
     """Canonical JSON of model options: hashable (model caches key on it) and stable (stores
     and their paths record it)."""
@@ -102,12 +112,26 @@ class DatasetConfig(ModelChoice, Frozen):
         description="which generator features the store serves and whether it writes them",
     )
 
+    @model_validator(mode="after")
+    def _check_regeneration(self) -> DatasetConfig:
+        if self.store_policy.regenerate and self.generator_options.get("randomize_noise"):
+            raise LinearGanError(
+                "randomize_noise draws new noise on every call, so regenerated features would "
+                "not belong to the stored images and labels",
+                "drop randomize_noise, or store the features (store_policy features: stored)",
+            )
+        return self
+
     @property
     def store_variant(self) -> str:
         """ "" for default options and policy, else a short hash of them: stores of one
         generator under different options or policies live side by side instead of refusing
         each other."""
-        parts: list = [self.generator_options, self.segmenter_options, self.store_policy.identity()]
+        parts: list = [
+            identity_options(self.generator_options),
+            identity_options(self.segmenter_options),
+            self.store_policy.identity(),
+        ]
         if self.generator_precision != "float32":
             parts.append(self.generator_precision)
         if not any(parts):

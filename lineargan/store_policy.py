@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from lineargan.cache import generator_precision
 from lineargan.errors import LinearGanError
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 
@@ -36,8 +37,8 @@ class StorePolicy(BaseModel):
 
     features: Literal["stored", "regenerate"] = Field(
         "stored",
-        description="stored = written to the store; regenerate = labels + latents only, the "
-        "features are recomputed by the generator whenever they are read",
+        description="stored = written to the store; regenerate = latents, images and labels "
+        "only, the features are recomputed by the generator whenever they are read",
     )
     layers: tuple[str, ...] | None = Field(
         None, description="the generator layers to serve (None: all of them)"
@@ -111,16 +112,20 @@ class StorePolicy(BaseModel):
 
 
 class PolicyGenerator(GeneratorAdapter):
-    """A generator seen through a store policy: only the served layers, capped.
+    """A generator seen through a store policy: only the served layers, capped, computed in
+    the store's precision.
 
     SCS, SIE and regeneration all call the generator; wrapping it makes their features exactly
     the ones the store's extractors were fitted on.
     """
 
-    def __init__(self, base: GeneratorAdapter, policy: StorePolicy) -> None:
+    def __init__(
+        self, base: GeneratorAdapter, policy: StorePolicy, precision: str = "float32"
+    ) -> None:
         super().__init__()
         self.base = base
         self.policy = policy
+        self.precision = precision
         self.index = policy.layer_indices(base.layer_names)
         self.name, self.latent_dim, self.latent_space = (
             base.name,
@@ -134,20 +139,27 @@ class PolicyGenerator(GeneratorAdapter):
         return self.base.iter_latents(n, seed, chunk_size)
 
     def forward(self, latents: torch.Tensor) -> GeneratorOutput:
-        out = self.base(latents)
+        with generator_precision(latents.device, self.precision):
+            out = self.base(latents)
         return GeneratorOutput(
-            image=out.image, features=self.policy.cap([out.features[i] for i in self.index])
+            image=out.image.float(),
+            features=self.policy.cap([out.features[i] for i in self.index]),
         )
 
     def forward_features(
         self, latents: torch.Tensor, layers: Sequence[int] | None = None
     ) -> list[torch.Tensor]:
         wanted = self.index if layers is None else [self.index[i] for i in layers]
-        return self.policy.cap(self.base.forward_features(latents, wanted))
+        with generator_precision(latents.device, self.precision):
+            features = self.base.forward_features(latents, wanted)
+        return self.policy.cap(features)
 
 
-def with_policy(generator: GeneratorAdapter, policy: StorePolicy) -> GeneratorAdapter:
-    """``generator`` itself under the default policy, else its :class:`PolicyGenerator` view."""
-    if policy.layers is None and policy.max_resolution is None:
+def with_policy(
+    generator: GeneratorAdapter, policy: StorePolicy, precision: str = "float32"
+) -> GeneratorAdapter:
+    """``generator`` itself under the default policy in float32, else its
+    :class:`PolicyGenerator` view."""
+    if policy.layers is None and policy.max_resolution is None and precision == "float32":
         return generator
-    return PolicyGenerator(generator, policy)
+    return PolicyGenerator(generator, policy, precision)

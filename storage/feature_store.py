@@ -311,7 +311,8 @@ class FeatureStore:
         bad = []
         for i in np.flatnonzero(self.done_mask()):
             try:
-                self.read_chunk(int(i), features=True, images=True)
+                # a regenerate-policy store has no stored features to check
+                self.read_chunk(int(i), features=not self.spec.regenerates, images=True)
             except CorruptChunkError:
                 bad.append(int(i))
                 if repair:

@@ -56,7 +56,7 @@ def _alternatives(cfg: DatasetConfig, spec: StoreSpec, generator: GeneratorAdapt
             spec.resolution, spec.latent_dim, spec.layer_shapes
         ):
             sizes.append(f"{text} {human(size)}")
-    return "; ".join(sizes)
+    return "; ".join(sizes) or "none is smaller"
 
 
 def check_store_budget(

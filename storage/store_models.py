@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from lineargan.cache import generator_precision
+from lineargan.cache import generator_batch, generator_precision
 from lineargan.device import resolve_device
 from lineargan.errors import FingerprintMismatchError
 from lineargan.models import GeneratorAdapter, Segmenter
@@ -43,7 +43,7 @@ def store_generator(store: FeatureStore, device: str = "auto") -> GeneratorAdapt
         spec.generator,
         str(resolve_device(device)),
         store.group.attrs.get("generator_checkpoint"),
-        spec.generator_options,
+        store.group.attrs.get("generator_load_options", spec.generator_options),
     )
     if g.weights_sha256 != spec.generator_sha256:
         raise FingerprintMismatchError(
@@ -51,19 +51,21 @@ def store_generator(store: FeatureStore, device: str = "auto") -> GeneratorAdapt
             "loaded ones",
             "use a new data_root for these models, or restore the original checkpoint",
         )
-    return with_policy(g, store_policy(store))
+    return with_policy(g, store_policy(store), spec.generator_precision)
 
 
 def store_segmenter(store: FeatureStore) -> Segmenter:
     """The segmenter (same classes) that labelled ``store``."""
     spec = store.spec
     p = cached_segmenter(
-        spec.segmenter, store.group.attrs.get("segmenter_checkpoint"), spec.segmenter_options
+        spec.segmenter,
+        store.group.attrs.get("segmenter_checkpoint"),
+        store.group.attrs.get("segmenter_load_options", spec.segmenter_options),
     )
-    if tuple(p.class_names) != spec.class_names:
+    if tuple(p.class_names) != spec.class_names or p.weights_sha256 != spec.segmenter_sha256:
         raise FingerprintMismatchError(
-            f"store {store.target.url} was labelled with other classes than the loaded "
-            f"{spec.segmenter}",
+            f"store {store.target.url} was labelled by other {spec.segmenter} weights or "
+            "classes than the loaded ones",
             "use a new data_root for these models, or restore the original segmenter",
         )
     return p
@@ -75,6 +77,9 @@ def regenerate_features(store: FeatureStore, latents: np.ndarray) -> list[np.nda
     g = store_generator(store)
     device = next(g.parameters()).device
     z = torch.from_numpy(np.ascontiguousarray(latents)).to(device)
-    with torch.inference_mode(), generator_precision(device, store.spec.generator_precision):
-        feats = g.forward_features(z)
-    return [f.to(torch.float16).cpu().numpy() for f in feats]
+    step, parts = generator_batch(g.resolution), []
+    for start in range(0, len(z), step):  # split as the cache pass split it
+        with torch.inference_mode(), generator_precision(device, store.spec.generator_precision):
+            feats = g.forward_features(z[start : start + step])
+        parts.append([f.to(torch.float16).cpu().numpy() for f in feats])
+    return [np.concatenate(layer) for layer in zip(*parts, strict=True)]

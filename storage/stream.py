@@ -76,11 +76,18 @@ class ChunkStream:
         # shuffled blocks in page-locked memory: copies to a GPU are then asynchronous
         # (``non_blocking=True`` overlaps them with compute); only where CUDA exists
         self.pin_memory = pin_memory and torch.cuda.is_available()
+        # the reader thread works on the card of the thread that made the stream (a
+        # regenerate-policy store runs the generator there; set_device is per thread)
+        self._card = torch.cuda.current_device() if torch.cuda.is_available() else None
         self.chunk_ids = list(range(store.spec.n_chunks)) if chunk_ids is None else list(chunk_ids)
         if not self.chunk_ids:
             raise ValueError("ChunkStream needs at least one chunk to stream from")
-        self.buffer_chunks = max(1, buffer_chunks)
         budget = memory_budget() if memory_budget_bytes is None else memory_budget_bytes
+        # blocks in flight: the queue, the one being drawn from and the one being built; big
+        # chunks (a 256-px StyleGAN2's are GBs) shrink the block instead of the memory
+        chunk = decoded_bytes(store, self.chunk_ids[:1])
+        fits = memory_budget() // max(1, chunk * (max(1, prefetch) + 2))
+        self.buffer_chunks = max(1, min(buffer_chunks, fits))
         # chunk id -> decoded chunk, filled by the producer thread only (None: stream from disk)
         self._decoded: dict[int, SampleBatch] | None = (
             {} if decoded_bytes(store, self.chunk_ids) <= budget else None
@@ -117,6 +124,8 @@ class ChunkStream:
 
     def _produce(self) -> None:
         skip = self._skip
+        if self._card is not None:
+            torch.cuda.set_device(self._card)
         try:
             while not self._stop.is_set():
                 order = self._rng.permutation(self.chunk_ids)
@@ -126,7 +135,11 @@ class ChunkStream:
                         self._rng.permutation(size)  # the draw the skipped block would make
                         skip -= size
                         continue
-                    batches = [self._read(int(i)) for i in ids]
+                    batches = []
+                    for i in ids:  # one chunk may be a generator pass: stop between them
+                        if self._stop.is_set():
+                            return
+                        batches.append(self._read(int(i)))
                     feats = [
                         np.concatenate([b.features[k] for b in batches])
                         for k in range(len(batches[0].features))
@@ -201,7 +214,8 @@ class ChunkStream:
                 self._queue.get_nowait()
             except queue.Empty:
                 break
-        self._thread.join(timeout=5)
+        # a regenerating reader finishes its current chunk (one generator pass) first
+        self._thread.join(timeout=120 if self.store.spec.regenerates else 5)
 
     def __enter__(self) -> ChunkStream:
         return self

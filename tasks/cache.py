@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from lineargan.cache import SampleBatch, generate_and_label
-from lineargan.config import DatasetConfig, options_json
+from lineargan.config import DatasetConfig, identity_options, options_json
 from lineargan.device import resolve_device
 from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator, cached_segmenter
@@ -40,8 +40,8 @@ def spec_for(cfg: DatasetConfig) -> StoreSpec:
         resolution=g.resolution,
         layer_names=tuple(names),
         layer_shapes=tuple(shapes),
-        generator_options=options_json(cfg.generator_options),
-        segmenter_options=options_json(cfg.segmenter_options),
+        generator_options=options_json(identity_options(cfg.generator_options)),
+        segmenter_options=options_json(identity_options(cfg.segmenter_options)),
         store_policy=options_json(cfg.store_policy.identity()),
         generator_precision=cfg.generator_precision,
     )
@@ -67,11 +67,13 @@ def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], i
     if not target.exists():  # a store being resumed was sized when it was created
         check_store_budget(cfg, spec, target, g)
     latents = (z.numpy() for z in g.iter_latents(cfg.n, cfg.seed, cfg.chunk_size))
-    checkpoints = {
+    how_to_load = {  # checkpoints and all options, runtime ones included (not identity)
         "generator_checkpoint": cfg.generator_checkpoint,
         "segmenter_checkpoint": cfg.segmenter_checkpoint,
+        "generator_load_options": options_json(cfg.generator_options),
+        "segmenter_load_options": options_json(cfg.segmenter_options),
     }
-    store = FeatureStore.create(target, spec, latents, extra_attrs=checkpoints)
+    store = FeatureStore.create(target, spec, latents, extra_attrs=how_to_load)
     return target.url, store.pending_chunks(), spec.n_chunks
 
 
@@ -92,7 +94,9 @@ def compute_chunk(store: FeatureStore, index: int, device: str = "auto") -> Samp
     g, p = store_generator(store, str(dev)), store_segmenter(store)
     with torch.inference_mode():
         latents = store.read_latents(spec.chunk_slice(index))
-        return generate_and_label(g, p, latents, dev, spec.generator_precision)
+        return generate_and_label(
+            g, p, latents, dev, spec.generator_precision, keep_features=not spec.regenerates
+        )
 
 
 def finalize_store(store_url: str) -> dict:

@@ -77,3 +77,16 @@ def test_pinned_prefetch_gives_the_same_batches(train_store_url):
 
 def test_no_gpu_binding_without_gpus():
     assert bind_worker_gpu() is None
+
+
+def test_a_cluster_without_gpu_slots_is_refused_up_front(monkeypatch):
+    from flows.runner import dask_cluster
+    from lineargan.errors import LinearGanError
+
+    monkeypatch.setenv("LINEARGAN_GPU_RESOURCES", "1")
+    with (
+        LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cpu_only,
+        pytest.raises(LinearGanError, match="no worker .* offers one"),
+        dask_cluster(cpu_only.scheduler_address, 1),
+    ):
+        pass

@@ -62,9 +62,9 @@ def counted_generate(monkeypatch):
     calls: list[int] = []
     real = cache_jobs.generate_and_label
 
-    def wrapper(generator, segmenter, latents, device, *precision):
+    def wrapper(generator, segmenter, latents, device, *args, **kwargs):
         calls.append(len(latents))
-        return real(generator, segmenter, latents, device, *precision)
+        return real(generator, segmenter, latents, device, *args, **kwargs)
 
     monkeypatch.setattr(cache_jobs, "generate_and_label", wrapper)
     return calls

@@ -4,6 +4,7 @@ same results whether features are stored or regenerated."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -140,3 +141,86 @@ def test_bfloat16_generator_regenerates_what_it_stored(tmp_path):
     deep32, deep16 = read["float32", "stored"][-1], read["bfloat16", "stored"][-1]
     assert not np.array_equal(deep32, deep16)
     np.testing.assert_allclose(deep16, deep32, atol=0.1 * float(np.abs(deep32).max()))
+
+
+def test_micro_batched_generation_regenerates_the_same_features(tmp_path, monkeypatch):
+    import lineargan.cache
+    import storage.store_models
+
+    for module in (lineargan.cache, storage.store_models):  # 16-sample chunks in calls of 5
+        monkeypatch.setattr(module, "generator_batch", lambda resolution: 5)
+    root = str(tmp_path / "data")
+    stored = build_store(dataset(), root, "cpu")
+    regen = build_store(dataset(features="regenerate"), root, "cpu")
+    a = FeatureStore.open(Target(stored)).read_chunk(1)
+    b = FeatureStore.open(Target(regen)).read_chunk(1)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    for fa, fb in zip(a.features, b.features, strict=True):
+        np.testing.assert_array_equal(fa, fb)
+
+
+def test_generator_batch_shrinks_with_resolution():
+    from lineargan.cache import generator_batch
+
+    assert generator_batch(64) >= 64 and generator_batch(256) == 16 and generator_batch(1024) == 1
+
+
+def test_a_store_relabelled_by_other_segmenter_weights_is_refused(stores, monkeypatch):
+    import storage.store_models as sm
+    from lineargan.errors import FingerprintMismatchError
+
+    store = FeatureStore.open(Target(stores["all"]["train"]))
+    real = sm.store_segmenter(store)
+
+    class Retrained:
+        class_names = real.class_names
+        weights_sha256 = "0" * 64
+
+    monkeypatch.setattr(sm, "cached_segmenter", lambda *a: Retrained())
+    with pytest.raises(FingerprintMismatchError, match="other dlib-face68 weights"):
+        sm.store_segmenter(store)
+
+
+def test_runtime_options_leave_the_store_identity_alone():
+    base = dict(segmenter="face-parser-unet", segmenter_checkpoint="face.pth")
+    plain = DatasetConfig(**base, segmenter_options={"input_size": 256})
+    runtime = DatasetConfig(**base, segmenter_options={"input_size": 256, "device": "cpu"})
+    other = DatasetConfig(**base, segmenter_options={"input_size": 512})
+    assert plain.store_variant == runtime.store_variant != other.store_variant
+
+
+def test_random_noise_cannot_be_regenerated():
+    with pytest.raises(LinearGanError, match="randomize_noise"):
+        DatasetConfig(
+            generator="stylegan2-genforce",
+            generator_checkpoint="g.pth",
+            generator_options={"randomize_noise": True},
+            store_policy=StorePolicy(features="regenerate"),
+        )
+
+
+@pytest.mark.slow
+def test_every_analysis_runs_on_a_capped_layer_subset_store(tmp_path):
+    """The smoke reproduce with every analysis on a store that keeps three of the four DCGAN
+    layers, capped at 16 px: each experiment sees only the served features."""
+    from flows.reproduce import reproduce
+    from lineargan.config import RunConfig
+
+    config = RunConfig(
+        profile="smoke",
+        store_policy=StorePolicy(
+            layers=("block1_8x8", "block2_16x16", "block3_32x32"), max_resolution=16
+        ),
+        fit_methods=("schedule",),
+        data_root=str(tmp_path / "data"),
+        results_root=str(tmp_path / "results"),
+        n_workers=1,
+    )
+    out = reproduce(config)
+    index = pd.read_parquet(tmp_path / "results" / "tables" / "results_index")
+    assert {"table1", "fewshot", "layerwise", "class_centers", "scs", "sie"} <= set(
+        index.experiment
+    )
+    layers = pd.read_parquet(tmp_path / "results" / "tables" / "layerwise")
+    assert set(layers.layer_name) == {"block1_8x8", "block2_16x16", "block3_32x32", "all"}
+    assert out["results_root"] == str(tmp_path / "results")
