@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 from lineargan.errors import LinearGanError, UnknownNameError
 from lineargan.store_policy import StorePolicy
@@ -75,6 +76,15 @@ class ModelChoice(BaseModel):
     segmenter_options: dict[str, Any] = Field(
         default_factory=dict, description="keyword options of the segmenter (JSON)"
     )
+
+    @field_validator("generator_checkpoint", "segmenter_checkpoint")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        # stores record where their weights are: a relative path would break on resume from
+        # another working directory (or on a Dask worker started elsewhere)
+        if path is None or "://" in path:
+            return path
+        return str(Path(path).expanduser().absolute())
 
     @model_validator(mode="after")
     def _check_models(self) -> ModelChoice:

@@ -15,6 +15,7 @@ from torch import nn
 from lineargan.errors import LinearGanError
 from lineargan.extractors.base import SemanticExtractor, upsample
 from lineargan.models.protocols import DifferentiableSegmenter, GeneratorOutput
+from lineargan.store_policy import StorePolicy
 
 
 class SemanticPredictor(nn.Module):
@@ -28,16 +29,30 @@ class SemanticPredictor(nn.Module):
 
 
 class ExtractorPredictor(SemanticPredictor):
-    """A semantic extractor (few-shot or full LSE, NSE) reading G's feature maps."""
+    """A semantic extractor (few-shot or full LSE, NSE) reading G's feature maps.
 
-    def __init__(self, extractor: SemanticExtractor, label: str) -> None:
+    ``view`` (layer indices, policy) reads a raw generator's features the way the extractor's
+    training store served them (a layer subset, capped); None: as they come.
+    """
+
+    def __init__(
+        self,
+        extractor: SemanticExtractor,
+        label: str,
+        view: tuple[list[int], StorePolicy] | None = None,
+    ) -> None:
         super().__init__()
         self.extractor = extractor.eval()
         self.n_class = extractor.n_class
         self.label = label
+        self.view = view
 
     def forward(self, output: GeneratorOutput, size: int) -> torch.Tensor:
-        return self.extractor(output.features, size)
+        features = output.features
+        if self.view is not None:
+            index, policy = self.view
+            features = policy.cap([features[i] for i in index])
+        return self.extractor(features, size)
 
 
 class SegmenterPredictor(SemanticPredictor):

@@ -34,6 +34,7 @@ from lineargan.masks import MaskInfo, load_mask_png, save_mask_png
 from lineargan.models import GeneratorAdapter
 from lineargan.models.registry import cached_generator
 from lineargan.predictors import ExtractorPredictor, freeze
+from lineargan.store_policy import StorePolicy
 from lineargan.training import fit
 from storage.checkpoints import load_extractor, save_extractor
 from tasks.process import tune_process
@@ -85,14 +86,19 @@ def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredic
             f", weights {sha[:12]}…)",
             "use an extractor trained on this generator's features",
         )
-    dims = [c for c, _, _ in generator.layer_shapes()]
+    # an LSE fitted on a policy store reads the layers that store served, capped as it was
+    policy = StorePolicy(**json.loads(meta.get("store_policy", "{}")))
+    index = policy.layer_indices(generator.layer_names)
+    shapes = generator.layer_shapes()
+    dims = [shapes[i][0] for i in index]
     if list(model.dims) != dims:
         raise LinearGanError(
             f"the extractor in {lse_dir} reads layers of {model.dims} channels, the generator "
             f"has {dims}",
             "use an extractor trained on this generator's features",
         )
-    return ExtractorPredictor(freeze(model), "LSE"), meta
+    view = None if policy.identity() == {} else (index, policy)
+    return ExtractorPredictor(freeze(model), "LSE", view), meta
 
 
 def _info(generator: GeneratorAdapter, class_names) -> MaskInfo:

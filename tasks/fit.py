@@ -101,6 +101,7 @@ def fit_metadata(
         "train_digest": spec.digest(),
         "generator": spec.generator,
         "generator_sha256": spec.generator_sha256,
+        "store_policy": spec.store_policy,  # which features it reads (lineargan-edit needs it)
         "segmenter": spec.segmenter,
         "class_names": list(job.class_names),
         **job.metadata,

@@ -234,3 +234,16 @@ def test_authors_protocol_switches_layer_weights_of_lse_and_nse1_only():
     assert authors.fit("LSE").config_hash() != paper.fit("LSE").config_hash()
     with pytest.raises(LinearGanError, match="NSE-2 has no per-layer"):
         FitConfig(extractor="NSE-2", layer_weights="softplus")
+
+
+def test_checkpoint_paths_are_recorded_absolute(tmp_path, monkeypatch):
+    from lineargan.config import DatasetConfig
+
+    monkeypatch.chdir(tmp_path)
+    cfg = DatasetConfig(
+        generator_checkpoint="g.pth",
+        segmenter="face-parser-unet",
+        segmenter_checkpoint="s3://bucket/p.pth",
+    )
+    assert cfg.generator_checkpoint == str(tmp_path / "g.pth")
+    assert cfg.segmenter_checkpoint == "s3://bucket/p.pth"  # URLs are left as they are

@@ -224,3 +224,20 @@ def test_every_analysis_runs_on_a_capped_layer_subset_store(tmp_path):
     layers = pd.read_parquet(tmp_path / "results" / "tables" / "layerwise")
     assert set(layers.layer_name) == {"block1_8x8", "block2_16x16", "block3_32x32", "all"}
     assert out["results_root"] == str(tmp_path / "results")
+
+
+def test_an_lse_from_a_policy_store_reads_a_raw_generator_through_that_policy(
+    stores, tmp_path, generator
+):
+    from storage.checkpoints import load_extractor
+    from tasks.editing import load_lse
+
+    cfg = FitConfig(extractor="LSE", schedule=Schedule(phases=((1, 4),), samples_per_epoch=8))
+    meta = fit_extractor(stores["capped-subset"]["train"], cfg, str(tmp_path), "cpu")
+    predictor, _ = load_lse(meta["fit_dir"], generator)  # the raw, uncapped DCGAN
+    model, _ = load_extractor(meta["fit_dir"], torch.device("cpu"))
+    chunk = FeatureStore.open(Target(stores["capped-subset"]["train"])).read_chunk(0)
+    with torch.no_grad():
+        live = predictor(generator(torch.from_numpy(chunk.latents)), 64)
+        stored = model([torch.from_numpy(f).float() for f in chunk.features], 64)
+    torch.testing.assert_close(live, stored, atol=2e-2, rtol=0)
