@@ -175,7 +175,35 @@ class GenforceConvBlock(PGConvBlock):
 BlockFactory = Callable[..., PGConvBlock]
 
 
-class PGGANGenerator(GeneratorAdapter):
+class BlockGenerator(GeneratorAdapter):
+    """A generator with one feature map per resolution block (PGGAN, StyleGAN): the image is
+    the last block's ToRGB, and a features-only pass runs no block past the last needed one.
+    Subclasses give ``_blocks(latents, n)`` (the first n maps) and ``_to_rgb(block)``."""
+
+    num_blocks: int
+    final_tanh: bool
+
+    def _blocks(self, latents: torch.Tensor, num_blocks: int) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def _to_rgb(self, block: int) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, latents: torch.Tensor) -> GeneratorOutput:
+        features = self._blocks(latents, self.num_blocks)
+        image = self._to_rgb(self.num_blocks - 1)(features[-1])
+        return GeneratorOutput(image=finish_image(image, self.final_tanh), features=features)
+
+    def forward_features(
+        self, latents: torch.Tensor, layers: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        if layers is None:
+            return self._blocks(latents, self.num_blocks)
+        features = self._blocks(latents, max(layers) + 1 if layers else 0)
+        return [features[i] for i in layers]
+
+
+class PGGANGenerator(BlockGenerator):
     """A trained PGGAN (``lod`` 0) returning one feature map per resolution block.
 
     Modules are named as in the checkpoints (``layer{2i}``, ``layer{2i+1}``, ``output{i}``,
@@ -225,18 +253,8 @@ class PGGANGenerator(GeneratorAdapter):
             features.append(x)
         return features
 
-    def forward(self, latents: torch.Tensor) -> GeneratorOutput:
-        features = self._blocks(latents, self.num_blocks)
-        image = getattr(self, f"output{self.num_blocks - 1}")(features[-1])
-        return GeneratorOutput(image=finish_image(image, self.final_tanh), features=features)
-
-    def forward_features(
-        self, latents: torch.Tensor, layers: Sequence[int] | None = None
-    ) -> list[torch.Tensor]:
-        if layers is None:
-            return self._blocks(latents, self.num_blocks)
-        features = self._blocks(latents, max(layers) + 1 if layers else 0)
-        return [features[i] for i in layers]
+    def _to_rgb(self, block: int) -> nn.Module:
+        return getattr(self, f"output{block}")
 
 
 def finish_image(image: torch.Tensor, final_tanh: bool) -> torch.Tensor:

@@ -24,7 +24,7 @@ weights (genforce's here, the authors' in :mod:`lineargan.models.stylegan_linear
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +36,16 @@ from lineargan.errors import CheckpointError, LinearGanError
 from lineargan.models.pggan_genforce import (
     GENFORCE_KEYS,
     INIT_RES,
+    BlockGenerator,
     block_names,
     check_lod,
     count_indexed,
-    finish_image,
     fused_upconv,
     pixel_norm,
     read_generator_state,
     tensor_shape,
     upsample2x,
 )
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import LatentSpace, StyleLatents
 from lineargan.models.weights import load_into
@@ -252,7 +251,7 @@ class SynthesisNet(nn.Module):
             self.add_module(f"output{i}", layout.to_rgb(width, arch.image_channels))
 
 
-class StyleGANGenerator(GeneratorAdapter):
+class StyleGANGenerator(BlockGenerator):
     """A trained StyleGAN taking latents of one :class:`StyleLatents` space."""
 
     def __init__(
@@ -300,18 +299,8 @@ class StyleGANGenerator(GeneratorAdapter):
             features.append(x)
         return features
 
-    def forward(self, latents: torch.Tensor) -> GeneratorOutput:
-        features = self._blocks(latents, self.num_blocks)
-        image = getattr(self.synthesis, f"output{self.num_blocks - 1}")(features[-1])
-        return GeneratorOutput(image=finish_image(image, self.final_tanh), features=features)
-
-    def forward_features(
-        self, latents: torch.Tensor, layers: Sequence[int] | None = None
-    ) -> list[torch.Tensor]:
-        if layers is None:
-            return self._blocks(latents, self.num_blocks)
-        features = self._blocks(latents, max(layers) + 1 if layers else 0)
-        return [features[i] for i in layers]
+    def _to_rgb(self, block: int) -> nn.Module:
+        return getattr(self.synthesis, f"output{block}")
 
 
 def infer_arch(
