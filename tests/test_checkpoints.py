@@ -10,7 +10,13 @@ import torch
 
 from lineargan.config import DatasetConfig
 from lineargan.errors import CheckpointError, LinearGanError
-from lineargan.models.checkpoints import read_checkpoint, select_state_dict
+from lineargan.models.checkpoints import (
+    GENFORCE_KEYS,
+    read_checkpoint,
+    read_generator_checkpoint,
+    select_state_dict,
+    sha256_file,
+)
 from lineargan.models.style_latents import StyleLatents
 
 
@@ -103,3 +109,81 @@ def test_bytes_that_are_no_checkpoint_say_so(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot be read as a torch file"):
         read_checkpoint(path)
+
+
+def _tiny_state(value: float) -> dict[str, torch.Tensor]:
+    """A one-tensor state dict whose value tells which entry of a checkpoint it came from."""
+    return {"conv.weight": torch.full((2, 2), value)}
+
+
+def _read_genforce(path, checkpoint_key=None):
+    return read_generator_checkpoint(
+        path,
+        generator="pggan-genforce",
+        what="the .pt/.pth weights file",
+        keys=GENFORCE_KEYS,
+        checkpoint_key=checkpoint_key,
+    )
+
+
+def _value(state: dict[str, torch.Tensor]) -> float:
+    return float(state["conv.weight"][0, 0])
+
+
+def test_generator_checkpoint_follows_the_family_key_preference(tmp_path):
+    path = tmp_path / "zoo.pth"
+    torch.save({"generator": _tiny_state(1.0), "generator_smooth": _tiny_state(2.0)}, path)
+    ckpt = _read_genforce(path)
+    assert _value(ckpt.state) == 2.0  # generator_smooth (EMA) before generator
+    assert ckpt.path == path and ckpt.source == str(path)
+    assert ckpt.weights_id == sha256_file(path)  # no key chosen: the plain file hash
+    bare_first = read_generator_checkpoint(
+        path, generator="g", what="a file", keys=(None, "generator", "generator_smooth")
+    )
+    assert _value(bare_first.state) == 1.0  # another family's order is kept as given
+
+
+def test_generator_checkpoint_user_key_wins_and_suffixes_the_weights_id(tmp_path):
+    path = tmp_path / "zoo.pth"
+    torch.save({"generator": _tiny_state(1.0), "generator_smooth": _tiny_state(2.0)}, path)
+    chosen = _read_genforce(path, checkpoint_key="generator")
+    assert _value(chosen.state) == 1.0
+    assert chosen.weights_id == f"{sha256_file(path)}:generator"
+    # naming the default entry explicitly is still a user's pick, so still suffixed
+    assert _read_genforce(path, "generator_smooth").weights_id.endswith(":generator_smooth")
+
+
+def test_generator_checkpoint_unnests_a_genforce_runner_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint_iter010000.pth"
+    runner = {"generator": _tiny_state(1.0), "generator_smooth": _tiny_state(2.0)}
+    torch.save({"models": runner, "running_metadata": {"iter": torch.tensor(10)}}, path)
+    assert _value(_read_genforce(path).state) == 2.0
+    assert _value(_read_genforce(path, "generator").state) == 1.0
+    ckpt = _read_genforce(path)
+    assert set(ckpt.contents) == {"models", "running_metadata"}  # the file as saved
+
+
+def test_generator_checkpoint_keeps_a_state_dict_with_a_models_tensor(tmp_path):
+    path = tmp_path / "bare.pth"
+    state = _tiny_state(3.0) | {"models": torch.zeros(1)}  # a tensor, not a runner's mapping
+    torch.save(state, path)
+    assert set(_read_genforce(path).state) == {"conv.weight", "models"}
+
+
+def test_generator_checkpoint_without_a_path_names_the_option_and_file(tmp_path):
+    with pytest.raises(CheckpointError, match="'pggan-genforce' has no embedded weights") as err:
+        _read_genforce(None)
+    assert "generator_checkpoint" in str(err.value) and ".pt/.pth weights file" in str(err.value)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        _read_genforce(tmp_path / "absent.pth")
+
+
+def test_generator_checkpoint_missing_entry_names_the_key(tmp_path):
+    path = tmp_path / "zoo.pth"
+    torch.save({"generator": _tiny_state(1.0), "discriminator": _tiny_state(0.0)}, path)
+    with pytest.raises(CheckpointError, match=r"\['generator_ema'\].*discriminator"):
+        _read_genforce(path, checkpoint_key="generator_ema")
+    empty = tmp_path / "disc_only.pth"
+    torch.save({"discriminator": _tiny_state(0.0)}, empty)
+    with pytest.raises(CheckpointError, match=r"\['generator_smooth', 'generator'\]"):
+        _read_genforce(empty)

@@ -179,6 +179,16 @@ def test_genforce_prefers_generator_smooth_and_honours_checkpoint_key(
     assert torch.equal(chosen.state_dict()[key], raw[key])
 
 
+def test_checkpoint_key_gives_the_weights_their_own_id(genforce_model, genforce_ckpt: Path) -> None:
+    """``generator`` and ``generator_smooth`` of one file are different weights, so their
+    feature stores must not share an id (the default keeps the plain file hash)."""
+    chosen = get_generator(
+        "stylegan2-genforce", checkpoint=str(genforce_ckpt), checkpoint_key="generator"
+    )
+    assert chosen.weights_sha256 != genforce_model.weights_sha256
+    assert chosen.weights_sha256 == f"{sha256_file(genforce_ckpt)}:generator"
+
+
 def test_genforce_runner_checkpoint_nests_models(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint_iter010000.pth"
     state = random_state("genforce", seed=2)

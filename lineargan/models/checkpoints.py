@@ -7,15 +7,21 @@ reads them with ``weights_only=True``; the few harmless non-tensor classes such 
 pickle (``argparse.Namespace``) are allow-listed, anything else is refused with a message that
 says which global was found. NVIDIA's ``.pkl`` files pickle whole ``dnnlib`` networks, which can
 only be read by running their code: they are refused with the conversion recipe.
+
+Every generator family reads its checkpoint through :func:`read_generator_checkpoint`, so the
+rules for finding the weights and naming them (the weights id keys the feature stores) are
+written once.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import pickle
 import re
 import zipfile
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,10 @@ NVIDIA_PKL_HINT = (
     "generator's own tools (StyleGAN2: rosinality/stylegan2-pytorch convert_weight.py, "
     "genforce/genforce converters/), then pass the resulting .pt/.pth"
 )
+
+# genforce's order of preference: the EMA weights (what its synthesize.py samples with), then
+# the raw ones, then the file as a bare state dict.
+GENFORCE_KEYS: tuple[str | None, ...] = ("generator_smooth", "generator", None)
 
 
 def _is_network_pickle(path: Path) -> bool:
@@ -117,3 +127,71 @@ def strip_data_parallel(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     if state and all(k.startswith("module.") for k in state):
         return {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (checkpoints run to gigabytes).
+
+    It lives here, not in :mod:`lineargan.models.weights` (which re-uses it), because the
+    weights id of a checkpoint is computed here and ``weights`` already imports this module.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unnest_runner_checkpoint(obj: Any) -> Any:
+    """The networks of a genforce *runner* checkpoint (nested under ``"models"``), else ``obj``.
+
+    Model-zoo files hold ``{"generator": ...}`` at the top level; a training run's snapshots
+    hold ``{"models": {"generator": ...}, "running_metadata": ...}``. A state dict that happens
+    to have a ``models`` key maps it to a tensor, not a mapping, so it is left alone.
+    """
+    if isinstance(obj, Mapping) and isinstance(obj.get("models"), Mapping):
+        return obj["models"]
+    return obj
+
+
+@dataclass(frozen=True, eq=False)
+class GeneratorCheckpoint:
+    """A generator's weights as read from a user's checkpoint, and the id they are stored under.
+
+    ``contents`` is the whole object the file holds (before any unnesting), for adapters that
+    read more than the weights from it (rosinality's ``latent_avg``).
+    """
+
+    state: dict[str, torch.Tensor] = field(repr=False)
+    path: Path
+    weights_id: str
+    contents: Any = field(repr=False)
+
+    @property
+    def source(self) -> str:
+        """The path as error messages and ``load_into`` name it."""
+        return str(self.path)
+
+
+def read_generator_checkpoint(
+    checkpoint: str | Path | None,
+    *,
+    generator: str,
+    what: str,
+    keys: Sequence[str | None],
+    checkpoint_key: str | None = None,
+) -> GeneratorCheckpoint:
+    """Read the generator ``generator``'s weights from ``checkpoint``, as every family does.
+
+    ``what`` says which file to pass when none was; ``keys`` is the family's order of
+    preference for the entry holding the state dict (``checkpoint_key``, the user's choice,
+    wins). The weights id is the file's sha256, suffixed ``:<checkpoint_key>`` when the user
+    picked an entry, so the ``generator`` and ``generator_smooth`` weights of one file never
+    share a feature store.
+    """
+    path = require_checkpoint(checkpoint, "generator", generator, what)
+    contents = read_checkpoint(path)
+    state, _ = select_state_dict(unnest_runner_checkpoint(contents), keys, path, checkpoint_key)
+    sha = sha256_file(path)
+    weights_id = sha if checkpoint_key is None else f"{sha}:{checkpoint_key}"
+    return GeneratorCheckpoint(state=state, path=path, weights_id=weights_id, contents=contents)

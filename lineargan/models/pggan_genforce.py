@@ -28,13 +28,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from lineargan.errors import CheckpointError
-from lineargan.models.checkpoints import read_checkpoint, require_checkpoint, select_state_dict
+from lineargan.models.checkpoints import GENFORCE_KEYS, read_generator_checkpoint
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 from lineargan.models.registry import register_generator
-from lineargan.models.weights import load_into, sha256_file
+from lineargan.models.weights import load_into
 
 INIT_RES = 4
-GENFORCE_KEYS: tuple[str | None, ...] = ("generator_smooth", "generator", None)
+# What the PGGAN and StyleGAN adapters ask for when no checkpoint is given.
+WEIGHTS_FILE = "the .pt/.pth weights file"
 
 
 # --- operations shared by the PGGAN and StyleGAN adapters (both layouts) -------------------
@@ -84,23 +85,6 @@ def count_indexed(state: Mapping[str, torch.Tensor], template: str) -> int:
     while template.format(n) in state:
         n += 1
     return n
-
-
-def read_generator_state(
-    checkpoint: str | Path | None,
-    keys: Sequence[str | None],
-    checkpoint_key: str | None,
-    generator: str,
-) -> tuple[dict[str, torch.Tensor], str, str]:
-    """The generator state dict in ``checkpoint``, its source string and weights id.
-
-    The id is the file's sha256, suffixed with the entry when the user picked one, so the
-    ``generator`` and ``generator_smooth`` weights of one file never share a store.
-    """
-    path = require_checkpoint(checkpoint, "generator", generator, "the .pt/.pth weights file")
-    state, _ = select_state_dict(read_checkpoint(path), keys, path, checkpoint_key)
-    sha = sha256_file(path)
-    return state, str(path), sha if checkpoint_key is None else f"{sha}:{checkpoint_key}"
 
 
 def check_lod(state: Mapping[str, torch.Tensor], key: str, source: str) -> None:
@@ -318,17 +302,21 @@ def pggan_genforce(
     """PGGAN from a genforce checkpoint (``generator_smooth`` first, then ``generator``, or a
     bare state dict). Depth, widths and z size come from the weights; ``fused_scale`` (off for
     the official converted models) and ``final_tanh`` are not stored in them."""
-    state, source, sha = read_generator_state(
-        checkpoint, GENFORCE_KEYS, checkpoint_key, "pggan-genforce"
+    ckpt = read_generator_checkpoint(
+        checkpoint,
+        generator="pggan-genforce",
+        what=WEIGHTS_FILE,
+        keys=GENFORCE_KEYS,
+        checkpoint_key=checkpoint_key,
     )
     model = build_pggan(
-        state,
-        source,
+        ckpt.state,
+        ckpt.source,
         weight_key="weight",
         fused_scale=bool(fused_scale),
         final_tanh=bool(final_tanh),
         make_block=GenforceConvBlock,
         pre_normalize=True,
     )
-    model.name, model.weights_sha256 = "pggan-genforce", sha
+    model.name, model.weights_sha256 = "pggan-genforce", ckpt.weights_id
     return model

@@ -14,8 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineargan.models.pggan_genforce import PGConvBlock, PGGANGenerator, build_pggan
-from lineargan.models.pggan_genforce import read_generator_state as _read
+from lineargan.models.checkpoints import read_generator_checkpoint
+from lineargan.models.pggan_genforce import (
+    WEIGHTS_FILE,
+    PGConvBlock,
+    PGGANGenerator,
+    build_pggan,
+)
 from lineargan.models.registry import register_generator
 
 PORT_KEYS: tuple[str | None, ...] = (None, "generator_smooth", "generator")
@@ -57,15 +62,21 @@ def pggan_lineargan(
 ) -> PGGANGenerator:
     """PGGAN from a state dict converted by the authors' code (e.g. ``pggan_celebahq.pth``).
     Depth, widths, z size and fused up-convs come from the weights."""
-    state, source, sha = _read(checkpoint, PORT_KEYS, checkpoint_key, "pggan-lineargan")
+    ckpt = read_generator_checkpoint(
+        checkpoint,
+        generator="pggan-lineargan",
+        what=WEIGHTS_FILE,
+        keys=PORT_KEYS,
+        checkpoint_key=checkpoint_key,
+    )
     model = build_pggan(
-        state,
-        source,
+        ckpt.state,
+        ckpt.source,
         weight_key="conv.weight",
-        fused_scale="layer2.weight" in state,
+        fused_scale="layer2.weight" in ckpt.state,
         final_tanh=bool(final_tanh),
         make_block=PortConvBlock,
         pre_normalize=False,
     )
-    model.name, model.weights_sha256 = "pggan-lineargan", sha
+    model.name, model.weights_sha256 = "pggan-lineargan", ckpt.weights_id
     return model

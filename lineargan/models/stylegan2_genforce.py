@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from lineargan.errors import CheckpointError, LinearGanError
-from lineargan.models.checkpoints import read_checkpoint, require_checkpoint, select_state_dict
+from lineargan.models.checkpoints import GENFORCE_KEYS, read_generator_checkpoint
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import StyleLatents
@@ -41,7 +41,7 @@ from lineargan.models.stylegan2_blocks import (
     block_resolution,
     layer_resolution,
 )
-from lineargan.models.weights import load_into, sha256_file
+from lineargan.models.weights import load_into
 
 # The authors' StyleGAN2 defaults (LinearGAN models/model_settings.py).
 AUTHORS_TRUNCATION = 0.5
@@ -51,6 +51,8 @@ GENERATOR_NAMES: dict[Layout, str] = {
     "genforce": "stylegan2-genforce",
     "lineargan": "stylegan2-lineargan",
 }
+# What both StyleGAN2 layouts ask for when no checkpoint is given.
+WEIGHTS_FILE = "the generator's .pth file"
 
 
 @dataclass(frozen=True)
@@ -248,19 +250,6 @@ def build_from_state(
     return model
 
 
-def stylegan2_checkpoint(checkpoint: str | Path | None, name: str) -> Path:
-    return require_checkpoint(checkpoint, "generator", name, "the generator's .pth file")
-
-
-def _genforce_state(path: Path, key: str | None) -> dict[str, torch.Tensor]:
-    obj = read_checkpoint(path)
-    # genforce's runner nests the networks under "models"; model-zoo files do not
-    if isinstance(obj, Mapping) and isinstance(obj.get("models"), Mapping):
-        obj = obj["models"]
-    state, _ = select_state_dict(obj, ("generator_smooth", "generator", None), path, key)
-    return state
-
-
 @register_generator("stylegan2-genforce")
 def stylegan2_genforce(
     checkpoint: str | Path | None = None,
@@ -271,17 +260,22 @@ def stylegan2_genforce(
     randomize_noise: bool = False,
 ) -> StyleGAN2Generator:
     """StyleGAN2 from a genforce checkpoint (``generator_smooth`` before ``generator``)."""
-    path = stylegan2_checkpoint(checkpoint, GENERATOR_NAMES["genforce"])
-    state = _genforce_state(path, checkpoint_key)
+    ckpt = read_generator_checkpoint(
+        checkpoint,
+        generator=GENERATOR_NAMES["genforce"],
+        what=WEIGHTS_FILE,
+        keys=GENFORCE_KEYS,
+        checkpoint_key=checkpoint_key,
+    )
     model = build_from_state(
-        state,
+        ckpt.state,
         "genforce",
-        str(path),
+        ckpt.source,
         latent_space=latent_space,
         truncation=truncation,
         truncation_layers=truncation_layers,
         randomize_noise=randomize_noise,
     )
     model.name = GENERATOR_NAMES["genforce"]
-    model.weights_sha256 = sha256_file(path)
+    model.weights_sha256 = ckpt.weights_id
     return model

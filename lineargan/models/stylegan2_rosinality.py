@@ -47,12 +47,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from lineargan.errors import CheckpointError
-from lineargan.models.checkpoints import read_checkpoint, require_checkpoint, select_state_dict
+from lineargan.models.checkpoints import read_generator_checkpoint
 from lineargan.models.ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import LatentSpace, StyleLatents
-from lineargan.models.weights import load_into, sha256_file
+from lineargan.models.weights import load_into
 
 BLUR_KERNEL = (1, 3, 3, 1)
 W_AVG_SAMPLES = 4096
@@ -497,16 +497,16 @@ def stylegan2_rosinality(
     defaults: 0.5 on 18 layers, i.e. all of them); ``randomize_noise`` draws fresh noise per
     call instead of the checkpoint's fixed buffers (images then differ run to run).
     """
-    path = require_checkpoint(
+    ckpt = read_generator_checkpoint(
         checkpoint,
-        "generator",
-        "stylegan2-rosinality",
-        "a rosinality/stylegan2-pytorch .pt file (train.py checkpoint or convert_weight.py output)",
+        generator="stylegan2-rosinality",
+        what="a rosinality/stylegan2-pytorch .pt file (train.py checkpoint or convert_weight.py "
+        "output)",
+        keys=CHECKPOINT_KEYS,
+        checkpoint_key=checkpoint_key,
     )
-    obj = read_checkpoint(path)
-    state, _ = select_state_dict(obj, CHECKPOINT_KEYS, path, key=checkpoint_key)
-    generator = Generator(**infer_architecture(state, path))
-    load_into(generator, state, str(path))
+    generator = Generator(**infer_architecture(ckpt.state, ckpt.path))
+    load_into(generator, ckpt.state, ckpt.source)
     generator.eval()
     style = StyleLatents(
         latent_space,
@@ -516,10 +516,10 @@ def stylegan2_rosinality(
         truncation=truncation,
         truncation_layers=truncation_layers,
     )
-    w_avg = _latent_avg(obj, generator.style_dim, path)
+    w_avg = _latent_avg(ckpt.contents, generator.style_dim, ckpt.path)
     if w_avg is None:
         w_avg = mean_w(generator)
     model = StyleGAN2Rosinality(generator, style, w_avg, randomize_noise=randomize_noise)
     model.name = "stylegan2-rosinality"
-    model.weights_sha256 = sha256_file(path)
+    model.weights_sha256 = ckpt.weights_id
     return model

@@ -33,16 +33,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from lineargan.errors import CheckpointError, LinearGanError
+from lineargan.models.checkpoints import GENFORCE_KEYS, read_generator_checkpoint
 from lineargan.models.pggan_genforce import (
-    GENFORCE_KEYS,
     INIT_RES,
+    WEIGHTS_FILE,
     BlockGenerator,
     block_names,
     check_lod,
     count_indexed,
     fused_upconv,
     pixel_norm,
-    read_generator_state,
     tensor_shape,
     upsample2x,
 )
@@ -446,12 +446,16 @@ def stylegan_genforce(
     """StyleGAN from a genforce checkpoint (``generator_smooth`` first, then ``generator``, or
     a bare state dict). Depth, widths, z/w sizes and mapping depth come from the weights."""
     fused = genforce_fused(fused_scale)
-    state, source, sha = read_generator_state(
-        checkpoint, GENFORCE_KEYS, checkpoint_key, "stylegan-genforce"
+    ckpt = read_generator_checkpoint(
+        checkpoint,
+        generator="stylegan-genforce",
+        what=WEIGHTS_FILE,
+        keys=GENFORCE_KEYS,
+        checkpoint_key=checkpoint_key,
     )
     model = build_stylegan(
-        state,
-        source,
+        ckpt.state,
+        ckpt.source,
         GENFORCE_LAYOUT,
         fused,
         latent_space=latent_space,
@@ -460,5 +464,5 @@ def stylegan_genforce(
         randomize_noise=bool(randomize_noise),
         final_tanh=bool(final_tanh),
     )
-    model.name, model.weights_sha256 = "stylegan-genforce", sha
+    model.name, model.weights_sha256 = "stylegan-genforce", ckpt.weights_id
     return model

