@@ -13,12 +13,13 @@ from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner, device_tasks
 from lineargan.config import DatasetConfig
 from lineargan.paths import default_data_root
-from tasks.prefect_tasks import cache_chunk, finalize_store, prepare_store
+from tasks.prefect_tasks import cache_chunk, finalize_store, prepare_store, size_stores
 
 
 @flow(name="cache-stage")
 def cache_stage(datasets: list[DatasetConfig], data_root: str, device: str = "auto") -> list[str]:
     """Fill the stores of ``datasets`` (runs under a Dask task runner set by the caller)."""
+    size_stores(datasets, data_root)
     prepared = [prepare_store(cfg, data_root) for cfg in datasets]
     futures = []
     with device_tasks():

@@ -138,6 +138,12 @@ class FeatureStore:
         )
         return cls(target, group, spec)
 
+    @staticmethod
+    def exists(target: Target) -> bool:
+        """Whether a store was created at ``target`` (a creation killed before its fingerprint
+        landed does not count: :meth:`create` starts it over)."""
+        return _has_group(target) and not _is_half_created(target)
+
     @classmethod
     def open(cls, target: Target, *, require_complete: bool = False) -> FeatureStore:
         if not _has_group(target):

@@ -1,12 +1,17 @@
-"""How big a store will be, said before the cache run starts, and refused over a budget.
+"""How big a run's stores will be, said before the cache run starts, and refused over a budget.
 
-The estimate is uncompressed (zstd usually makes float16 features ~2.4x smaller, images and
-labels more), so a store that passes the check fits on disk whatever its content.
+Each store is checked against its own budget, and the stores one run writes are checked
+together against the free space of a local ``data_root``: a train and an eval store that each
+fit can together fill the disk. The estimate is uncompressed (zstd usually makes float16
+features ~2.4x smaller, images and labels more), so stores that pass fit on disk whatever their
+content.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lineargan.config import DatasetConfig
@@ -37,6 +42,34 @@ def default_budget(target: Target) -> float | None:
     while not path.exists():
         path = path.parent
     return 0.9 * shutil.disk_usage(path).free
+
+
+@dataclass(frozen=True)
+class StoreSize:
+    """What one store of a run will still write."""
+
+    split: str
+    url: str
+    remaining: int  # uncompressed bytes of the chunks still to compute
+    allowed_over: bool  # its policy sets allow_over_budget: left out of the run's total
+
+
+def check_run_budget(sizes: Sequence[StoreSize], data_root: Target) -> int:
+    """Refuse a run whose stores together would write more than the free-space budget of a
+    local ``data_root`` (stores allowed over budget are not counted); returns the bytes all of
+    them will write."""
+    counted = [s for s in sizes if not s.allowed_over and s.remaining > 0]
+    total = sum(s.remaining for s in counted)
+    budget = default_budget(data_root)
+    if budget is None or total <= budget:
+        return sum(s.remaining for s in sizes)
+    parts = ", ".join(f"{s.split} {human(s.remaining)}" for s in counted)
+    raise LinearGanError(
+        f"this run's stores still need about {human(total)} ({parts}), over the budget of "
+        f"{human(budget)} (90 % of the free space under {data_root.url})",
+        "free space, use another data_root, choose a smaller store_policy for one of them, or "
+        "set allow_over_budget on the stores you accept over budget",
+    )
 
 
 def _alternatives(cfg: DatasetConfig, spec: StoreSpec, generator: GeneratorAdapter) -> str:

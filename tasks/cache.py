@@ -15,7 +15,7 @@ from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator, cached_segmenter
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import dataset_store
-from storage.size import check_store_budget
+from storage.size import StoreSize, check_run_budget, check_store_budget, estimated_bytes
 from storage.store_models import store_generator, store_segmenter
 from storage.target import Target
 from tasks.process import tune_process
@@ -57,15 +57,38 @@ def _models(cfg: DatasetConfig) -> tuple[GeneratorAdapter, Segmenter]:
     return g, p
 
 
+def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
+    """Print what each store of a run will write and refuse the run before anything is written
+    when a new store exceeds its budget or the stores together exceed the free space of
+    ``data_root`` (a resumed store counts only its missing chunks). Returns the bytes to go."""
+    root = Target(data_root)
+    root.ensure_writable()
+    sizes: dict[str, StoreSize] = {}
+    for cfg in datasets:
+        target = dataset_store(data_root, cfg)
+        if target.url in sizes:
+            continue
+        spec = spec_for(cfg)
+        if FeatureStore.exists(target):  # sized when it was created: only its missing chunks
+            pending = len(FeatureStore.open(target).pending_chunks())
+            remaining = estimated_bytes(spec, cfg.store_policy) * pending // spec.n_chunks
+            print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
+        else:
+            remaining = check_store_budget(cfg, spec, target, _models(cfg)[0])
+        sizes[target.url] = StoreSize(
+            cfg.split, target.url, remaining, cfg.store_policy.allow_over_budget
+        )
+    return check_run_budget(list(sizes.values()), root)
+
+
 def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
     """Create (or reopen) the store for ``cfg``; returns its URL, the chunks still to do and
-    the total number of chunks."""
+    the total number of chunks. Size it first (:func:`size_stores`, with the run's other
+    stores)."""
     Target(data_root).ensure_writable()
     spec = spec_for(cfg)
     target = dataset_store(data_root, cfg)
     g, _ = _models(cfg)
-    if not target.exists():  # a store being resumed was sized when it was created
-        check_store_budget(cfg, spec, target, g)
     latents = (z.numpy() for z in g.iter_latents(cfg.n, cfg.seed, cfg.chunk_size))
     how_to_load = {  # checkpoints and all options, runtime ones included (not identity)
         "generator_checkpoint": cfg.generator_checkpoint,
@@ -109,6 +132,7 @@ def build_store(cfg: DatasetConfig, data_root: str, device: str = "auto") -> str
     written on a background thread while chunk i+1 is generated, so storage overlaps compute.
     Memory holds at most two chunks."""
     tune_process()
+    size_stores([cfg], data_root)
     url, pending, _ = prepare_store(cfg, data_root)
     store = FeatureStore.open(Target(url))
     bar = tqdm(pending, desc=f"cache {cfg.split}", unit="chunk", disable=not sys.stderr.isatty())

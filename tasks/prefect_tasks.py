@@ -26,6 +26,12 @@ from tasks.analyses.contract import AnalysisContext, AnalysisResult
 # -- cache ------------------------------------------------------------------------------------
 
 
+@task(name="size-stores")
+def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
+    """Print each store's size; refuse the run over its budget before anything is written."""
+    return cache_steps.size_stores(datasets, data_root)
+
+
 @task(name="prepare-store", task_run_name="prepare-{cfg.split}-n{cfg.n}")
 def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
     """Create or reopen the dataset's store; returns (URL, chunks still to compute, all chunks)."""

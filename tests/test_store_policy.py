@@ -14,11 +14,13 @@ from lineargan.store_policy import StorePolicy, with_policy
 from storage.feature_store import FeatureStore
 from storage.store_models import store_generator
 from storage.target import Target
-from tasks.cache import build_store, prepare_store
+from tasks.cache import build_store, compute_chunk, prepare_store, size_stores
 from tasks.evaluate import evaluate_fit
 from tasks.fit import fit_extractor
 
 N, CHUNK = 32, 16
+# 32 × (4 layers of float16 features + latent + image + label) bytes, before compression
+STORE_BYTES = 8_401_440
 
 
 def dataset(
@@ -112,14 +114,44 @@ def test_size_is_printed_and_a_store_over_budget_refused(tmp_path, capsys):
     with pytest.raises(
         LinearGanError, match=r"8.4 MB, over the budget.*regenerate\"\} 0.5 MB\), a layer"
     ):
-        prepare_store(dataset(budget_gb=1e-3), root)
-    # 32 × (4 layers of float16 features + latent + image + label) bytes, before compression
+        size_stores([dataset(budget_gb=1e-3)], root)
     assert "4 feature layers, about 8.4 MB uncompressed (budget 1.0 MB)" in capsys.readouterr().out
     assert not Target(root).fs.glob(f"{root}/stores/*/*.zarr")  # nothing written
+    assert size_stores([dataset(budget_gb=1e-3, allow_over_budget=True)], root) == STORE_BYTES
     url, pending, total = prepare_store(dataset(budget_gb=1e-3, allow_over_budget=True), root)
     assert len(pending) == total == 2
     # labels + latents only: the same store without features is small enough
-    prepare_store(dataset(budget_gb=1e-3, features="regenerate"), root)
+    size_stores([dataset(budget_gb=1e-3, features="regenerate")], root)
+
+
+def test_a_runs_stores_are_refused_together_over_the_free_space(tmp_path, monkeypatch, capsys):
+    """Train and eval stores that each fit the disk but not both: refused before anything is
+    written; a resumed store counts only its missing chunks."""
+    import shutil
+    from collections import namedtuple
+
+    root = str(tmp_path / "data")
+    usage = namedtuple("usage", "total used free")
+    free = {"bytes": 10_000_000}  # 90 %: 9.0 MB, one 8.4 MB store fits, two do not
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(0, 0, free["bytes"]))
+    train, evaluation = dataset("train", 0), dataset("eval", 1)
+    with pytest.raises(LinearGanError, match=r"16.8 MB \(train 8.4 MB, eval 8.4 MB\), over"):
+        size_stores([train, evaluation], root)
+    assert not Target(root).fs.glob(f"{root}/stores/*/*.zarr")
+    assert size_stores([train], root) == STORE_BYTES  # alone it fits
+    url, _, _ = prepare_store(train, root)  # created, no chunk computed yet
+    store = FeatureStore.open(Target(url))
+    store.write_chunk(0, compute_chunk(store, 0, "cpu"))
+    # half of train is written: 4.2 + 8.4 MB still to go, over the 9.0 MB budget
+    with pytest.raises(LinearGanError, match=r"12.6 MB \(train 4.2 MB, eval 8.4 MB\)"):
+        size_stores([train, evaluation], root)
+    assert "resuming, 1 of 2 chunks to go" in capsys.readouterr().out
+    free["bytes"] = 15_000_000  # 13.5 MB budget
+    assert size_stores([train, evaluation], root) == STORE_BYTES * 3 // 2
+    # a store allowed over budget is left out of the run's total
+    free["bytes"] = 10_000_000
+    allowed = dataset("eval", 1, allow_over_budget=True)
+    assert size_stores([train, allowed], root) == STORE_BYTES * 3 // 2
 
 
 def test_with_policy_is_identity_for_the_default(generator):
