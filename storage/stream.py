@@ -216,6 +216,11 @@ class ChunkStream:
                 break
         # a regenerating reader finishes its current chunk (one generator pass) first
         self._thread.join(timeout=120 if self.store.spec.regenerates else 5)
+        self._block = None
+        if self.pin_memory:
+            # torch's host allocator keeps freed page-locked blocks for reuse: after a long
+            # fit they would stay locked (RAM the OS can neither page nor give to others)
+            torch.accelerator.empty_host_cache()
 
     def __enter__(self) -> ChunkStream:
         return self
