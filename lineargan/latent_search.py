@@ -12,6 +12,10 @@ Loss terms (Appx G), each per latent:
 - L_n = ‖z − z_0‖² (neighbour regularisation), L_z = ‖z‖² (prior regularisation);
 - the edit loss, given by the caller as a function of the generator output (the semantic
   cross-entropy L_s, or the colour losses L_c + L_p).
+
+The space the latents live in is the generator's (:class:`EditSpace`): the store's by default,
+or another one of the same weights, e.g. the authors' ``mixwp`` for a store sampled in
+truncated w+.
 """
 
 from __future__ import annotations
@@ -20,12 +24,41 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from pydantic import Field, model_serializer
 
+from lineargan.config import Frozen
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.style_latents import LatentSpace
 
 # (generator output of a sub-batch, indices of its latents in the whole batch) -> per-latent loss
 EditLoss = Callable[[GeneratorOutput, torch.Tensor], torch.Tensor]
 ProgressFn = Callable[[int, int], None]
+
+
+class EditSpace(Frozen):
+    """Where SCS and SIE optimise: the latent space of the generator they run.
+
+    ``edit_space`` None is the store's own space (its images, its latents). Another space
+    loads the same weights taking latents of that space, so a store sampled in truncated w+
+    (``trunc-wp``, the StyleGAN default) can be edited in the authors' ``mixwp`` (one z per
+    synthesis layer, each mapped alone, untruncated: the prior and neighbour terms then act on
+    standard-normal variables). The extractors do not care: they read the features of
+    whatever latent made the image. Left out of the dump when None, so results keyed before the
+    option existed keep their keys.
+    """
+
+    edit_space: LatentSpace | None = Field(
+        None,
+        description="latent space SCS/SIE optimise in (None: the store's; mixwp: the authors' "
+        "for StyleGANs); needs a generator with a latent_space option",
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_default_space(self, handler):  # noqa: ANN001, ANN202 - pydantic's wrap protocol
+        data = handler(self)
+        if isinstance(data, dict) and data.get("edit_space") is None:
+            data.pop("edit_space", None)
+        return data
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from lineargan.cache import generator_batch, generator_precision
+from lineargan.config import options_json
 from lineargan.device import resolve_device
-from lineargan.errors import FingerprintMismatchError
+from lineargan.errors import FingerprintMismatchError, LinearGanError
 from lineargan.models import GeneratorAdapter, Segmenter
-from lineargan.models.registry import cached_generator, cached_segmenter
+from lineargan.models.registry import cached_generator, cached_segmenter, check_generator_options
 from lineargan.store_policy import StorePolicy, with_policy
 from storage.spec import StoreSpec
 
@@ -35,15 +36,22 @@ def store_policy(store: FeatureStore) -> StorePolicy:
     return StorePolicy(**json.loads(store.spec.store_policy))
 
 
-def store_generator(store: FeatureStore, device: str = "auto") -> GeneratorAdapter:
+def store_generator(
+    store: FeatureStore, device: str = "auto", latent_space: str | None = None
+) -> GeneratorAdapter:
     """The generator (same weights and options) that made ``store``, on ``device``, serving
-    the store's layers at the store's resolution."""
+    the store's layers at the store's resolution. ``latent_space``: the same weights taking
+    latents of another space (SCS/SIE's ``edit_space``); its features are the same function
+    of the synthesised image, so extractors fitted on the store read them unchanged."""
     spec = store.spec
+    options = store.group.attrs.get("generator_load_options", spec.generator_options)
+    if latent_space is not None:
+        options = _in_latent_space(spec.generator, options, latent_space)
     g = cached_generator(
         spec.generator,
         str(resolve_device(device)),
         store.group.attrs.get("generator_checkpoint"),
-        store.group.attrs.get("generator_load_options", spec.generator_options),
+        options,
     )
     if g.weights_sha256 != spec.generator_sha256:
         raise FingerprintMismatchError(
@@ -52,6 +60,20 @@ def store_generator(store: FeatureStore, device: str = "auto") -> GeneratorAdapt
             "use a new data_root for these models, or restore the original checkpoint",
         )
     return with_policy(g, store_policy(store), spec.generator_precision)
+
+
+def _in_latent_space(generator: str, options: str, latent_space: str) -> str:
+    """The generator's load options (canonical JSON) with ``latent_space`` set."""
+    merged = {**json.loads(options), "latent_space": latent_space}
+    try:
+        check_generator_options(generator, merged)
+    except LinearGanError as exc:
+        raise LinearGanError(
+            f"generator {generator!r} cannot take latents of another space "
+            f"(edit_space {latent_space!r}): it has no latent_space option",
+            "leave edit_space unset to edit in the store's own latent space",
+        ) from exc
+    return options_json(merged)
 
 
 def store_segmenter(store: FeatureStore) -> Segmenter:

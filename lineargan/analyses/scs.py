@@ -35,9 +35,9 @@ from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
 from lineargan.baseline import UNetParams
-from lineargan.config import FitMethod, Frozen, ProtocolName, get_profile
+from lineargan.config import FitMethod, ProtocolName, get_profile
 from lineargan.errors import LinearGanError
-from lineargan.latent_search import LatentSchedule, optimize_latents, semantic_loss
+from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
 from lineargan.models.protocols import GeneratorAdapter
 from lineargan.predictors import SemanticPredictor
 
@@ -45,7 +45,7 @@ from lineargan.predictors import SemanticPredictor
 PROTOCOL_SCS = {"paper": (1e-3, 10, 0.0), "authors": (1e-2, 100, 1e-3)}
 
 
-class SCSParams(Frozen):
+class SCSParams(EditSpace):
     """Table 3's settings. ``lr``/``n_init``/``neighbor_weight`` None: the protocol's value."""
 
     protocol: ProtocolName = "paper"

@@ -35,7 +35,7 @@ from pydantic import Field, PositiveInt
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.baseline import UNetParams
 from lineargan.config import FitMethod, Frozen, ProtocolName, get_profile
-from lineargan.latent_search import LatentSchedule
+from lineargan.latent_search import EditSpace, LatentSchedule
 
 EditOp = Literal["enlarge", "move", "remove", "add"]
 PROTOCOL_SIE_LR = {"paper": 0.01, "authors": 0.002}
@@ -63,7 +63,7 @@ DEFAULT_EDITS = (
 )
 
 
-class SIEParams(Frozen):
+class SIEParams(EditSpace):
     """The edit set and the optimisation. ``lr`` None: the protocol's learning rate."""
 
     protocol: ProtocolName = "paper"

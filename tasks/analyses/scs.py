@@ -46,7 +46,7 @@ from lineargan.analyses.scs import (
 )
 from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
-from lineargan.predictors import freeze
+from lineargan.models import GeneratorAdapter, Segmenter
 from storage.layout import write_figure
 from storage.tables import MODELS, PartialUnits, schema, write_table_part
 from tasks.analyses.contract import (
@@ -61,6 +61,7 @@ from tasks.analyses.contract import (
 from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
+    edit_generator,
     reference_labels,
     row_metadata,
 )
@@ -106,15 +107,14 @@ TABLES = {
 
 def _sample_rows(
     entry: PredictorEntry,
-    inputs: Inputs,
+    generator: GeneratorAdapter,
+    reference: Segmenter,
     targets: torch.Tensor,
     target_ids: np.ndarray,
     params: SCSParams,
     n_class: int,
 ) -> pd.DataFrame:
     """Algorithm 3 for every (target, sample) pair under one predictor, scored by P*."""
-    generator, reference = inputs.generator, inputs.segmenter
-    assert generator is not None and reference is not None
     pairs = [(t, s) for t in range(len(target_ids)) for s in range(params.samples)]
     run = conditional_sample(generator, entry.predictor, targets, pairs, params)
     owner = np.array([t for t, _ in pairs])
@@ -163,7 +163,9 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
     key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
-    generator = freeze(inputs.generator)
+    generator = edit_generator(ctx, inputs, params.edit_space)
+    reference = inputs.segmenter
+    assert reference is not None
     device = next(generator.parameters()).device
     target_ids = choose_targets(
         evals.spec.n, evals.detected_flags(), params.targets, params.target_source, params.seed
@@ -188,7 +190,9 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
     for j, entry in enumerate(entries, 1):
         rows, seconds = partial.load_or_compute(
             entry.slug,
-            lambda entry=entry: _sample_rows(entry, inputs, targets, target_ids, params, n_class),
+            lambda entry=entry: _sample_rows(
+                entry, generator, reference, targets, target_ids, params, n_class
+            ),
         )
         if seconds is not None:  # one line per predictor: the run's log and the terminal
             print(

@@ -1,6 +1,7 @@
-"""The predictors P that SCS and SIE put in the loop, and the reference segmenter P* that scores
-them: Table 2's few-shot LSEs (the same checkpoints, through the same fit-or-reuse routine)
-and the baseline UNet trained on the cache.
+"""The predictors P that SCS and SIE put in the loop, the reference segmenter P* that scores
+them, and the generator they optimise through: Table 2's few-shot LSEs (the same checkpoints,
+through the same fit-or-reuse routine), the baseline UNet trained on the cache, and the store's
+generator in the chosen ``edit_space``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import numpy as np
 import torch
 
 from lineargan.analyses.fewshot import FewShotParams
+from lineargan.analyses.scs import choose_targets
 from lineargan.baseline import UNetParams
+from lineargan.cache import SampleBatch, render_images
 from lineargan.config import FitMethod
 from lineargan.errors import LinearGanError
-from lineargan.models import Segmenter
+from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.predictors import (
     ExtractorPredictor,
     SegmenterPredictor,
@@ -23,8 +26,9 @@ from lineargan.predictors import (
 )
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
+from storage.store_models import store_generator
 from storage.tables import run_metadata
-from tasks.analyses.contract import AnalysisContext
+from tasks.analyses.contract import AnalysisContext, Inputs
 from tasks.analyses.fewshot import fewshot_runs, fit_fewshot
 from tasks.baseline import unet_or_reuse
 
@@ -86,6 +90,44 @@ def baseline_predictor(
     predictor = SegmenterPredictor(segmenter, BASELINE).to(device)
     freeze(predictor)
     return PredictorEntry(BASELINE, predictor, fit_dir=meta["fit_dir"])
+
+
+def edit_generator(
+    ctx: AnalysisContext, inputs: Inputs, edit_space: str | None
+) -> GeneratorAdapter:
+    """The frozen generator SCS/SIE optimise through: the store's own, or the same weights
+    taking latents of ``edit_space`` (e.g. the authors' mixwp for a trunc-wp store)."""
+    assert inputs.generator is not None
+    if edit_space is None or edit_space == inputs.generator.latent_space:
+        return freeze(inputs.generator)
+    device = str(next(inputs.generator.parameters()).device)
+    return freeze(store_generator(ctx.train_store(), device, latent_space=edit_space))
+
+
+def drawn_images(
+    generator: GeneratorAdapter,
+    reference: Segmenter,
+    n: int,
+    seed: int,
+    source: str = "detected",
+    batch: int = 64,
+) -> tuple[np.ndarray, SampleBatch]:
+    """``n`` images drawn in the generator's own latent space and labelled by P* (SIE in an
+    ``edit_space`` other than the store's, whose stored latents live in another space): a
+    pool of 4n seeded draws, from which ``n`` are chosen as the store's images are (among the
+    detected ones by default). Returns their indices in the pool and the images."""
+    pool = generator.sample_latents(4 * n, seed)
+    images = render_images(generator, pool, batch)
+    out = reference.segment(images)
+    detected = out.detected if len(out.detected) else np.ones(len(images), bool)
+    ids = choose_targets(len(images), detected, n, source, seed)
+    return ids, SampleBatch(
+        latents=pool[ids].cpu().numpy(),
+        images=images[ids],
+        labels=out.labels[ids],
+        detected=detected[ids],
+        features=[],
+    )
 
 
 def reference_labels(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:

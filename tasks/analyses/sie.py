@@ -1,8 +1,9 @@
 """Semantic Image Editing analysis (Sec 4.1, Appx G, Fig 5; science in
 :mod:`lineargan.analyses.sie`).
 
-Held-out images (evaluation store, labelled by the reference segmenter's own detection) get
-every edit of the reproducible edit set applied to their reference mask. Each edit is carried
+Held-out images (evaluation store, labelled by the reference segmenter's own detection; with an
+``edit_space`` other than the store's, images drawn in that space and labelled by the reference
+segmenter, since the stored latents live in the store's space) get every edit of the reproducible edit set applied to their reference mask. Each edit is carried
 out three ways from the image's own latent: SIE with the few-shot LSE (Table 2's N-shot LSE,
 first repeat), SIE with the baseline UNet, and the colour-space edit with the stroke and mask
 of the same region. The reference segmenter labels every result. A method's rows are kept as
@@ -12,13 +13,14 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
 
 - ``sie_edits`` (one row per (image, edit, method)): generator, segmenter, protocol, method
   ("SIE" or "colour"), predictor ("LSE", "UNet"; "" for the colour edit), n_shot (null unless
-  LSE), image (ordinal), image_index (eval-store index), edit (name), op, class_index,
+  LSE), image (ordinal), image_index (eval-store index; with another edit_space, the index in
+  the pool of images drawn in it), edit (name), op, class_index,
   class_name, region_pixels, agreement_inside / agreement_outside (fraction of the edited
   region's / the other pixels where the reference mask of the edited image equals the target),
   relabel_inside / relabel_outside (fraction whose reference label changed from the original),
   change_inside / change_outside (mean absolute pixel change, 0-255), miou (reference mask of
   the edited image vs the target, Appx A), loss_initial / loss_final (the method's edit loss),
-  latent (the edited latent), key.
+  latent (the edited latent, in the edit space), key.
 - ``sie_summary``: generator, segmenter, protocol, method, predictor, n_shot, op ("all" for
   every edit), edits, and the mean of each score above, key.
 
@@ -44,8 +46,8 @@ from lineargan.analyses.sie import (
 from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
 from lineargan.latent_search import color_loss, optimize_latents, semantic_loss
+from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.protocols import images_to_unit
-from lineargan.predictors import freeze
 from storage.layout import write_figure
 from storage.tables import MODELS, PartialUnits, schema, write_table_part
 from tasks.analyses.contract import (
@@ -60,6 +62,8 @@ from tasks.analyses.contract import (
 from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
+    drawn_images,
+    edit_generator,
     reference_labels,
     row_metadata,
 )
@@ -161,13 +165,12 @@ def _method_rows(
     entry: PredictorEntry | None,
     edits: list[dict],
     selection,
-    inputs: Inputs,
+    generator: GeneratorAdapter,
+    reference: Segmenter,
     params: SIEParams,
     n_class: int,
 ) -> pd.DataFrame:
     """Carry out every edit with one method and score it with the reference segmenter."""
-    generator, reference = inputs.generator, inputs.segmenter
-    assert generator is not None and reference is not None
     device = next(generator.parameters()).device
     owner = np.array([e["image"] for e in edits])
     z0 = torch.from_numpy(selection.latents[owner]).float().to(device)
@@ -219,12 +222,19 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
     key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
-    generator = freeze(inputs.generator)
+    generator = edit_generator(ctx, inputs, params.edit_space)
+    reference = inputs.segmenter
+    assert reference is not None
     device = next(generator.parameters()).device
-    image_ids = choose_targets(
-        evals.spec.n, evals.detected_flags(), params.images, "detected", params.seed + 1
-    )
-    selection = evals.read_selection(image_ids, images=True)
+    if generator is inputs.generator:  # the store's space: edit its held-out images
+        image_ids = choose_targets(
+            evals.spec.n, evals.detected_flags(), params.images, "detected", params.seed + 1
+        )
+        selection = evals.read_selection(image_ids, images=True)
+    else:  # stored latents are in another space: draw the images in the edit space
+        image_ids, selection = drawn_images(
+            generator, reference, params.images, params.seed + 1, batch=params.batch
+        )
     edits = edit_set(selection.labels, selection.images, params)
     entries = control_predictors(
         ctx,
@@ -235,7 +245,7 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
         params.fit_method,
         params.baseline,
         params.unet,
-        inputs.segmenter,
+        reference,
         device,
     )
     methods: list[tuple[str, PredictorEntry | None]] = [("SIE", e) for e in entries]
@@ -248,7 +258,7 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
         rows, seconds = partial.load_or_compute(
             unit,
             lambda method=method, entry=entry: _method_rows(
-                method, entry, edits, selection, inputs, params, len(class_names)
+                method, entry, edits, selection, generator, reference, params, len(class_names)
             ),
         )
         if seconds is not None:
