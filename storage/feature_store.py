@@ -76,13 +76,7 @@ class FeatureStore:
         if _has_group(target) and _is_half_created(target):
             pass  # a creation that was killed before its fingerprint landed: start over
         elif _has_group(target):
-            store = cls.open(target)
-            if store.spec.fingerprint() != spec.fingerprint():
-                raise FingerprintMismatchError(
-                    f"store {target.url} was made for a different dataset ({_describe(spec.fingerprint(), store.spec.fingerprint())})",
-                    "use another data_root, or delete that store if it is no longer needed",
-                )
-            return store
+            return cls.open_matching(target, spec)
         group = zarr.open_group(target.url, mode="w")
         group.attrs.update({"lineargan_state": "creating"})
         b, n, r = spec.chunk_size, spec.n, spec.resolution
@@ -143,6 +137,18 @@ class FeatureStore:
         """Whether a store was created at ``target`` (a creation killed before its fingerprint
         landed does not count: :meth:`create` starts it over)."""
         return _has_group(target) and not _is_half_created(target)
+
+    @classmethod
+    def open_matching(cls, target: Target, spec: StoreSpec) -> FeatureStore:
+        """The existing store at ``target``, refused unless it was made for ``spec`` (the
+        path does not hold every field of the fingerprint, e.g. the weights' hash)."""
+        store = cls.open(target)
+        if store.spec.fingerprint() != spec.fingerprint():
+            raise FingerprintMismatchError(
+                f"store {target.url} was made for a different dataset ({_describe(spec.fingerprint(), store.spec.fingerprint())})",
+                "use another data_root, or delete that store if it is no longer needed",
+            )
+        return store
 
     @classmethod
     def open(cls, target: Target, *, require_complete: bool = False) -> FeatureStore:

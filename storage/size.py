@@ -56,17 +56,20 @@ class StoreSize:
 
 def check_run_budget(sizes: Sequence[StoreSize], data_root: Target) -> int:
     """Refuse a run whose stores together would write more than the free-space budget of a
-    local ``data_root`` (stores allowed over budget are not counted); returns the bytes all of
-    them will write."""
+    local ``data_root``; returns the bytes all of them will write. Stores allowed over budget
+    are written whatever happens, so the others must fit in what they leave. (``budget_gb``
+    bounds each store on its own; this bound is the disk's.)"""
     counted = [s for s in sizes if not s.allowed_over and s.remaining > 0]
     total = sum(s.remaining for s in counted)
+    allowed = sum(s.remaining for s in sizes if s.allowed_over)
     budget = default_budget(data_root)
-    if budget is None or total <= budget:
-        return sum(s.remaining for s in sizes)
+    if budget is None or not counted or total <= budget - allowed:
+        return total + allowed
     parts = ", ".join(f"{s.split} {human(s.remaining)}" for s in counted)
+    left = f", {human(allowed)} of it taken by stores allowed over budget" if allowed else ""
     raise LinearGanError(
         f"this run's stores still need about {human(total)} ({parts}), over the budget of "
-        f"{human(budget)} (90 % of the free space under {data_root.url})",
+        f"{human(budget)} (90 % of the free space under {data_root.url}{left})",
         "free space, use another data_root, choose a smaller store_policy for one of them, or "
         "set allow_over_budget on the stores you accept over budget",
     )

@@ -46,7 +46,7 @@ def store_generator(
     spec = store.spec
     options = store.group.attrs.get("generator_load_options", spec.generator_options)
     if latent_space is not None:
-        options = _in_latent_space(spec.generator, options, latent_space)
+        options = options_in_latent_space(spec.generator, json.loads(options), latent_space)
     g = cached_generator(
         spec.generator,
         str(resolve_device(device)),
@@ -62,9 +62,10 @@ def store_generator(
     return with_policy(g, store_policy(store), spec.generator_precision)
 
 
-def _in_latent_space(generator: str, options: str, latent_space: str) -> str:
-    """The generator's load options (canonical JSON) with ``latent_space`` set."""
-    merged = {**json.loads(options), "latent_space": latent_space}
+def options_in_latent_space(generator: str, options: dict[str, Any], latent_space: str) -> str:
+    """The generator's load options with ``latent_space`` set, as canonical JSON; a one-line
+    error for a generator that has no latent spaces (runs check this before any work)."""
+    merged = {**options, "latent_space": latent_space}
     try:
         check_generator_options(generator, merged)
     except LinearGanError as exc:

@@ -14,6 +14,7 @@ same either way, so a fit gets the very same batches with or without the cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -219,8 +220,11 @@ class ChunkStream:
         self._block = None
         if self.pin_memory:
             # torch's host allocator keeps freed page-locked blocks for reuse: after a long
-            # fit they would stay locked (RAM the OS can neither page nor give to others)
-            torch.accelerator.empty_host_cache()
+            # fit they would stay locked (RAM the OS can neither page nor give to others).
+            # Blocks other streams still use are left alone; a failing card must not mask
+            # the error that is closing this stream.
+            with contextlib.suppress(RuntimeError):
+                torch.accelerator.empty_host_cache()
 
     def __enter__(self) -> ChunkStream:
         return self

@@ -70,7 +70,7 @@ def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
             continue
         spec = spec_for(cfg)
         if FeatureStore.exists(target):  # sized when it was created: only its missing chunks
-            pending = len(FeatureStore.open(target).pending_chunks())
+            pending = len(FeatureStore.open_matching(target, spec).pending_chunks())
             remaining = estimated_bytes(spec, cfg.store_policy) * pending // spec.n_chunks
             print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
         else:

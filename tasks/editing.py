@@ -118,6 +118,7 @@ def _save_sample(
             {
                 "generator": generator.name,
                 "generator_sha256": generator.weights_sha256,
+                "latent_space": generator.latent_space,
                 "class_names": list(class_names),
                 "latent": [float(v) for v in latent.cpu()],
             },
@@ -189,6 +190,14 @@ def read_sample(path: str, generator: GeneratorAdapter) -> tuple[torch.Tensor, d
         raise LinearGanError(
             f"{p} was sampled from another generator ({data.get('generator')})",
             "use the generator (and checkpoint) that sample was made with",
+        )
+    # trunc-wp and mixwp latents have the same size when z and w do (the paper's StyleGANs):
+    # only the recorded space tells them apart (sidecars written before it was recorded pass)
+    space = data.get("latent_space", generator.latent_space)
+    if space != generator.latent_space:
+        raise LinearGanError(
+            f"{p} was sampled in latent space {space!r}, the generator takes {generator.latent_space!r}",
+            f"""load the generator with --generator-options '{{"latent_space": "{space}"}}'""",
         )
     latent = torch.tensor(data["latent"], dtype=torch.float32)
     if latent.shape != (generator.latent_dim,):

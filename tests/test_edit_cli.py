@@ -4,6 +4,7 @@ edit, sample for a mask) on the embedded model, and its one-line errors."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def test_sample_writes_image_mask_and_latent(workdir):
     info = read_mask_info(masks[0])
     assert info is not None and info.class_names == CLASSES and info.generator == "dcgan-digiface"
     sidecar = json.loads((workdir / "annotated" / "seed0-000.json").read_text())
-    assert len(sidecar["latent"]) == 100
+    assert len(sidecar["latent"]) == 100 and sidecar["latent_space"] == "z"
     with Image.open(workdir / "annotated" / "seed0-000.png") as image:
         assert image.size == (64, 64)
     meta = json.loads((workdir / "lse" / "config.json").read_text())["metadata"]
@@ -147,6 +148,11 @@ def test_malformed_inputs_are_one_line_errors(workdir, tmp_path, capsys):
         ["scs", "--mask", str(small), "--lse", str(tmp_path / "nope"), "--out", "o"], capsys
     )
     assert "no trained LSE" in err
+    # a latent of the same size drawn in another space is not silently read in this one
+    other = tmp_path / "other-space.json"
+    other.write_text(json.dumps({**json.loads(Path(sample).read_text()), "latent_space": "mixwp"}))
+    err = fails([*argv[:2], str(other), *argv[3:]], capsys)
+    assert "sampled in latent space 'mixwp'" in err and '"latent_space": "mixwp"' in err
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     err = fails([*argv[:2], str(broken), *argv[3:]], capsys)

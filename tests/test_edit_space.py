@@ -9,16 +9,17 @@ import torch
 
 import lineargan.models.face_parser as fp
 from lineargan.analyses.fewshot import FewShotParams
-from lineargan.analyses.scs import SCSParams, pair_counts
+from lineargan.analyses.scs import SCSParams, pair_counts, pair_seed
 from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
-from lineargan.config import DatasetConfig
+from lineargan.config import DatasetConfig, RunConfig
 from lineargan.errors import LinearGanError
 from storage.feature_store import FeatureStore
 from storage.store_models import store_generator, store_segmenter
 from storage.tables import read_table_part
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
+from tasks.analyses.registry import resolve_analyses
 from tasks.analysis_steps import run_and_finish
 from tasks.cache import build_store
 from tests.test_stylegan2_genforce import random_state
@@ -65,44 +66,54 @@ def test_the_default_edit_space_leaves_result_keys_alone():
 
 def test_scs_samples_in_mixwp_from_a_truncated_store(style_ctx):
     params = SCSParams(
-        targets=2, samples=1, steps=2, shots=(1,), repeats=1, fewshot=FEWSHOT,
+        targets=2, samples=1, steps=0, shots=(1,), repeats=1, fewshot=FEWSHOT,
         baseline="none", edit_space="mixwp", batch=4,
     )  # fmt: skip
     result = run_and_finish("scs", style_ctx, params)
     rows = read_table_part(style_ctx.results_root, "scs_samples", result.key)
+    assert set(rows["edit_space"]) == {"mixwp"}
     store = FeatureStore.open(Target(style_ctx.train_url))
     mixwp = store_generator(store, "cpu", latent_space="mixwp")
     truncated = store_generator(store, "cpu")
     assert (mixwp.latent_space, truncated.latent_space) == ("mixwp", "trunc-wp")
-    # the recorded scores are those of the recorded latents read as mixwp, not as trunc-wp
+    # with no Adam step each sample is its chosen candidate, drawn in mixwp (not trunc-wp)
+    latents = torch.tensor(np.stack(rows["latent"].to_numpy()))
+    for row, latent in zip(rows.itertuples(), latents, strict=True):
+        seed = pair_seed(params.seed, row.target, row.sample)
+        drawn = mixwp.sample_latents(params.candidates(), seed)[row.candidate]
+        assert torch.equal(latent, drawn)
+        assert not torch.equal(latent, truncated.sample_latents(params.candidates(), seed)[0])
+    # the recorded scores are those of the recorded latents read as mixwp
     evals = FeatureStore.open(Target(style_ctx.eval_url))
     targets = evals.read_selection(rows["target_index"].to_numpy(), images=False).labels
-    latents = torch.tensor(np.stack(rows["latent"].to_numpy()))
     reference = store_segmenter(store)
-    n_class = len(store.spec.class_names)
-
-    def inter(generator) -> np.ndarray:
-        labels = reference.segment(render_images(generator, latents, 4)).labels
-        return pair_counts(targets, labels, n_class)[0]
-
-    assert np.array_equal(inter(mixwp), np.stack(rows["inter"].to_numpy()))
-    assert not np.array_equal(
-        render_images(mixwp, latents, 4), render_images(truncated, latents, 4)
-    )
+    labels = reference.segment(render_images(mixwp, latents, 4)).labels
+    inter = pair_counts(targets, labels, len(store.spec.class_names))[0]
+    assert np.array_equal(inter, np.stack(rows["inter"].to_numpy()))
     default = run_and_finish("scs", style_ctx, params.model_copy(update={"edit_space": None}))
     assert default.key != result.key
+    default_rows = read_table_part(style_ctx.results_root, "scs_samples", default.key)
+    assert set(default_rows["edit_space"]) == {"trunc-wp"}
 
 
 def test_sie_edits_images_drawn_in_mixwp(style_ctx):
     params = SIEParams(
-        images=2, steps=2, n_shot=1, fewshot=FEWSHOT, baseline="none",
+        images=2, steps=0, n_shot=1, fewshot=FEWSHOT, baseline="none",
         edit_space="mixwp", batch=4,
     )  # fmt: skip
     result = run_and_finish("sie", style_ctx, params)
     edits = read_table_part(style_ctx.results_root, "sie_edits", result.key)
     assert len(edits) > 0 and set(edits["method"]) == {"SIE", "colour"}
-    assert edits["image_index"].between(0, 4 * params.images - 1).all()  # indices in the draw
-    assert np.isfinite(edits["loss_final"]).all()
+    assert set(edits["edit_space"]) == {"mixwp"}
+    # the edited images are drawn in mixwp: with no step, each latent is its image's draw ...
+    mixwp = store_generator(FeatureStore.open(Target(style_ctx.train_url)), "cpu", "mixwp")
+    drawn = mixwp.sample_latents(4 * params.images, params.seed + 1)
+    for row in edits.itertuples():
+        assert torch.equal(torch.tensor(row.latent), drawn[row.image_index])
+    # ... and rendering it through the edit generator gives back the original image (NaN: an
+    # edit whose region is the whole image has no outside)
+    changes = edits[["change_inside", "change_outside"]]
+    assert changes.notna().any().all() and changes.fillna(0).eq(0).all().all()
 
 
 def test_a_generator_without_latent_spaces_cannot_edit_in_another(ctx):
@@ -112,3 +123,9 @@ def test_a_generator_without_latent_spaces_cannot_edit_in_another(ctx):
     )  # fmt: skip
     with pytest.raises(LinearGanError, match="cannot take latents of another space"):
         run_and_finish("scs", ctx, params)
+    # a run is refused before any work: the DCGAN default has only z
+    run = RunConfig(analyses=["sie"], analysis_params={"sie": {"edit_space": "mixwp"}})
+    with pytest.raises(LinearGanError, match="'dcgan-digiface' cannot take latents"):
+        resolve_analyses(run)
+    stylegan = run.model_copy(update={"generator": "stylegan2-genforce"})
+    assert resolve_analyses(stylegan)["sie"].edit_space == "mixwp"

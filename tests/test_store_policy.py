@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lineargan.config import DatasetConfig, FitConfig, Schedule
-from lineargan.errors import LinearGanError
+from lineargan.errors import FingerprintMismatchError, LinearGanError
 from lineargan.store_policy import StorePolicy, with_policy
 from storage.feature_store import FeatureStore
 from storage.store_models import store_generator
@@ -148,10 +148,17 @@ def test_a_runs_stores_are_refused_together_over_the_free_space(tmp_path, monkey
     assert "resuming, 1 of 2 chunks to go" in capsys.readouterr().out
     free["bytes"] = 15_000_000  # 13.5 MB budget
     assert size_stores([train, evaluation], root) == STORE_BYTES * 3 // 2
-    # a store allowed over budget is left out of the run's total
-    free["bytes"] = 10_000_000
+    # a store allowed over budget is written anyway: the others must fit in what it leaves
     allowed = dataset("eval", 1, allow_over_budget=True)
-    assert size_stores([train, allowed], root) == STORE_BYTES * 3 // 2
+    assert size_stores([train, allowed], root) == STORE_BYTES * 3 // 2  # 4.2 ≤ 13.5 - 8.4
+    free["bytes"] = 10_000_000
+    with pytest.raises(LinearGanError, match="8.4 MB of it taken by stores allowed over"):
+        size_stores([train, allowed], root)  # 4.2 > 9.0 - 8.4
+    # a store at the same path made for another dataset is refused before anything is written
+    other = train.model_copy(update={"chunk_size": 8})
+    with pytest.raises(FingerprintMismatchError, match="made for a different dataset"):
+        size_stores([evaluation, other], root)
+    assert len(Target(root).fs.glob(f"{root}/stores/*/*.zarr")) == 1
 
 
 def test_with_policy_is_identity_for_the_default(generator):
@@ -199,7 +206,6 @@ def test_generator_batch_shrinks_with_resolution():
 
 def test_a_store_relabelled_by_other_segmenter_weights_is_refused(stores, monkeypatch):
     import storage.store_models as sm
-    from lineargan.errors import FingerprintMismatchError
 
     store = FeatureStore.open(Target(stores["all"]["train"]))
     real = sm.store_segmenter(store)

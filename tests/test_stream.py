@@ -246,13 +246,20 @@ def test_a_store_over_the_budget_streams_from_disk(store, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory needs CUDA")
 def test_pinned_blocks_are_handed_back_when_the_stream_closes(store):
     """A pinned stream's page-locked blocks do not outlive it in torch's host cache."""
-    before = torch.cuda.host_memory_stats().get("allocated_bytes.current", 0)
+
+    def pinned() -> int:
+        return torch.cuda.host_memory_stats().get("allocated_bytes.current", 0)
+
+    torch.cuda.synchronize()
+    torch.accelerator.empty_host_cache()  # blocks earlier tests left cached
+    before = pinned()
     with ChunkStream(store, seed=0, buffer_chunks=4, pin_memory=True) as stream:
         assert stream.pin_memory
         for _ in range(4):
             feats, labels = stream.next_batch(16)
             torch.from_numpy(labels).to("cuda", non_blocking=True)
         assert torch.from_numpy(labels).is_pinned()
+        assert pinned() > before
         del feats, labels
     torch.cuda.synchronize()
-    assert torch.cuda.host_memory_stats().get("allocated_bytes.current", 0) <= before
+    assert pinned() == before

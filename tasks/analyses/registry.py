@@ -28,6 +28,8 @@ from lineargan.analyses.sie import SIEParams
 from lineargan.baseline import UNetParams
 from lineargan.config import ALL_EXTRACTORS, Frozen, RunConfig
 from lineargan.errors import LinearGanError
+from lineargan.latent_search import EditSpace
+from storage.store_models import options_in_latent_space
 from tasks.analyses import (
     baseline_segmenter,
     category_selection,
@@ -245,5 +247,10 @@ def analysis_params(config: RunConfig, name: str) -> Frozen:
 
 
 def resolve_analyses(config: RunConfig) -> dict[str, Frozen]:
-    """Every selected analysis with its parameters: the check a run makes before any work."""
-    return {name: analysis_params(config, name) for name in selected_analyses(config)}
+    """Every selected analysis with its parameters: the check a run makes before any work
+    (an edit space the run's generator cannot take is refused here, not hours later)."""
+    resolved = {name: analysis_params(config, name) for name in selected_analyses(config)}
+    for params in resolved.values():
+        if isinstance(params, EditSpace) and params.edit_space is not None:
+            options_in_latent_space(config.generator, config.generator_options, params.edit_space)
+    return resolved

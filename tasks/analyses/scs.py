@@ -12,7 +12,7 @@ the next predictor.
 Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_at``):
 
 - ``scs_samples`` (one row per (predictor, n_shot, repeat, target, sample)): generator,
-  segmenter, protocol, predictor ("LSE" or "UNet"), n_shot / repeat (null for the baseline),
+  segmenter, protocol, edit_space (the latent space of ``latent``), predictor ("LSE" or "UNet"), n_shot / repeat (null for the baseline),
   target (0-based ordinal), target_index (eval-store index), sample, candidate (index of the
   chosen initial latent), n_init, p_pixels_initial (pixels where P's mask of the initial
   image equals the target, fraction), loss_initial / loss_final (cross-entropy under P),
@@ -20,7 +20,7 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
   the target: the terms of Eq. 7), inter / union (per-class pixel counts of the final image,
   the authors' pooled agreement sums these), latent (the sample's final latent: G(latent) is
   the sample), key.
-- ``scs_summary`` (Table 3): generator, segmenter, protocol, predictor, n_shot, repeats,
+- ``scs_summary`` (Table 3): generator, segmenter, protocol, edit_space, predictor, n_shot, repeats,
   pairs, agreement (mean over repeats of Eq. 7), max_dev, pooled (mean over repeats of the
   authors' pooled agreement), pooled_max_dev, agreement_initial, headline ("paper" or
   "pooled": which one the protocol reports), key.
@@ -70,7 +70,13 @@ NAME = "scs"
 SAMPLES_TABLE = "scs_samples"
 SUMMARY_TABLE = "scs_summary"
 
-_WHO = {**MODELS, "protocol": pa.string(), "predictor": pa.string(), "n_shot": pa.int64()}
+_WHO = {
+    **MODELS,
+    "protocol": pa.string(),
+    "edit_space": pa.string(),
+    "predictor": pa.string(),
+    "n_shot": pa.int64(),
+}
 TABLES = {
     SAMPLES_TABLE: schema(
         **_WHO,
@@ -163,7 +169,7 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
     key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
-    generator = edit_generator(ctx, inputs, params.edit_space)
+    generator, store_space = edit_generator(ctx, inputs, params.edit_space)
     reference = inputs.segmenter
     assert reference is not None
     device = next(generator.parameters()).device
@@ -203,7 +209,7 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
             )
         frames.append(rows)
     samples = pd.concat(frames, ignore_index=True)
-    meta = row_metadata(train, params.protocol, ctx, key)
+    meta = row_metadata(train, params.protocol, generator.latent_space, ctx, key)
     samples = samples.assign(**meta)
     summary = summarize_scs(samples, params.protocol).assign(**meta)
     tables = {

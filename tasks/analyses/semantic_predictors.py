@@ -94,14 +94,15 @@ def baseline_predictor(
 
 def edit_generator(
     ctx: AnalysisContext, inputs: Inputs, edit_space: str | None
-) -> GeneratorAdapter:
-    """The frozen generator SCS/SIE optimise through: the store's own, or the same weights
-    taking latents of ``edit_space`` (e.g. the authors' mixwp for a trunc-wp store)."""
+) -> tuple[GeneratorAdapter, bool]:
+    """The frozen generator SCS/SIE optimise through, and whether it is the store's own
+    (``edit_space`` None or the store's space) rather than the same weights taking latents of
+    ``edit_space`` (e.g. the authors' mixwp for a trunc-wp store)."""
     assert inputs.generator is not None
     if edit_space is None or edit_space == inputs.generator.latent_space:
-        return freeze(inputs.generator)
+        return freeze(inputs.generator), True
     device = str(next(inputs.generator.parameters()).device)
-    return freeze(store_generator(ctx.train_store(), device, latent_space=edit_space))
+    return freeze(store_generator(ctx.train_store(), device, latent_space=edit_space)), False
 
 
 def drawn_images(
@@ -120,6 +121,12 @@ def drawn_images(
     images = render_images(generator, pool, batch)
     out = reference.segment(images)
     detected = out.detected if len(out.detected) else np.ones(len(images), bool)
+    if source == "detected" and detected.sum() < n:
+        raise LinearGanError(
+            f"only {int(detected.sum())} of {len(images)} images drawn in latent space "
+            f"{generator.latent_space!r} were detected by {reference.name}, {n} are needed",
+            "edit fewer images, or leave edit_space unset to edit the store's images",
+        )
     ids = choose_targets(len(images), detected, n, source, seed)
     return ids, SampleBatch(
         latents=pool[ids].cpu().numpy(),
@@ -161,12 +168,16 @@ def control_predictors(
     return entries
 
 
-def row_metadata(train: FeatureStore, protocol: str, ctx: AnalysisContext, key: str) -> dict:
-    """The columns every SCS/SIE row carries: models, protocol, run metadata, analysis key."""
+def row_metadata(
+    train: FeatureStore, protocol: str, edit_space: str, ctx: AnalysisContext, key: str
+) -> dict:
+    """The columns every SCS/SIE row carries: models, protocol, the latent space the recorded
+    latents live in, run metadata, analysis key."""
     return {
         "generator": train.spec.generator,
         "segmenter": train.spec.segmenter,
         "protocol": protocol,
+        "edit_space": edit_space,
         **run_metadata(ctx.profile, ctx.run_id),
         "key": key,
     }

@@ -11,18 +11,18 @@ a partial unit once it finishes, so a killed run resumes at the next method.
 
 Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_at``):
 
-- ``sie_edits`` (one row per (image, edit, method)): generator, segmenter, protocol, method
-  ("SIE" or "colour"), predictor ("LSE", "UNet"; "" for the colour edit), n_shot (null unless
-  LSE), image (ordinal), image_index (eval-store index; with another edit_space, the index in
-  the pool of images drawn in it), edit (name), op, class_index,
-  class_name, region_pixels, agreement_inside / agreement_outside (fraction of the edited
+- ``sie_edits`` (one row per (image, edit, method)): generator, segmenter, protocol,
+  edit_space (the latent space of ``latent``), method ("SIE" or "colour"), predictor ("LSE",
+  "UNet"; "" for the colour edit), n_shot (null unless LSE), image (ordinal), image_index
+  (eval-store index; with another edit_space, the index in the pool of images drawn in it),
+  edit (name), op, class_index, class_name, region_pixels, agreement_inside / agreement_outside (fraction of the edited
   region's / the other pixels where the reference mask of the edited image equals the target),
   relabel_inside / relabel_outside (fraction whose reference label changed from the original),
   change_inside / change_outside (mean absolute pixel change, 0-255), miou (reference mask of
   the edited image vs the target, Appx A), loss_initial / loss_final (the method's edit loss),
   latent (the edited latent, in the edit space), key.
-- ``sie_summary``: generator, segmenter, protocol, method, predictor, n_shot, op ("all" for
-  every edit), edits, and the mean of each score above, key.
+- ``sie_summary``: generator, segmenter, protocol, edit_space, method, predictor, n_shot, op
+  ("all" for every edit), edits, and the mean of each score above, key.
 
 Figure ``sie-<profile>-<key8>.png`` (Fig 5's layout): original, colour stroke, original and
 target masks, then the colour edit and each SIE result.
@@ -84,6 +84,7 @@ SCORES = (
 _WHO = {
     **MODELS,
     "protocol": pa.string(),
+    "edit_space": pa.string(),
     "method": pa.string(),
     "predictor": pa.string(),
     "n_shot": pa.int64(),
@@ -222,11 +223,11 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
     key = analysis_key(NAME, params, (train, evals))
     if (done := load_finished(ctx, NAME, key)) is not None:
         return done
-    generator = edit_generator(ctx, inputs, params.edit_space)
+    generator, store_space = edit_generator(ctx, inputs, params.edit_space)
     reference = inputs.segmenter
     assert reference is not None
     device = next(generator.parameters()).device
-    if generator is inputs.generator:  # the store's space: edit its held-out images
+    if store_space:  # edit the store's held-out images
         image_ids = choose_targets(
             evals.spec.n, evals.detected_flags(), params.images, "detected", params.seed + 1
         )
@@ -268,7 +269,7 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
                 f"{100 * rows['agreement_outside'].mean():.1f}%, {seconds:.0f} s"
             )
         frames.append(rows)
-    meta = row_metadata(train, params.protocol, ctx, key)
+    meta = row_metadata(train, params.protocol, generator.latent_space, ctx, key)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows.assign(
         image_index=image_ids[rows["image"].to_numpy()],
