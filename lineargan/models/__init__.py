@@ -8,6 +8,7 @@ from lineargan.models.protocols import (
     DifferentiableSegmenter,
     GeneratorAdapter,
     GeneratorOutput,
+    NetworkSegmenter,
     Segmenter,
     SegmenterOutput,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "DifferentiableSegmenter",
     "GeneratorAdapter",
     "GeneratorOutput",
+    "NetworkSegmenter",
     "Segmenter",
     "SegmenterOutput",
     "get_generator",

@@ -41,6 +41,12 @@ NVIDIA_PKL_HINT = (
 # genforce's order of preference: the EMA weights (what its synthesize.py samples with), then
 # the raw ones, then the file as a bare state dict.
 GENFORCE_KEYS: tuple[str | None, ...] = ("generator_smooth", "generator", None)
+# The authors' converted files (their ports) are bare state dicts; a genforce-style entry is
+# accepted after that.
+PORT_KEYS: tuple[str | None, ...] = (None, "generator_smooth", "generator")
+# A buffer the authors' StyleGAN ports register (psi baked in per layer) but their converter
+# drops from saved files: derived from the truncation options, so ignored when a file has it.
+BAKED_TRUNCATION_KEY = "truncation.truncation"
 
 
 def _is_network_pickle(path: Path) -> bool:

@@ -38,7 +38,7 @@ from torch import nn
 from lineargan.device import resolve_device
 from lineargan.errors import CheckpointError, LinearGanError
 from lineargan.models.face_parser import read_state_dict, resize
-from lineargan.models.protocols import DifferentiableSegmenter
+from lineargan.models.protocols import NetworkSegmenter
 from lineargan.models.registry import register_segmenter
 from lineargan.models.resnest import RESNEST_VARIANTS, ResNeSt
 from lineargan.models.weights import load_into, sha256_file
@@ -203,7 +203,7 @@ def resolve_classes(classes: str | Sequence[str]) -> tuple[str, ...] | None:
     return tuple(sorted(names, key=ADE20K_CLASSES.index))
 
 
-class DeepLabADE20KSegmenter(DifferentiableSegmenter):
+class DeepLabADE20KSegmenter(NetworkSegmenter):
     """DeepLabV3-ResNeSt behind the segmenter protocol: class 0 is a constant zero logit, then
     all 150 ADE20K classes or the chosen subset (see the module docstring)."""
 
@@ -226,14 +226,6 @@ class DeepLabADE20KSegmenter(DifferentiableSegmenter):
         self._channels = None if kept is None else [ADE20K_CLASSES.index(c) for c in kept]
         self._mean = torch.tensor(ADE20K_MEAN).view(1, 3, 1, 1)
         self._std = torch.tensor(ADE20K_STD).view(1, 3, 1, 1)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: torch.device | str) -> DeepLabADE20KSegmenter:
-        self.net.to(device)
-        return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 1 + n_kept, H, W) logits at the image's own size."""

@@ -34,7 +34,7 @@ from lineargan.models.checkpoints import (
     select_state_dict,
     strip_data_parallel,
 )
-from lineargan.models.protocols import DifferentiableSegmenter
+from lineargan.models.protocols import NetworkSegmenter
 from lineargan.models.registry import register_segmenter
 from lineargan.models.weights import load_into, sha256_file
 
@@ -152,7 +152,7 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
-class FaceParserSegmenter(DifferentiableSegmenter):
+class FaceParserSegmenter(NetworkSegmenter):
     """The face UNet behind the segmenter protocol; frozen, eval mode, movable between devices."""
 
     name = "face-parser-unet"
@@ -165,14 +165,6 @@ class FaceParserSegmenter(DifferentiableSegmenter):
         self.input_size = int(input_size)
         self.weights_sha256 = weights_sha256
         self.batch_size = int(batch_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: torch.device | str) -> FaceParserSegmenter:
-        self.net.to(device)
-        return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 15, H, W): the network at ``input_size``, its logits resized back to H×W."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineargan.models.checkpoints import read_generator_checkpoint
+from lineargan.models.checkpoints import PORT_KEYS, read_generator_checkpoint
 from lineargan.models.pggan_genforce import (
     WEIGHTS_FILE,
     PGConvBlock,
@@ -22,8 +22,6 @@ from lineargan.models.pggan_genforce import (
     build_pggan,
 )
 from lineargan.models.registry import register_generator
-
-PORT_KEYS: tuple[str | None, ...] = (None, "generator_smooth", "generator")
 
 
 class WScaleBias(nn.Module):

@@ -152,3 +152,19 @@ class DifferentiableSegmenter(Segmenter):
                 x = images_to_unit(images[start : start + self.batch_size], self.device)
                 out.append(self.logits(x).argmax(1).to(torch.uint8).cpu().numpy())
         return SegmenterOutput(labels=np.concatenate(out), detected=np.ones(len(images), bool))
+
+
+class NetworkSegmenter(DifferentiableSegmenter):
+    """A differentiable segmenter around one network, ``net``: it runs (and moves) where the
+    network's weights are."""
+
+    net: torch.nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> NetworkSegmenter:
+        """Move the network (in place, like ``nn.Module.to``); returns self."""
+        self.net.to(device)
+        return self

@@ -28,7 +28,12 @@ from typing import Any
 import torch
 
 from lineargan.errors import CheckpointError, LinearGanError
-from lineargan.models.checkpoints import GENFORCE_KEYS, read_generator_checkpoint
+from lineargan.models.checkpoints import (
+    BAKED_TRUNCATION_KEY,
+    GENFORCE_KEYS,
+    PORT_KEYS,
+    read_generator_checkpoint,
+)
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import StyleLatents
@@ -250,6 +255,31 @@ def build_from_state(
     return model
 
 
+def load_stylegan2(
+    layout: Layout,
+    checkpoint: str | Path | None,
+    checkpoint_key: str | None,
+    **latent_options: Any,
+) -> StyleGAN2Generator:
+    """The generator in a StyleGAN2 checkpoint of ``layout``: both layouts' factories. The
+    authors' files are bare state dicts that may still hold their baked-truncation buffer
+    (ignored: the truncation options say it); genforce's put the EMA weights first."""
+    name = GENERATOR_NAMES[layout]
+    ckpt = read_generator_checkpoint(
+        checkpoint,
+        generator=name,
+        what=WEIGHTS_FILE,
+        keys=GENFORCE_KEYS if layout == "genforce" else PORT_KEYS,
+        checkpoint_key=checkpoint_key,
+    )
+    state = ckpt.state
+    if layout == "lineargan":
+        state = {k: v for k, v in state.items() if k != BAKED_TRUNCATION_KEY}
+    model = build_from_state(state, layout, ckpt.source, **latent_options)
+    model.name, model.weights_sha256 = name, ckpt.weights_id
+    return model
+
+
 @register_generator("stylegan2-genforce")
 def stylegan2_genforce(
     checkpoint: str | Path | None = None,
@@ -260,22 +290,12 @@ def stylegan2_genforce(
     randomize_noise: bool = False,
 ) -> StyleGAN2Generator:
     """StyleGAN2 from a genforce checkpoint (``generator_smooth`` before ``generator``)."""
-    ckpt = read_generator_checkpoint(
-        checkpoint,
-        generator=GENERATOR_NAMES["genforce"],
-        what=WEIGHTS_FILE,
-        keys=GENFORCE_KEYS,
-        checkpoint_key=checkpoint_key,
-    )
-    model = build_from_state(
-        ckpt.state,
+    return load_stylegan2(
         "genforce",
-        ckpt.source,
+        checkpoint,
+        checkpoint_key,
         latent_space=latent_space,
         truncation=truncation,
         truncation_layers=truncation_layers,
         randomize_noise=randomize_noise,
     )
-    model.name = GENERATOR_NAMES["genforce"]
-    model.weights_sha256 = ckpt.weights_id
-    return model

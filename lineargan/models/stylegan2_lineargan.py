@@ -16,21 +16,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lineargan.models.checkpoints import read_generator_checkpoint
 from lineargan.models.registry import register_generator
 from lineargan.models.stylegan2_genforce import (
     AUTHORS_TRUNCATION,
     AUTHORS_TRUNCATION_LAYERS,
-    GENERATOR_NAMES,
-    WEIGHTS_FILE,
     StyleGAN2Generator,
-    build_from_state,
+    load_stylegan2,
 )
-
-# A buffer the authors' network registers but their converter drops from saved files.
-BAKED_TRUNCATION_KEY = "truncation.truncation"
-# Their converted files are bare state dicts; a genforce-style entry is accepted after that.
-AUTHORS_KEYS: tuple[str | None, ...] = (None, "generator_smooth", "generator")
 
 
 @register_generator("stylegan2-lineargan")
@@ -43,23 +35,12 @@ def stylegan2_lineargan(
     randomize_noise: bool = False,
 ) -> StyleGAN2Generator:
     """StyleGAN2 from the authors' state dict (bare, or under ``checkpoint_key``)."""
-    ckpt = read_generator_checkpoint(
-        checkpoint,
-        generator=GENERATOR_NAMES["lineargan"],
-        what=WEIGHTS_FILE,
-        keys=AUTHORS_KEYS,
-        checkpoint_key=checkpoint_key,
-    )
-    state = {k: v for k, v in ckpt.state.items() if k != BAKED_TRUNCATION_KEY}
-    model = build_from_state(
-        state,
+    return load_stylegan2(
         "lineargan",
-        ckpt.source,
+        checkpoint,
+        checkpoint_key,
         latent_space=latent_space,
         truncation=truncation,
         truncation_layers=truncation_layers,
         randomize_noise=randomize_noise,
     )
-    model.name = GENERATOR_NAMES["lineargan"]
-    model.weights_sha256 = ckpt.weights_id
-    return model

@@ -17,9 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineargan.models.checkpoints import read_generator_checkpoint
+from lineargan.models.checkpoints import (
+    BAKED_TRUNCATION_KEY,
+    PORT_KEYS,
+    read_generator_checkpoint,
+)
 from lineargan.models.pggan_genforce import WEIGHTS_FILE
-from lineargan.models.pggan_lineargan import PORT_KEYS, WScaleBias
+from lineargan.models.pggan_lineargan import WScaleBias
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import LatentSpace
 from lineargan.models.stylegan_genforce import (
@@ -147,7 +151,7 @@ def stylegan_lineargan(
         checkpoint_key=checkpoint_key,
     )
     # a derived buffer, dropped if present: the truncation options say it (module docstring)
-    state = {k: v for k, v in ckpt.state.items() if k != "truncation.truncation"}
+    state = {k: v for k, v in ckpt.state.items() if k != BAKED_TRUNCATION_KEY}
     model = build_stylegan(
         state,
         ckpt.source,

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lineargan.errors import LinearGanError
-from lineargan.models.protocols import DifferentiableSegmenter
+from lineargan.models.protocols import NetworkSegmenter
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -81,7 +81,7 @@ class SegmentationUNet(nn.Module):
         return self.head(x)
 
 
-class UNetSegmenter(DifferentiableSegmenter):
+class UNetSegmenter(NetworkSegmenter):
     """A trained :class:`SegmentationUNet` behind the segmenter protocol, in eval mode (batch
     statistics frozen, so an image's logits never depend on the rest of its batch).
 
@@ -105,15 +105,6 @@ class UNetSegmenter(DifferentiableSegmenter):
         self.name = name
         self.class_names = tuple(class_names)
         self.weights_sha256 = weights_sha256
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: torch.device | str) -> UNetSegmenter:
-        """Move the network (in place, like ``nn.Module.to``); returns self."""
-        self.net.to(device)
-        return self
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
