@@ -73,9 +73,7 @@ class FeatureStore:
         Reopening never clears finished chunks: that is what makes a rerun resume.
         ``latents`` yields one (chunk_size, latent_dim) block per chunk, in order.
         """
-        if _has_group(target) and _is_half_created(target):
-            pass  # a creation that was killed before its fingerprint landed: start over
-        elif _has_group(target):
+        if cls.exists(target):  # a creation killed before its fingerprint landed starts over
             return cls.open_matching(target, spec)
         group = zarr.open_group(target.url, mode="w")
         group.attrs.update({"lineargan_state": "creating"})

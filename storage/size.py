@@ -49,7 +49,6 @@ class StoreSize:
     """What one store of a run will still write."""
 
     split: str
-    url: str
     remaining: int  # uncompressed bytes of the chunks still to compute
     allowed_over: bool  # its policy sets allow_over_budget: left out of the run's total
 

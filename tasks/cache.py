@@ -75,9 +75,7 @@ def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
             print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
         else:
             remaining = check_store_budget(cfg, spec, target, _models(cfg)[0])
-        sizes[target.url] = StoreSize(
-            cfg.split, target.url, remaining, cfg.store_policy.allow_over_budget
-        )
+        sizes[target.url] = StoreSize(cfg.split, remaining, cfg.store_policy.allow_over_budget)
     return check_run_budget(list(sizes.values()), root)
 
 

@@ -121,13 +121,14 @@ def drawn_images(
     images = render_images(generator, pool, batch)
     out = reference.segment(images)
     detected = out.detected if len(out.detected) else np.ones(len(images), bool)
-    if source == "detected" and detected.sum() < n:
+    try:
+        ids = choose_targets(len(images), detected, n, source, seed)
+    except LinearGanError:  # its message speaks of the eval store
         raise LinearGanError(
             f"only {int(detected.sum())} of {len(images)} images drawn in latent space "
             f"{generator.latent_space!r} were detected by {reference.name}, {n} are needed",
             "edit fewer images, or leave edit_space unset to edit the store's images",
-        )
-    ids = choose_targets(len(images), detected, n, source, seed)
+        ) from None
     return ids, SampleBatch(
         latents=pool[ids].cpu().numpy(),
         images=images[ids],
