@@ -8,7 +8,8 @@ a deployment's parameters are. ``lineargan`` (this module's :func:`main`) querie
 lineargan render NAME|all [--profile quick] [--results-root DIR]
     print a paper table of the newest run, rendered from its Parquet files alone
 lineargan table NAME [--results-root DIR]                  print any result table
-lineargan verify STORE_URL [--repair]                      check every chunk's CRC32C
+lineargan verify STORE_URL [--repair]                      check every finished chunk: all
+                                                           objects present, CRC32C intact
 """
 
 from __future__ import annotations
@@ -139,13 +140,14 @@ def _cmd_verify(args: argparse.Namespace) -> None:
     bad = store.verify(repair=args.repair)
     if not bad:
         print(
-            f"{args.store}: all {int(store.done_mask().sum())} finished chunks pass their checksums"
+            f"{args.store}: all {int(store.done_mask().sum())} finished chunks are present and "
+            "pass their checksums"
         )
         return
     action = (
         "marked for recomputation (rerun the cache flow)" if args.repair else "rerun with --repair"
     )
-    print(f"{args.store}: corrupt chunks {bad}; {action}")
+    print(f"{args.store}: damaged chunks (missing or corrupt objects) {bad}; {action}")
     if not args.repair:
         sys.exit(1)
 
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("name")
     p.add_argument("--results-root", default=None)
     p.set_defaults(fn=_cmd_table)
-    p = sub.add_parser("verify", help="check a store's chunk checksums")
+    p = sub.add_parser("verify", help="check that a store's finished chunks are present and intact")
     p.add_argument("store")
     p.add_argument("--repair", action="store_true")
     p.set_defaults(fn=_cmd_verify)

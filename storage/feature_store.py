@@ -37,6 +37,7 @@ from storage.spec import (  # noqa: F401 - re-exported: the store API names them
 )
 from storage.store_models import regenerate_features
 from storage.target import Target
+from storage.zarr_store import MissingChunkObject, strict_store
 
 
 def _compressors(itemsize: int) -> list:
@@ -70,12 +71,17 @@ class FeatureStore:
     ) -> FeatureStore:
         """Create the store (metadata + latents), or reopen it if it holds the same fingerprint.
 
-        Reopening never clears finished chunks: that is what makes a rerun resume.
-        ``latents`` yields one (chunk_size, latent_dim) block per chunk, in order.
+        Reopening never clears finished chunks: that is what makes a rerun resume; it
+        rewrites the latents of unfinished chunks whose latents were lost or damaged (they are
+        the chunk's only input, so the cache stage could not recompute it otherwise).
+        ``latents`` yields one (chunk_size, latent_dim) block per chunk, in order, and is
+        consumed only as far as needed.
         """
         if cls.exists(target):  # a creation killed before its fingerprint landed starts over
-            return cls.open_matching(target, spec)
-        group = zarr.open_group(target.url, mode="w")
+            store = cls.open_matching(target, spec)
+            store._restore_latents(latents)
+            return store
+        group = zarr.open_group(strict_store(target.url), mode="w")
         group.attrs.update({"lineargan_state": "creating"})
         b, n, r = spec.chunk_size, spec.n, spec.resolution
 
@@ -154,7 +160,7 @@ class FeatureStore:
             raise StoreIncompleteError(
                 f"no feature store at {target.url}", "run the cache flow for this dataset first"
             )
-        group = zarr.open_group(target.url, mode="r+")
+        group = zarr.open_group(strict_store(target.url), mode="r+")
         attrs = group.attrs.asdict()
         if "fingerprint" not in attrs:
             raise FingerprintMismatchError(
@@ -201,6 +207,21 @@ class FeatureStore:
             for name, feat in zip(self.spec.layer_names, data.features, strict=True):
                 g["features"][name][sl] = feat.astype(np.float16, copy=False)
         g["chunk_done"][i] = 1
+
+    def _restore_latents(self, latents: Iterable[np.ndarray]) -> None:
+        damaged = []
+        for i in self.pending_chunks():
+            try:
+                self.read_latents(self.spec.chunk_slice(i))
+            except CorruptChunkError:
+                damaged.append(i)
+        if not damaged:
+            return
+        for i, block in enumerate(latents):
+            if i in damaged:
+                self.group["latents"][self.spec.chunk_slice(i)] = block.astype(np.float32)
+            if i >= damaged[-1]:
+                break
 
     def invalidate_chunk(self, i: int) -> None:
         """Mark chunk ``i`` for recomputation (used after a checksum failure)."""
@@ -257,15 +278,21 @@ class FeatureStore:
         )
 
     def _read(self, name: str, arr: zarr.Array, sl: slice) -> np.ndarray:
+        """``arr[sl]``, with a damaged chunk (bad checksum, or its object missing, which zarr
+        alone would read as zeros) raised as :class:`CorruptChunkError`."""
         try:
             return np.asarray(arr[sl])
+        except MissingChunkObject as exc:
+            problem = f"has no chunk object {exc.key!r} (deleted or lost)"
+            cause: Exception = exc
         except ValueError as exc:
             if "checksum" not in str(exc).lower():
                 raise
-            raise CorruptChunkError(
-                f"array {name} of store {self.target.url} failed its CRC32C check in samples {sl.start}-{sl.stop}",
-                "run `lineargan verify --repair <store>` and rerun the cache flow to recompute the damaged chunks",
-            ) from exc
+            problem, cause = "failed its CRC32C check", exc
+        raise CorruptChunkError(
+            f"array {name} of store {self.target.url} {problem} in samples {sl.start}-{sl.stop}",
+            "run `lineargan verify --repair <store>` and rerun the cache flow to recompute the damaged chunks",
+        ) from cause
 
     def read_samples(self, indices) -> tuple[list[np.ndarray], np.ndarray]:
         """Features (per layer, float16) and labels of the given samples, in the given order.
@@ -314,7 +341,7 @@ class FeatureStore:
 
     def detected_flags(self) -> np.ndarray:
         """Per sample: did the segmenter's own detector label it."""
-        return np.asarray(self.group["detected"][:], dtype=bool)
+        return self._read("detected", self.group["detected"], slice(0, self.spec.n)).astype(bool)
 
     def verify(self, *, repair: bool = False) -> list[int]:
         """Read every done chunk; return (and with ``repair``, invalidate) the corrupt ones."""

@@ -72,7 +72,7 @@ def write_table1(
     summary["miou_detected"] = summary["fit_key"].map(
         lambda k: miou_from_rows(detected[k]) if detected[k] is not None else float("nan")
     )
-    summary["n_eval_detected"] = int(evals.group["detected"][:].sum())
+    summary["n_eval_detected"] = evals.n_detected()
     summary["n_train"] = train["fingerprint"]["n"]
     summary["n_eval"] = evals.spec.n
     for col in ("iterations", "train_seconds", "final_loss"):

@@ -17,7 +17,7 @@ from lineargan.config import DatasetConfig
 from lineargan.errors import CorruptChunkError, FingerprintMismatchError, StoreIncompleteError
 from lineargan.models.weights import sha256_file
 from storage.feature_store import FeatureStore
-from storage.layout import store_target
+from storage.layout import dataset_store, store_target
 from storage.target import Target
 from tasks.cache import (
     build_store,
@@ -284,6 +284,73 @@ def test_corrupt_label_chunk_detected(tmp_path, train_store_url):
     assert store.verify() == [3]
 
 
+# -- missing chunk objects -------------------------------------------------------------------------
+
+# one chunk object per kind of array, for chunk {i} (Zarr v3 keys "<array>/c/<i>/0/...")
+CHUNK_OBJECTS = {
+    "labels": "labels/c/{i}/0/0",
+    "images": "images/c/{i}/0/0/0",
+    "latents": "latents/c/{i}/0",
+    "features/block3_32x32": "features/block3_32x32/c/{i}/0/0/0",
+}
+
+
+def copy_into_data_root(train_store_url: str, data_root: Path) -> str:
+    """The session's training store, copied to where the cache stage of ``data_root`` finds it."""
+    target = dataset_store(str(data_root), small_dataset("train", 0))
+    Path(target.path).parent.mkdir(parents=True)
+    return copy_store(train_store_url, Path(target.path))
+
+
+@pytest.mark.parametrize("array", list(CHUNK_OBJECTS))
+def test_missing_chunk_object_is_refused_reported_and_recomputed(tmp_path, train_store_url, array):
+    """A deleted chunk object of a finished chunk is never read as zeros: reads raise the
+    one-line CorruptChunkError, verify reports it, --repair reopens the chunk and the cache
+    stage rewrites it (its latents too) to the original bytes."""
+    url = copy_into_data_root(train_store_url, tmp_path / "data")
+    clean = read_all(url)
+    (Path(url) / CHUNK_OBJECTS[array].format(i=2)).unlink()
+    store = FeatureStore.open(Target(url), require_complete=True)
+
+    with pytest.raises(CorruptChunkError) as err:
+        store.read_chunk(2, images=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "Fix:" in msg and array in msg and "no chunk object" in msg
+    assert "32-48" in msg
+    store.read_chunk(1, images=True)  # neighbours are unaffected
+
+    assert store.verify() == [2]
+    assert store.pending_chunks() == []  # verify without repair changes nothing
+    assert store.verify(repair=True) == [2]
+    assert store.pending_chunks() == [2]
+
+    # the cache stage: reopen (restores lost latents), recompute exactly that chunk, finalize
+    assert prepare_store(small_dataset("train", 0), str(tmp_path / "data"))[1] == [2]
+    assert [fill_chunk(url, i, "cpu") for i in range(4)] == [False, False, True, False]
+    finalize_store(url)
+    assert FeatureStore.open(Target(url), require_complete=True).verify() == []
+    assert_same_data(read_all(url), clean)
+
+
+def test_verify_reports_a_missing_and_a_truncated_chunk_together(tmp_path, train_store_url):
+    url = copy_store(train_store_url, tmp_path / "copy.zarr")
+    (Path(url) / CHUNK_OBJECTS["labels"].format(i=0)).unlink()
+    truncated = Path(url) / CHUNK_OBJECTS["features/block3_32x32"].format(i=3)
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    store = FeatureStore.open(Target(url))
+    assert store.verify() == [0, 3]
+    with pytest.raises(CorruptChunkError, match="labels"):
+        store.read_selection([1, 2])
+
+
+def test_reads_of_whole_arrays_refuse_a_missing_chunk(tmp_path, train_store_url):
+    url = copy_store(train_store_url, tmp_path / "copy.zarr")
+    (Path(url) / "detected" / "c" / "1").unlink()
+    store = FeatureStore.open(Target(url))
+    with pytest.raises(CorruptChunkError, match="detected"):
+        store.n_detected()
+
+
 # -- finalize ----------------------------------------------------------------------------------
 
 
@@ -402,3 +469,17 @@ def test_analysis_context_refuses_mismatched_stores(tmp_path):
     ctx = AnalysisContext(train.target.url, evals.target.url, str(tmp_path / "r"), "smoke", "r")
     with pytest.raises(FingerprintMismatchError, match="generator_sha256"):
         ctx.stores()
+
+
+def test_verify_command_names_missing_chunks_and_repairs_them(tmp_path, train_store_url, capsys):
+    from flows.cli import main
+
+    url = copy_store(train_store_url, tmp_path / "copy.zarr")
+    (Path(url) / CHUNK_OBJECTS["latents"].format(i=1)).unlink()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", url])
+    assert exit_info.value.code == 1
+    assert "missing or corrupt objects) [1]; rerun with --repair" in capsys.readouterr().out
+    main(["verify", url, "--repair"])
+    assert "marked for recomputation" in capsys.readouterr().out
+    assert FeatureStore.open(Target(url)).pending_chunks() == [1]

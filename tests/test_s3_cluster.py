@@ -118,6 +118,46 @@ def test_checkpoints_partial_fits_and_tables_round_trip_on_s3(s3):
     assert units.load("u") is None
 
 
+def test_missing_chunk_objects_on_s3_are_refused_reported_and_rewritten(s3, train_store_url):
+    """On object storage too, a lost chunk object of labels, images, latents or a feature
+    layer is a CorruptChunkError (never zeros), verify reports each, and after --repair the
+    cache stage rewrites them to the original bytes."""
+    from lineargan.errors import CorruptChunkError
+    from storage.feature_store import FeatureStore
+    from storage.layout import dataset_store
+    from storage.target import Target
+    from tasks.cache import fill_chunk, finalize_store, prepare_store
+    from tests.conftest import small_dataset
+    from tests.test_feature_store import CHUNK_OBJECTS, assert_same_data
+
+    data_root = f"s3://{BUCKET}/missing-chunks"
+    cfg = small_dataset("train", 0)
+    url = dataset_store(data_root, cfg).url
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.put(train_store_url.rstrip("/") + "/", url.removeprefix("s3://"), recursive=True)
+
+    def read_all() -> dict[str, np.ndarray]:
+        g = zarr.open_group(url, mode="r")
+        names = ["latents", "images", "labels", "detected", "features/block3_32x32"]
+        return {name: g[name][:] for name in names}
+
+    clean = read_all()
+    for i, key in enumerate(CHUNK_OBJECTS.values()):  # chunk i loses one object each
+        fs.rm(f"{url.removeprefix('s3://')}/{key.format(i=i)}")
+    fs.invalidate_cache()
+    store = FeatureStore.open(Target(url))
+    for i, array in enumerate(CHUNK_OBJECTS):
+        with pytest.raises(CorruptChunkError, match=f"{array} .*no chunk object"):
+            store.read_chunk(i, images=True)
+    assert store.verify(repair=True) == [0, 1, 2, 3]
+
+    assert prepare_store(cfg, data_root)[1] == [0, 1, 2, 3]
+    assert [fill_chunk(url, i, "cpu") for i in range(4)] == [True] * 4
+    finalize_store(url)
+    assert FeatureStore.open(Target(url), require_complete=True).verify() == []
+    assert_same_data(read_all(), clean)
+
+
 def _fit_objects(endpoint: str) -> dict[str, str]:
     """Every object under the fits prefix with its ETag (changes whenever it is rewritten)."""
     fs = fsspec.filesystem("s3", **storage_options(endpoint))
