@@ -8,21 +8,38 @@
     lineargan-edit scs --mask edited.mask.png --lse work/lse --out work/scs -n 4
 
 Every sub-command's flags are generated from its pydantic model (``--help`` lists them); a
-malformed input (mask of the wrong size, an unknown palette index or colour, a mask or sample
-made for another generator) is a one-line error with exit status 2.
+malformed input (mask of the wrong size, an unknown palette index or colour, a JPEG mask, a
+mask or sample made for another generator, a latent no sampler draws, a broken LSE directory,
+an unusable device, an output that is a file, malformed JSON) is a one-line error with exit
+status 2. ``train-fewshot`` reports its progress on stderr, ``edit`` how much of the edited
+region the result gets right, and every set of masks written has a colour legend beside it.
 """
 
 from __future__ import annotations
 
+import re
+import sys
+import time
 from typing import Any
 
-from pydantic import BaseModel, Field, PositiveInt
+from pydantic import BaseModel, Field, NonNegativeInt, PositiveInt
 from pydantic_settings import BaseSettings, CliApp, CliSubCommand, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+from tqdm import tqdm
 
 from flows.cli import run_cli
 from lineargan.analyses.scs import SCSParams
 from lineargan.analyses.sie import SIEParams
 from lineargan.config import ProtocolName
+from lineargan.errors import LinearGanError
+from lineargan.masks import LEGEND_JSON, LEGEND_PNG, legend_text
+from lineargan.models.dlib_face import FACE_CLASSES
+
+LEGEND_HELP = f"""
+Mask colours (palette index = class) of the default segmenter, dlib-face68; masks of an LSE
+use its classes. Every set of masks written has {LEGEND_PNG} and {LEGEND_JSON} beside it.
+{legend_text(FACE_CLASSES)}
+"""
 
 
 class _Generator(BaseModel):
@@ -58,7 +75,11 @@ class Sample(_Generator):
 
     out: str = Field(description="output directory")
     n: PositiveInt = 4
-    seed: int = Field(0, ge=0)
+    seed: NonNegativeInt | None = Field(
+        None,
+        description="None: the seed after every one already drawn in --out or for the LSE's "
+        "training samples (new faces, nothing overwritten)",
+    )
     lse: str | None = Field(None, description="LSE directory predicting the masks")
     segmenter: str = Field(
         "dlib-face68", description="without --lse: segmenter whose masks start the annotation"
@@ -66,10 +87,14 @@ class Sample(_Generator):
 
     def cli_cmd(self) -> None:
         from lineargan.models.registry import cached_segmenter
-        from tasks.editing import sample_images
+        from tasks.editing import default_seed, output_dir, sample_images
 
+        seed = self.seed
+        if seed is None:
+            seed = default_seed(str(output_dir(self.out)), self.lse)
+            print(f"seed {seed} (the first not drawn before; --seed picks another)")
         segmenter = None if self.lse else cached_segmenter(self.segmenter)
-        for s in sample_images(self.load(), self.out, self.n, self.seed, self.lse, segmenter):
+        for s in sample_images(self.load(), self.out, self.n, seed, self.lse, segmenter):
             print(f"{s.image}  mask {s.mask}")
 
 
@@ -85,7 +110,7 @@ class TrainFewshot(_Generator):
         from tasks.editing import train_fewshot_from_masks
 
         meta = train_fewshot_from_masks(
-            self.load(), self.masks, self.out, self.iterations, self.seed
+            self.load(), self.masks, self.out, self.iterations, self.seed, FitProgress()
         )
         print(
             f"{meta['n_shot']}-shot LSE: {meta['iterations']} iterations, final loss "
@@ -100,13 +125,23 @@ class Edit(_Generator, _Latent):
     mask: str = Field(description="the edited mask PNG")
     lse: str = Field(description="LSE directory")
     out: str = Field(description="output path stem (writes .png, .mask.png, .json)")
+    segmenter: str | None = Field(
+        "dlib-face68",
+        description="reference segmenter scoring the edit (its classes must be the LSE's; "
+        "null: the LSE's score only)",
+    )
 
     def cli_cmd(self) -> None:
+        from lineargan.models.registry import cached_segmenter
         from tasks.editing import edit_sample
 
         params = SIEParams(protocol=self.protocol, steps=self.steps, lr=self.lr)
-        s = edit_sample(self.load(), self.sample, self.mask, self.lse, self.out, params)
-        print(f"{s.image}  mask {s.mask}")
+        reference = cached_segmenter(self.segmenter) if self.segmenter else None
+        edited = edit_sample(
+            self.load(), self.sample, self.mask, self.lse, self.out, params, reference
+        )
+        print(f"{edited.sample.image}  mask {edited.sample.mask}")
+        print(score_line(edited.score))
 
 
 class Scs(_Generator, _Latent):
@@ -129,6 +164,55 @@ class Scs(_Generator, _Latent):
             print(f"{s.image}  mask {s.mask}")
 
 
+class FitProgress:
+    """``train-fewshot``'s progress on stderr, about ten lines: iteration, loss and the time
+    left at the rate so far (above the fit's own bar on a terminal, through ``tqdm.write``)."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.first: tuple[float, int] | None = None  # (time, iteration) of the first report
+
+    def __call__(self, iteration: int, total: int, loss: float) -> None:
+        now = time.monotonic()
+        elapsed = now - self.start
+        if self.first is None or iteration <= self.first[1]:
+            self.first = self.first or (now, iteration)
+            rate = elapsed / max(iteration, 1)  # includes the setup: an overestimate at first
+        else:  # the pace of the iterations alone
+            rate = (now - self.first[0]) / (iteration - self.first[1])
+        left = rate * (total - iteration)
+        tqdm.write(
+            f"train-fewshot: iteration {iteration}/{total}, loss {loss:.4f}, "
+            f"{duration(elapsed)} so far, about {duration(left)} left",
+            file=sys.stderr,
+        )
+
+
+def duration(seconds: float) -> str:
+    """``4 min 05 s`` / ``12 s``: a time a person reads at a glance."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def score_line(score) -> str:
+    """One line on how much of the edited region has the target class after an edit."""
+    if score is None:
+        return "edit: the edited mask equals the LSE's mask of the sample; nothing was edited"
+    line = (
+        f"edit: {score.region_px} px of the mask changed class; of those, {score.lse:.0%} "
+        "have the target class by the LSE"
+    )
+    if score.segmenter is None:
+        return line
+    line += (
+        f", {score.reference:.0%} by {score.segmenter} ({score.reference_before:.0%} before "
+        "the edit)"
+    )
+    if not score.detected:  # its labels then come from a fallback box: say so
+        line += f"; {score.segmenter}'s detector found no face in the edited image"
+    return line
+
+
 class LinearGanEdit(BaseSettings):
     """Sample, annotate, train a few-shot LSE, edit (SIE) and sample for a mask (SCS)."""
 
@@ -149,8 +233,38 @@ class LinearGanEdit(BaseSettings):
         CliApp.run_subcommand(self)
 
 
+# the legend in every --help; after LinearGanEdit took the one-line descriptions for its list
+for _command in (LinearGanEdit, Sample, TrainFewshot, Edit, Scs):
+    _command.__doc__ = f"{_command.__doc__}\n{LEGEND_HELP}"
+
+_PARSE_ERROR = re.compile(r"Parsing error encountered for (?:\w+\.)*(\w+): (.*)", re.DOTALL)
+
+
+def option_error(exc: SettingsError) -> LinearGanError:
+    """A flag value pydantic-settings could not parse (malformed JSON in a dict-valued flag
+    such as ``--generator-options``) as a one-line error naming the flag."""
+    match = _PARSE_ERROR.match(str(exc))
+    if match is None:
+        return LinearGanError(f"cannot parse the command line ({exc})", "see --help")
+    flag = "--" + match.group(1).replace("_", "-")
+    detail = " ".join(match.group(2).split())
+    if "unpack" in detail:  # valid JSON of another type, read as key=value pairs and failed
+        detail = "a JSON value but not an object"
+    return LinearGanError(
+        f"{flag} is not a valid JSON object ({detail})",
+        f"""pass a JSON object in single quotes, e.g. {flag} '{{"name": 1}}'""",
+    )
+
+
+def _run(argv: list[str] | None) -> None:
+    try:
+        CliApp.run(LinearGanEdit, cli_args=argv)
+    except SettingsError as exc:
+        raise option_error(exc) from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    run_cli(lambda: CliApp.run(LinearGanEdit, cli_args=argv))
+    run_cli(lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
 
 from lineargan.errors import LinearGanError
 from lineargan.figures import palette
 
 _KEY = "lineargan"
+# formats whose compression changes pixel values (JPEG; MPO is a multi-picture JPEG)
+_LOSSY_FORMATS = ("JPEG", "MPO")
+LEGEND_PNG = "legend.png"
+LEGEND_JSON = "legend.json"
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,52 @@ def save_mask_png(path: str | Path, labels: np.ndarray, info: MaskInfo) -> Path:
     image.save(tmp, format="PNG", pnginfo=meta)
     tmp.replace(path)
     return path
+
+
+def legend_entries(class_names: tuple[str, ...] | list[str]) -> list[dict]:
+    """Each class's palette index, name and colour (``rgb`` and ``hex``): what to paint with."""
+    return [
+        {
+            "index": k,
+            "name": name,
+            "rgb": [int(c) for c in rgb],
+            "hex": "#" + bytes(int(c) for c in rgb).hex(),
+        }
+        for k, (name, rgb) in enumerate(zip(class_names, palette(len(class_names)), strict=True))
+    ]
+
+
+def legend_text(class_names: tuple[str, ...] | list[str]) -> str:
+    """The legend as lines ``index  colour  name`` (for ``--help`` and terminals)."""
+    return "\n".join(
+        f"{e['index']:>3}  {e['hex']}  {e['name']}" for e in legend_entries(class_names)
+    )
+
+
+def save_legend(directory: str | Path, class_names: tuple[str, ...] | list[str]) -> Path:
+    """Write ``legend.png`` (a swatch per class, with index, colour and name) and
+    ``legend.json`` beside a set of masks, so a person painting them knows which colour is
+    which class without reading code. Returns the PNG's path."""
+    entries = legend_entries(class_names)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    row, pad = 20, 4
+    width = 110 + 7 * max(len(e["name"]) for e in entries)
+    image = Image.new("RGB", (width, row * len(entries) + pad), "white")
+    draw = ImageDraw.Draw(image)
+    for k, e in enumerate(entries):
+        y = pad + row * k
+        draw.rectangle([pad, y, pad + row - 6, y + row - 6], fill=tuple(e["rgb"]), outline="grey")
+        for x, text in (
+            (row + pad, f"{e['index']:>3}"),
+            (row + 30, e["hex"]),
+            (row + 84, e["name"]),
+        ):
+            draw.text((x, y + 2), text, fill="black")
+    image.save(directory / LEGEND_PNG)
+    rows = ",\n  ".join(json.dumps(e) for e in entries)  # one class per line
+    (directory / LEGEND_JSON).write_text(f'{{"classes": [\n  {rows}\n]}}\n')
+    return directory / LEGEND_PNG
 
 
 def read_mask_info(path: str | Path) -> MaskInfo | None:
@@ -174,4 +224,11 @@ def _open(path: str | Path) -> Image.Image:
         raise LinearGanError(
             f"{path} is not a readable PNG ({exc})", "save the mask as PNG"
         ) from None
+    if image.format in _LOSSY_FORMATS:
+        image.close()
+        raise LinearGanError(
+            f"{path} is a {image.format} image: its lossy compression blends the class colours "
+            "at every edge, so its pixels no longer match the palette",
+            "save the mask as PNG (an indexed/palette PNG keeps the class indices exactly)",
+        )
     return image

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -68,7 +69,17 @@ def read_config(directory: str | Path, kind: str) -> dict:
             "(config.json/weights.safetensors missing)",
             "refit it: the fit task rewrites unfinished checkpoints",
         )
-    return json.loads((target / CONFIG).read_bytes())
+    try:
+        config = json.loads((target / CONFIG).read_bytes())
+        if not isinstance(config, dict) or not isinstance(config.get("init_args"), dict):
+            raise ValueError("no init_args object")
+        str(config["class_name"])
+    except (ValueError, KeyError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+        raise CheckpointError(
+            f"{(target / CONFIG).url} is not a readable {kind} checkpoint config ({exc})",
+            "delete that checkpoint directory and refit (or copy it again if it was copied)",
+        ) from None
+    return config
 
 
 def load_weights(model: nn.Module, directory: str | Path, config: dict) -> None:
@@ -76,7 +87,14 @@ def load_weights(model: nn.Module, directory: str | Path, config: dict) -> None:
     mismatch with a one-line error instead of a partly loaded model."""
     weights = _dir(directory) / WEIGHTS
     try:
-        model.load_state_dict(load_safetensors(weights.read_bytes()))
+        state = load_safetensors(weights.read_bytes())
+    except SafetensorError as exc:  # truncated or overwritten: not a safetensors file
+        raise CheckpointError(
+            f"{weights.url} is not a readable safetensors file ({exc})",
+            "delete that checkpoint directory and refit (or copy it again if it was copied)",
+        ) from None
+    try:
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(
             f"weights in {weights.url} do not match {config['class_name']} {config['init_args']}",
@@ -96,7 +114,13 @@ def load_extractor(
 ) -> tuple[SemanticExtractor, dict]:
     """Rebuild an extractor from its checkpoint directory; returns (model, metadata)."""
     config = read_config(directory, "extractor")
-    model = build_extractor(config["class_name"], **config["init_args"])
+    try:
+        model = build_extractor(config["class_name"], **config["init_args"])
+    except TypeError as exc:  # init_args edited or from another code version
+        raise CheckpointError(
+            f"the config.json in {directory} does not describe a {config['class_name']} ({exc})",
+            "delete that checkpoint directory and refit",
+        ) from None
     load_weights(model, directory, config)
     return model.to(device).eval(), config.get("metadata", {})
 

@@ -8,13 +8,17 @@
 3. :func:`edit_sample`: edit a sample's mask and let SIE find the image that matches it.
 4. :func:`sample_for_mask`: draw (or reuse) a mask and let SCS sample images that match it.
 
+Every set of masks written gets a palette legend beside it (``legend.png``, ``legend.json``:
+index, colour and name of each class), and every output location is checked before any work.
+
 ``lineargan-edit`` (:mod:`flows.edit`) is the command line over these.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +31,22 @@ from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
-from lineargan.errors import LinearGanError
+from lineargan.errors import CheckpointError, LinearGanError, OutputNotWritableError
 from lineargan.extractors import build_extractor
+from lineargan.latent_bounds import LatentBound, latent_bound
 from lineargan.latent_search import optimize_latents, semantic_loss
-from lineargan.masks import MaskInfo, load_mask_png, save_mask_png
-from lineargan.models import GeneratorAdapter
+from lineargan.masks import MaskInfo, load_mask_png, save_legend, save_mask_png
+from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator
 from lineargan.predictors import ExtractorPredictor, freeze
 from lineargan.store_policy import StorePolicy
-from lineargan.training import fit
-from storage.checkpoints import load_extractor, save_extractor
+from lineargan.training import ProgressFn, fit
+from storage.checkpoints import load_extractor, read_config, save_extractor
 from tasks.process import tune_process
 
 SIDECAR = ".json"
 MASK = ".mask.png"
+_SAMPLE_NAME = re.compile(r"seed(\d+)-\d+$")  # <out>/seed<seed>-<index>, as sample_images names
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,37 @@ def load_generator(
     return freeze(cached_generator(name, str(resolve_device(device)), checkpoint, options))
 
 
+def output_dir(path: str) -> Path:
+    """``path`` as an output directory, created now: before any work, so a typo (an existing
+    file, a read-only place) stops the command before minutes of sampling or training."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise OutputNotWritableError(
+            f"output {path} is a file, not a directory (or lies under one)",
+            "pass a directory for --out (a new one is created)",
+        ) from None
+    except OSError as exc:
+        raise OutputNotWritableError(
+            f"cannot create the output directory {path} ({exc.strerror})",
+            "pass a directory you can write to",
+        ) from None
+    return out
+
+
+def _output_stem(path: str) -> Path:
+    """``path`` as the stem of a sample's three files, its directory created now."""
+    stem = Path(path)
+    if stem.is_dir():
+        raise OutputNotWritableError(
+            f"output {path} is a directory; edit writes <stem>.png, <stem>.mask.png, <stem>.json",
+            f"pass a path stem such as {stem / 'edited'}",
+        )
+    output_dir(str(stem.parent))
+    return stem
+
+
 def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredictor, dict]:
     """A saved LSE as a predictor, refused if it was trained on another generator."""
     device = next(generator.parameters()).device
@@ -78,7 +115,14 @@ def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredic
             "train one with `lineargan-edit train-fewshot`, or pass a fit directory of a "
             "reproduce run (results/fits/fewshot-n8-r0-converged-…)",
         )
-    model, meta = load_extractor(lse_dir, device)
+    try:
+        model, meta = load_extractor(lse_dir, device)
+    except CheckpointError as exc:  # truncated weights, an edited config.json
+        raise LinearGanError(
+            exc.problem,
+            f"train the LSE again (`lineargan-edit train-fewshot --out {lse_dir}`), or copy it "
+            "again if it was copied",
+        ) from None
     sha = meta.get("generator_sha256")
     if sha and sha != generator.weights_sha256:
         raise LinearGanError(
@@ -106,9 +150,14 @@ def _info(generator: GeneratorAdapter, class_names) -> MaskInfo:
 
 
 def _save_sample(
-    stem: Path, generator: GeneratorAdapter, latent: torch.Tensor, mask: np.ndarray, class_names
+    stem: Path,
+    generator: GeneratorAdapter,
+    latent: torch.Tensor,
+    mask: np.ndarray,
+    class_names,
+    **extra,
 ) -> Sample:
-    """Write the image, its mask and the sidecar for one latent."""
+    """Write the image, its mask and the sidecar (latent, generator, ``extra``) of one latent."""
     sample = Sample(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(render_images(generator, latent[None], 1)[0]).save(sample.image)
@@ -120,6 +169,7 @@ def _save_sample(
                 "generator_sha256": generator.weights_sha256,
                 "latent_space": generator.latent_space,
                 "class_names": list(class_names),
+                **extra,
                 "latent": [float(v) for v in latent.cpu()],
             },
             indent=1,
@@ -134,6 +184,46 @@ def _predict(predictor: ExtractorPredictor, generator: GeneratorAdapter, z: torc
     return predictor(generator(z.to(device)), generator.resolution).argmax(1).to(torch.uint8).cpu()
 
 
+def _seed_in_name(path: Path) -> int | None:
+    """The seed in a sample file's name (``seed<seed>-<index>.json/.mask.png``), if any."""
+    match = _SAMPLE_NAME.fullmatch(path.name.removesuffix(MASK).removesuffix(SIDECAR))
+    return int(match.group(1)) if match else None
+
+
+def _sample_seed(sidecar: Path) -> int | None:
+    """The seed a sample was drawn with: recorded in its sidecar, else read from its name
+    (sidecars written before seeds were recorded)."""
+    try:
+        data = json.loads(sidecar.read_text())
+        if isinstance(data, dict) and isinstance(data.get("seed"), int):
+            return data["seed"]
+    except (OSError, ValueError):
+        pass
+    return _seed_in_name(sidecar)
+
+
+def taken_seeds(out_dir: str, lse_dir: str | None = None) -> set[int]:
+    """Seeds already drawn: by the samples in ``out_dir`` and, with an LSE trained by
+    ``train-fewshot``, by the samples it was trained on (whose faces a person has just
+    annotated: predicting masks for those again shows nothing new)."""
+    seeds = {_sample_seed(f) for f in Path(out_dir).glob(f"*{SIDECAR}")}
+    if lse_dir is not None and (Path(lse_dir) / "config.json").exists():
+        try:
+            meta = read_config(lse_dir, "LSE").get("metadata", {})
+        except CheckpointError:
+            meta = {}  # sample_images refuses that LSE in its own words
+        seeds |= set(meta.get("sample_seeds", []))
+        seeds |= {_seed_in_name(Path(m)) for m in meta.get("masks", [])}
+    return {s for s in seeds if s is not None}
+
+
+def default_seed(out_dir: str, lse_dir: str | None = None) -> int:
+    """The first seed after every taken one (:func:`taken_seeds`): new faces, and no earlier
+    sample overwritten; 0 in a fresh directory."""
+    seeds = taken_seeds(out_dir, lse_dir)
+    return max(seeds) + 1 if seeds else 0
+
+
 def sample_images(
     generator: GeneratorAdapter,
     out_dir: str,
@@ -143,9 +233,11 @@ def sample_images(
     segmenter=None,
 ) -> list[Sample]:
     """``n`` seeded samples with their masks: predicted by the LSE at ``lse_dir`` or, without
-    one, by ``segmenter`` (e.g. the reference segmenter, to annotate from a starting point)."""
+    one, by ``segmenter`` (e.g. the reference segmenter, to annotate from a starting point).
+    Each sidecar records the seed and index that drew it."""
     if (lse_dir is None) == (segmenter is None):
         raise LinearGanError("give either an LSE or a segmenter to predict masks", "pass one")
+    output_dir(out_dir)
     z = generator.sample_latents(n, seed)
     if lse_dir is not None:
         predictor, meta = load_lse(lse_dir, generator)
@@ -154,8 +246,17 @@ def sample_images(
     else:
         masks = segmenter.segment(render_images(generator, z, 64)).labels
         class_names = segmenter.class_names
+    save_legend(out_dir, class_names)
     return [
-        _save_sample(Path(out_dir) / f"seed{seed}-{i:03d}", generator, z[i], masks[i], class_names)
+        _save_sample(
+            Path(out_dir) / f"seed{seed}-{i:03d}",
+            generator,
+            z[i],
+            masks[i],
+            class_names,
+            seed=seed,
+            index=i,
+        )
         for i in range(n)
     ]
 
@@ -174,8 +275,12 @@ def _read_sidecar(path: Path) -> dict:
         ) from None
 
 
-def read_sample(path: str, generator: GeneratorAdapter) -> tuple[torch.Tensor, dict]:
-    """The latent of a saved sample (its sidecar JSON, or the sidecar beside a mask/image)."""
+def read_sample(
+    path: str, generator: GeneratorAdapter, bound: LatentBound | None = None
+) -> tuple[torch.Tensor, dict]:
+    """The latent of a saved sample (its sidecar JSON, or the sidecar beside a mask/image),
+    refused unless it is a list of numbers that ``generator``'s latent space could have drawn
+    (``bound``: :func:`~lineargan.latent_bounds.latent_bound`, computed when not given)."""
     p = Path(path)
     for suffix in (MASK, ".png", SIDECAR):
         if p.name.endswith(suffix):
@@ -199,10 +304,24 @@ def read_sample(path: str, generator: GeneratorAdapter) -> tuple[torch.Tensor, d
             f"{p} was sampled in latent space {space!r}, the generator takes {generator.latent_space!r}",
             f"""load the generator with --generator-options '{{"latent_space": "{space}"}}'""",
         )
-    latent = torch.tensor(data["latent"], dtype=torch.float32)
+    values = data["latent"]
+    if not isinstance(values, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    ):
+        raise LinearGanError(
+            f"{p}'s latent is not a list of numbers",
+            "use the sidecar written by `lineargan-edit sample` (or resample it)",
+        )
+    latent = torch.tensor(values, dtype=torch.float64)
     if latent.shape != (generator.latent_dim,):
         raise LinearGanError(f"{p} holds a latent of shape {tuple(latent.shape)}", "resample it")
-    return latent, data
+    why = (bound or latent_bound(generator)).violation(latent)
+    if why is not None:
+        raise LinearGanError(
+            f"{p} holds no latent of this generator: {why}",
+            "use a latent saved by `lineargan-edit sample`/`edit` (or resample it)",
+        )
+    return latent.float(), data
 
 
 def train_fewshot_from_masks(
@@ -211,9 +330,12 @@ def train_fewshot_from_masks(
     out_dir: str,
     iterations: int | None = None,
     seed: int = 0,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """A few-shot LSE from the annotated masks in ``mask_dir`` (``*.mask.png`` with their
-    sidecars), trained like Table 2's (batch = all N images, Adam lr 1e-3, ÷10 after 40 %)."""
+    sidecars), trained like Table 2's (batch = all N images, Adam lr 1e-3, ÷10 after 40 %).
+    ``progress(iteration, total, loss)`` is called about ten times during the fit."""
+    output_dir(out_dir)
     files = sorted(Path(mask_dir).glob(f"*{MASK}"))
     if not files:
         raise LinearGanError(
@@ -225,10 +347,12 @@ def train_fewshot_from_masks(
             f"{files[0]} has no sidecar {sidecar.name}", "keep the .json beside each mask"
         )
     class_names = tuple(_read_sidecar(sidecar)["class_names"])
-    latents, labels = [], []
+    latents, labels, seeds = [], [], []
+    bound = latent_bound(generator)
     for f in files:
-        latent, _ = read_sample(str(f), generator)
+        latent, data = read_sample(str(f), generator, bound)
         latents.append(latent)
+        seeds.append(data.get("seed", _seed_in_name(f)))
         labels.append(load_mask_png(f, class_names, generator.resolution, generator.weights_sha256))
     tune_process()
     device = next(generator.parameters()).device
@@ -248,6 +372,8 @@ def train_fewshot_from_masks(
         generator.resolution,
         device,
         seed=seed,
+        progress=progress,
+        log_every=max(1, -(-steps // 10)),  # ~10 progress calls; the loss is the same
     )
     meta = {
         "extractor": "LSE",
@@ -258,12 +384,86 @@ def train_fewshot_from_masks(
         "class_names": list(class_names),
         "n_shot": n,
         "masks": [str(f) for f in files],
+        "sample_seeds": sorted({s for s in seeds if isinstance(s, int)}),
         "iterations": result.iterations,
         "final_loss": result.final_loss,
         "train_seconds": round(result.seconds, 3),
     }
     save_extractor(model, out_dir, metadata=meta)
     return {**meta, "fit_dir": out_dir}
+
+
+@dataclass(frozen=True)
+class EditScore:
+    """How much of the edited region holds the target class after an edit.
+
+    The region is where the edited mask differs from the LSE's mask of the sample before the
+    edit (what the person changed). ``lse`` is the share of it where the LSE, which drove the
+    edit, now predicts the target class; ``reference``/``reference_before`` the same share in
+    the reference segmenter's labels of the edited and the original image: an edit the LSE
+    believes in but the segmenter does not see is a failed one.
+    """
+
+    region_px: int
+    lse: float
+    segmenter: str | None = None
+    reference: float | None = None
+    reference_before: float | None = None
+    # the segmenter's own detector fired on the edited image (else its labels come from its
+    # fallback, as in the stores)
+    detected: bool = True
+
+
+@dataclass(frozen=True)
+class Edited:
+    """The edited sample and its score (None: the edited mask equals the sample's)."""
+
+    sample: Sample
+    score: EditScore | None
+
+
+def check_reference(segmenter: Segmenter | None, class_names: tuple[str, ...]) -> None:
+    """Refuse a reference segmenter whose classes are not the LSE's: its labels could not be
+    compared with the edited mask."""
+    if segmenter is not None and tuple(segmenter.class_names) != class_names:
+        raise LinearGanError(
+            f"the reference segmenter {segmenter.name} labels {list(segmenter.class_names)}, "
+            f"the LSE {list(class_names)}",
+            "pass --segmenter naming the segmenter whose classes the LSE predicts, or "
+            "--segmenter null to skip its score",
+        )
+
+
+def _share(labels: np.ndarray, target: np.ndarray, region: np.ndarray) -> float:
+    return float((labels[region] == target[region]).mean())
+
+
+def _score(
+    generator: GeneratorAdapter,
+    before: np.ndarray,
+    after: np.ndarray,
+    target: np.ndarray,
+    latents: torch.Tensor,
+    segmenter: Segmenter | None,
+) -> EditScore | None:
+    """:class:`EditScore` of an edit from the LSE's masks ``before``/``after`` and the two
+    latents (original, edited), rendered for the reference segmenter."""
+    region = target != before
+    if not region.any():
+        return None
+    lse = _share(after, target, region)
+    if segmenter is None:
+        return EditScore(int(region.sum()), lse)
+    out = segmenter.segment(render_images(generator, latents, 1))
+    detected = bool(out.detected[1]) if len(out.detected) else True
+    return EditScore(
+        int(region.sum()),
+        lse,
+        segmenter.name,
+        _share(out.labels[1], target, region),
+        _share(out.labels[0], target, region),
+        detected,
+    )
 
 
 def edit_sample(
@@ -273,10 +473,14 @@ def edit_sample(
     lse_dir: str,
     out_stem: str,
     params: SIEParams,
-) -> Sample:
-    """SIE: the image nearest to ``sample`` whose LSE mask matches the edited ``mask_png``."""
+    segmenter: Segmenter | None = None,
+) -> Edited:
+    """SIE: the image nearest to ``sample`` whose LSE mask matches the edited ``mask_png``,
+    scored (:class:`EditScore`) by the LSE and, when given, the reference ``segmenter``."""
+    stem = _output_stem(out_stem)
     predictor, meta = load_lse(lse_dir, generator)
     class_names = tuple(meta["class_names"])
+    check_reference(segmenter, class_names)
     latent, _ = read_sample(sample, generator)
     target = load_mask_png(mask_png, class_names, generator.resolution, generator.weights_sha256)
     device = next(generator.parameters()).device
@@ -285,13 +489,20 @@ def edit_sample(
         generator, latent[None], semantic_loss(predictor, goal), params.schedule()
     )
     z = search.latents[0]
-    return _save_sample(
-        Path(out_stem),
+    after = _predict(predictor, generator, z[None])[0].numpy()
+    before = _predict(predictor, generator, latent[None])[0].numpy()
+    score = _score(generator, before, after, target, torch.stack([latent, z.cpu()]), segmenter)
+    save_legend(stem.parent, class_names)
+    edited = _save_sample(
+        stem,
         generator,
         z,
-        _predict(predictor, generator, z[None])[0].numpy(),
+        after,
         class_names,
+        edited_from=str(sample),
+        edit_score=None if score is None else asdict(score),
     )
+    return Edited(edited, score)
 
 
 def sample_for_mask(
@@ -304,6 +515,7 @@ def sample_for_mask(
 ) -> list[Sample]:
     """SCS: ``n`` images whose LSE masks match ``mask_png`` (candidates seeded by
     ``params.seed``)."""
+    output_dir(out_dir)
     predictor, meta = load_lse(lse_dir, generator)
     class_names = tuple(meta["class_names"])
     target = load_mask_png(mask_png, class_names, generator.resolution, generator.weights_sha256)
@@ -312,6 +524,7 @@ def sample_for_mask(
     run = conditional_sample(generator, predictor, targets, [(0, s) for s in range(n)], params)
     masks = _predict(predictor, generator, run.final).numpy()
     stem = Path(mask_png).name.removesuffix(MASK).removesuffix(".png")
+    save_legend(out_dir, class_names)
     return [
         _save_sample(
             Path(out_dir) / f"{stem}-scs{i:02d}", generator, run.final[i], masks[i], class_names
