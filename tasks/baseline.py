@@ -15,10 +15,10 @@ import numpy as np
 
 from lineargan.baseline import UNetParams, build_unet, segmenter_iou, train_unet
 from lineargan.device import resolve_device
+from lineargan.driver import ProgressFn
 from lineargan.metrics import IoUResult
 from lineargan.models import DifferentiableSegmenter
 from lineargan.models.unet import UNetSegmenter
-from lineargan.training import ProgressFn
 from storage.checkpoints import PartialFit, is_finished, load_unet, save_unet
 from storage.feature_store import FeatureStore
 from storage.layout import fit_target

@@ -31,6 +31,7 @@ from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
+from lineargan.driver import ProgressFn
 from lineargan.errors import CheckpointError, LinearGanError, OutputNotWritableError
 from lineargan.extractors import build_extractor
 from lineargan.latent_bounds import LatentBound, latent_bound
@@ -40,7 +41,7 @@ from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator
 from lineargan.predictors import ExtractorPredictor, freeze
 from lineargan.store_policy import StorePolicy
-from lineargan.training import ProgressFn, fit
+from lineargan.training import fit
 from storage.checkpoints import load_extractor, read_config, save_extractor
 from tasks.process import tune_process
 

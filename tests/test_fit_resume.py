@@ -231,9 +231,9 @@ def test_resumed_lbfgs_solve_ends_with_the_uninterrupted_weights(synthetic, resu
     assert cert.resumed_from == 0 and cert.iterations == 12 == len(recorder.states)
     resumed, again = _solve(synthetic, MemoryCheckpoint(resume_at, recorder.states))
     assert again.resumed_from == resume_at
-    assert (again.iterations, again.loss, again.loss_history) == (
+    assert (again.iterations, again.final_loss, again.loss_history) == (
         cert.iterations,
-        cert.loss,
+        cert.final_loss,
         cert.loss_history,
     )
     assert again.evaluations == cert.evaluations + 1  # the resumed point is evaluated again
@@ -272,9 +272,9 @@ def test_resumed_plateau_fit_ends_with_the_uninterrupted_weights(synthetic):
     for resume_at in saves[1:]:
         resumed, again = _plateau(synthetic, MemoryCheckpoint(resume_at, recorder.states))
         assert again.resumed_from == resume_at
-        assert (again.iterations, again.loss, again.converged) == (
+        assert (again.iterations, again.final_loss, again.converged) == (
             cert.iterations,
-            cert.loss,
+            cert.final_loss,
             cert.converged,
         )
         _assert_same_weights(whole, resumed)

@@ -35,11 +35,13 @@ def test_fit_stops_on_a_plateau_and_keeps_the_best_weights(split):
     cert = fit_until_plateau(model, FixedSamples(*train), lambda: iter([held]), 64, CPU, params)
     assert cert.converged and cert.iterations < params.max_iterations
     losses = [loss for _, loss in cert.loss_history]
-    assert cert.loss == min(losses) < losses[0]
+    assert cert.final_loss == min(losses) < losses[0]
     # the returned model is the best checkpoint, not the last one
-    assert heldout_loss(model, lambda: iter([held]), 64, CPU) == pytest.approx(cert.loss, rel=1e-6)
+    assert heldout_loss(model, lambda: iter([held]), 64, CPU) == pytest.approx(
+        cert.final_loss, rel=1e-6
+    )
     # it stopped because the last `patience` checks gained nothing over the best
-    assert all(loss >= cert.loss * (1 - params.min_improvement) for loss in losses[-2:])
+    assert all(loss >= cert.final_loss * (1 - params.min_improvement) for loss in losses[-2:])
 
 
 def test_iteration_cap_is_not_converged(split):
