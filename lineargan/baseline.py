@@ -1,7 +1,7 @@
 """The baseline segmenter of SCS and SIE: a compact UNet trained on the cached image/label pairs.
 
 The paper compares Semantic-Conditional Sampling against a pretrained face UNet. Our reference
-segmenter (dlib landmarks) has no gradient, so :func:`train_unet` fits a
+segmenter (dlib landmarks) has no gradient, so :class:`UNetTraining` fits a
 :class:`~lineargan.models.unet.SegmentationUNet` fully supervised on the training store's
 (image, label) pairs held in memory, and :func:`segmenter_iou` scores any segmenter against the
 reference labels with the paper's IoU (Appx A). The science only: reading the store and the
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 
 from lineargan.config import Frozen, get_profile
-from lineargan.driver import FitCheckpoint, FitMethod, FitResult, ProgressFn, drive
+from lineargan.driver import FitMethod, FitResult
 from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.models.protocols import Segmenter
@@ -150,11 +150,18 @@ def class_weights(labels: np.ndarray, n_class: int, power: float) -> torch.Tenso
 
 
 class UNetTraining(FitMethod[FitResult]):
-    """Pixel cross-entropy with Adam on seeded batches of images, lr ÷10 after ``lr_drop_at``
-    of the steps. Its state includes the batch sampler's position, so a resumed fit draws the
-    batches an uninterrupted one would."""
+    """Train ``model`` in place on uint8 ``images`` (N, H, W, 3) and ``labels`` (N, H, W):
+    pixel cross-entropy with Adam on seeded batches, lr ÷10 after ``lr_drop_at`` of the steps;
+    the running loss is logged every 50 steps by default. bfloat16 autocast on CUDA, none on CPU
+    (where the same seed gives the same weights).
+
+    Its state (weights, Adam's state, the batch sampler's position) lets a resumed fit draw
+    the batches an uninterrupted one would and end with its weights (a paper-size fit is hours
+    on CPU).
+    """
 
     desc = "unet"
+    log_every = 50
 
     def __init__(
         self,
@@ -164,6 +171,7 @@ class UNetTraining(FitMethod[FitResult]):
         params: UNetParams,
         device: torch.device,
     ) -> None:
+        super().__init__()
         counts = np.bincount(labels.ravel(), minlength=256)
         unknown = np.flatnonzero(counts[model.n_class : IGNORE_LABEL])
         if unknown.size:
@@ -172,7 +180,7 @@ class UNetTraining(FitMethod[FitResult]):
                 f"{model.n_class} classes",
                 "build the UNet with the store's number of classes",
             )
-        self.model, self.params, self.device = model, params, device
+        self.model, self.params, self.device, self.seed = model, params, device, params.seed
         self.batches = ImageBatches(images, labels, seed=params.seed, flip=params.flip)
         weight = class_weights(labels, model.n_class, params.class_balance)
         self.weight = None if weight is None else weight.to(device)
@@ -223,34 +231,6 @@ class UNetTraining(FitMethod[FitResult]):
     def finish(self, result: FitResult) -> FitResult:
         self.model.to(memory_format=torch.contiguous_format).eval()
         return result
-
-
-def train_unet(
-    model: SegmentationUNet,
-    images: np.ndarray,
-    labels: np.ndarray,
-    params: UNetParams,
-    device: torch.device,
-    progress: ProgressFn | None = None,
-    log_every: int = 50,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> FitResult:
-    """Train ``model`` in place on uint8 ``images`` (N, H, W, 3) and ``labels`` (N, H, W);
-    returns timing and the running-loss history. bfloat16 autocast on CUDA, none on CPU (where
-    the same seed gives the same weights).
-
-    With a ``checkpoint``, the weights, Adam's state and the batch sampler's position are saved
-    every ``save_every_s`` seconds; a later call resumes there and ends with the weights of an
-    uninterrupted run (a paper-size fit is hours on CPU)."""
-    return drive(
-        UNetTraining(model, images, labels, params, device),
-        seed=params.seed,
-        checkpoint=checkpoint,
-        save_every_s=save_every_s,
-        progress=progress,
-        log_every=log_every,
-    )
 
 
 def segmenter_iou(

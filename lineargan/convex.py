@@ -3,7 +3,7 @@
 The LSE's logits are linear in its weights T (Eq. 1), so the mean pixel cross-entropy over the
 training set is a convex function of T: it has one optimal value, and a quasi-Newton method on
 the full training set reaches it in a few hundred iterations, where the paper's 6,656 Adam steps
-on batches stop wherever the schedule ends. :func:`solve_lse` runs full-batch L-BFGS (strong
+on batches stop wherever the schedule ends. :class:`LBFGSSolve` runs full-batch L-BFGS (strong
 Wolfe line search) and stops when both
 
 - the gradient is small: ‖∇f‖_∞ ≤ ``grad_tol``, and
@@ -24,7 +24,6 @@ they are held in memory (float16, converted per chunk) or decoded from the store
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -32,14 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from lineargan.config import SolverParams
-from lineargan.driver import (
-    Certificate,
-    FitCheckpoint,
-    FitMethod,
-    FitResult,
-    ProgressFn,
-    drive,
-)
+from lineargan.driver import Certificate, FitMethod, FitResult
 from lineargan.extractors.linear import LSE
 from lineargan.training import to_tensors
 
@@ -161,10 +153,14 @@ def as_tensors(
 
 
 class LBFGSSolve(FitMethod[Certificate]):
-    """Full-batch L-BFGS on the LSE's convex objective, one iteration per step, stopping on
-    the certificate (see the module doc). Its state is the iterate and L-BFGS's curvature
-    pairs, last direction and step: every function evaluation is a deterministic sum over the
-    same chunks, so a resumed solve takes the same steps as an uninterrupted one."""
+    """Fit ``model``'s T to the optimum of the mean pixel cross-entropy over ``chunks``:
+    full-batch L-BFGS, one iteration per step, stopping on the certificate (see the module doc).
+
+    Starts from the model's current weights (the optimum does not depend on them) and writes
+    the solution back into the model. Its state is the iterate and L-BFGS's curvature pairs,
+    last direction and step: every function evaluation is a deterministic sum over the same
+    chunks, so a resumed solve takes the same steps as an uninterrupted one.
+    """
 
     desc = "L-BFGS"
 
@@ -175,8 +171,10 @@ class LBFGSSolve(FitMethod[Certificate]):
         size: int,
         device: torch.device,
         params: SolverParams,
-        ignore_index: int,
+        *,
+        ignore_index: int = -100,
     ) -> None:
+        super().__init__()  # the pass for the channel scales below is part of the solve
         self.model, self.params = model, params
         model.to(device)
         rms, pixels = channel_rms(chunks, len(model.dims), device)
@@ -268,36 +266,6 @@ class LBFGSSolve(FitMethod[Certificate]):
             grad_norm=self.grad_norm,
             rel_change=self.rel_change,
         )
-
-
-def solve_lse(
-    model: LSE,
-    chunks: Chunks,
-    size: int,
-    device: torch.device,
-    params: SolverParams,
-    *,
-    progress: ProgressFn | None = None,
-    ignore_index: int = -100,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> Certificate:
-    """Fit ``model``'s T to the optimum of the mean pixel cross-entropy over ``chunks``.
-
-    Starts from the model's current weights (the optimum does not depend on them) and writes
-    the solution back into the model. With a ``checkpoint``, the iterate and L-BFGS's state are
-    saved every ``save_every_s`` seconds; a later call resumes there and ends with the same
-    weights as an uninterrupted solve.
-    """
-    started = time.perf_counter()  # the pass for the channel scales is part of the solve
-    method = LBFGSSolve(model, chunks, size, device, params, ignore_index)
-    return drive(
-        method,
-        checkpoint=checkpoint,
-        save_every_s=save_every_s,
-        progress=progress,
-        started=started,
-    )
 
 
 def _grad_inf(params: list[torch.Tensor]) -> float:

@@ -69,13 +69,20 @@ class FitMethod(ABC, Generic[R]):
 
     ``total`` caps the steps (and sizes the bar); saves happen only before steps whose index is a
     multiple of ``save_stride`` (a method whose counters settle only at periodic checks asks
-    for those). ``loss`` is the value the fit reports as its final loss.
+    for those); a step's loss is logged every ``log_every`` steps. ``seed`` (None: none) seeds
+    torch's RNG before a fresh start. ``loss`` is the value the fit reports as its final loss.
+    A fit's seconds count from the method's construction, which may already read the data.
     """
 
     desc = "fit"
     save_stride = 1
+    log_every = 1
+    seed: int | None = None
     total: int
     loss: float
+
+    def __init__(self) -> None:
+        self.created = time.perf_counter()
 
     def begin(self) -> float | None:
         """Start from scratch (not called on resume); returns a loss to record at step 0."""
@@ -114,25 +121,22 @@ class QuietBar(tqdm):
 def drive(
     method: FitMethod[R],
     *,
-    seed: int | None = None,
     checkpoint: FitCheckpoint | None = None,
     save_every_s: float = 120.0,
     progress: ProgressFn | None = None,
-    log_every: int = 1,
-    started: float | None = None,
+    log_every: int | None = None,
 ) -> R:
     """Run ``method`` to its end, resuming from ``checkpoint`` when it holds a partial state.
 
-    ``seed`` seeds torch's RNG first (None: leave it); a resume restores the saved RNG state
-    instead. Before each step, once ``save_every_s`` seconds have passed since the last save,
-    the method's state, the iteration, the history and the RNG state are saved. A step's loss is
-    recorded (and passed to ``progress``) every ``log_every`` steps and at the last step.
-    ``started`` is the ``time.perf_counter()`` reading the fit's seconds count from (default:
-    now), for methods whose construction already reads the data.
+    Torch's RNG is seeded with ``method.seed``; a resume restores the saved RNG state instead.
+    Before each step, once ``save_every_s`` seconds have passed since the last save, the
+    method's state, the iteration, the history and the RNG state are saved. A step's loss is
+    recorded (and passed to ``progress``) every ``log_every`` steps (default: the method's
+    cadence) and at the last step.
     """
-    t0 = time.perf_counter() if started is None else started
-    if seed is not None:
-        torch.manual_seed(seed)
+    log_every = method.log_every if log_every is None else log_every
+    if method.seed is not None:
+        torch.manual_seed(method.seed)
     saved = checkpoint.load() if checkpoint is not None else None
     history: list[tuple[int, float]] = []
     if saved is None:
@@ -181,7 +185,7 @@ def drive(
             bar.update(1)
     result = FitResult(
         iterations=iteration,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - method.created,
         final_loss=method.loss,
         loss_history=history,
         resumed_from=start,

@@ -1,7 +1,7 @@
 """Nonlinear extractors trained until their held-out loss stops improving.
 
 NSE-1 and NSE-2 are not convex, so no solver certifies an optimum; what can be said is that
-more training no longer helps. :func:`fit_until_plateau` trains with Adam on batches of the
+more training no longer helps. :class:`PlateauAdam` trains with Adam on batches of the
 training split minus a held-out part, measures the held-out loss every ``check_every`` steps,
 divides the learning rate by 10 the first time it stops improving (by a relative
 ``min_improvement`` for ``patience`` checks in a row) and stops the second time. The weights
@@ -20,14 +20,7 @@ import torch.nn.functional as F
 
 from lineargan.config import SolverParams
 from lineargan.convex import as_tensors
-from lineargan.driver import (
-    Certificate,
-    FitCheckpoint,
-    FitMethod,
-    FitResult,
-    ProgressFn,
-    drive,
-)
+from lineargan.driver import Certificate, FitMethod, FitResult
 from lineargan.extractors.base import SemanticExtractor
 from lineargan.training import BatchSource, skip_samples, to_tensors
 
@@ -56,9 +49,14 @@ def heldout_loss(
 
 
 class PlateauAdam(FitMethod[Certificate]):
-    """Adam on training batches with a held-out check every ``check_every`` steps: lr ÷10 at
-    the first plateau, stop at the second. Saved only at checks, where the plateau counters are
-    settled; its state keeps the best weights so far, which the fit returns."""
+    """Train ``model`` in place until its held-out loss plateaus twice (see the module doc):
+    Adam on batches from ``source``, a check of the loss over ``holdout`` every ``check_every``
+    steps (the loss shown and logged), lr ÷10 at the first plateau, stop at the second.
+
+    Saved only at checks, where the plateau counters are settled; its state keeps the best
+    weights so far (which the fit returns), and a resumed fit advances the source past the
+    batches already drawn and ends with the weights an uninterrupted fit would have.
+    """
 
     desc = "plateau"
 
@@ -70,8 +68,12 @@ class PlateauAdam(FitMethod[Certificate]):
         size: int,
         device: torch.device,
         params: SolverParams,
-        ignore_index: int,
+        *,
+        seed: int = 0,
+        ignore_index: int = -100,
     ) -> None:
+        super().__init__()
+        self.seed = seed
         self.model, self.source, self.holdout, self.params = model, source, holdout, params
         self.size, self.device, self.ignore_index = size, device, ignore_index
         model.to(device).train()
@@ -142,31 +144,3 @@ class PlateauAdam(FitMethod[Certificate]):
         return Certificate(
             **vars(result), converged=self.converged, evaluations=len(result.loss_history)
         )
-
-
-def fit_until_plateau(
-    model: SemanticExtractor,
-    source: BatchSource,
-    holdout: Chunks,
-    size: int,
-    device: torch.device,
-    params: SolverParams,
-    *,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    ignore_index: int = -100,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> Certificate:
-    """Train ``model`` in place until its held-out loss plateaus twice (see the module doc);
-    ``progress`` gets the held-out loss at every check.
-
-    With a ``checkpoint``, the weights, the optimiser, the best weights so far and the
-    plateau counters are saved every ``save_every_s`` seconds (at held-out checks); a later
-    call resumes there, the source advanced past the batches already drawn, and ends with the
-    weights an uninterrupted fit would have.
-    """
-    method = PlateauAdam(model, source, holdout, size, device, params, ignore_index)
-    return drive(
-        method, seed=seed, checkpoint=checkpoint, save_every_s=save_every_s, progress=progress
-    )

@@ -1,4 +1,5 @@
-"""The one fit loop for every extractor (full and, later, few-shot).
+"""The paper's fit of every extractor (full and few-shot): Adam under a schedule, run by
+:func:`lineargan.driver.drive`.
 
 Batches come from any :class:`BatchSource` (in the pipeline: a stream over the Zarr cache), so
 training never runs the generator or the segmenter. Loss: pixel cross-entropy against the
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lineargan.config import Schedule
-from lineargan.driver import FitCheckpoint, FitMethod, FitResult, ProgressFn, drive
+from lineargan.driver import FitMethod, FitResult
 from lineargan.extractors.base import SemanticExtractor
 
 
@@ -48,9 +49,22 @@ def to_tensors(
 
 
 class ScheduledAdam(FitMethod[FitResult]):
-    """Adam under a :class:`Schedule` (Appx D): each step draws the schedule's batch for that
-    iteration from the source; the learning rate drops before the first step of
-    ``lr_drop_epoch``. Its state counts the samples drawn, so a resumed fit skips them."""
+    """Adam under a :class:`Schedule` (Appx D), training ``model`` in place: each step draws
+    the schedule's batch for that iteration from the source; the learning rate drops before the
+    first step of ``lr_drop_epoch``. The fit's loss is the running mean of the batch losses,
+    logged every 50 steps by default.
+
+    ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU). ``layer_loss_weight`` α > 0
+    adds Appx I's per-layer terms (Eq. 8): CE(S, Y) + Σ_i α·CE(u↑(S_i), Y), with S = Σ_i S_i
+    from ``model.layer_logits`` (additive extractors such as the LSE only). Label pixels equal
+    to ``ignore_index`` do not contribute to the loss (category selection's "ignore" mode).
+
+    Its state (model, optimiser with its learning rate, running loss, samples drawn) lets a
+    resumed fit advance the source past the samples already drawn and end with the weights an
+    uninterrupted fit would have.
+    """
+
+    log_every = 50
 
     def __init__(
         self,
@@ -60,10 +74,13 @@ class ScheduledAdam(FitMethod[FitResult]):
         size: int,
         device: torch.device,
         *,
-        amp: bool,
-        layer_loss_weight: float,
-        ignore_index: int,
+        seed: int = 0,
+        amp: bool = True,
+        layer_loss_weight: float = 0.0,
+        ignore_index: int = -100,
     ) -> None:
+        super().__init__()
+        self.seed = seed
         self.model, self.source, self.schedule = model, source, schedule
         self.size, self.device = size, device
         self.layer_loss_weight, self.ignore_index = layer_loss_weight, ignore_index
@@ -137,52 +154,3 @@ class ScheduledAdam(FitMethod[FitResult]):
     def finish(self, result: FitResult) -> FitResult:
         self.model.eval()
         return result
-
-
-def fit(
-    model: SemanticExtractor,
-    source: BatchSource,
-    schedule: Schedule,
-    size: int,
-    device: torch.device,
-    *,
-    seed: int = 0,
-    amp: bool = True,
-    progress: ProgressFn | None = None,
-    log_every: int = 50,
-    layer_loss_weight: float = 0.0,
-    ignore_index: int = -100,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> FitResult:
-    """Train ``model`` in place with Adam under ``schedule``; returns timing and the running
-    loss history (every ``log_every`` iterations).
-
-    ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU). ``layer_loss_weight`` α > 0
-    adds Appx I's per-layer terms (Eq. 8): CE(S, Y) + Σ_i α·CE(u↑(S_i), Y), with S = Σ_i S_i
-    from ``model.layer_logits`` (additive extractors such as the LSE only). Label pixels equal
-    to ``ignore_index`` do not contribute to the loss (category selection's "ignore" mode).
-
-    With a ``checkpoint``, the model, the optimiser (its learning rate included), the running
-    loss, the RNG and the number of samples drawn are saved every ``save_every_s`` seconds; a
-    later call with the same checkpoint resumes there and ends with the weights an
-    uninterrupted fit would have (the source is advanced past the samples already drawn).
-    """
-    method = ScheduledAdam(
-        model,
-        source,
-        schedule,
-        size,
-        device,
-        amp=amp,
-        layer_loss_weight=layer_loss_weight,
-        ignore_index=ignore_index,
-    )
-    return drive(
-        method,
-        seed=seed,
-        checkpoint=checkpoint,
-        save_every_s=save_every_s,
-        progress=progress,
-        log_every=log_every,
-    )

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from lineargan.config import FitConfig, fit_label
-from lineargan.convex import Chunks, solve_lse
+from lineargan.convex import Chunks, LBFGSSolve
 from lineargan.device import resolve_device
-from lineargan.driver import FitResult, ProgressFn
+from lineargan.driver import FitMethod, FitResult, ProgressFn, R, drive
 from lineargan.errors import LinearGanError
 from lineargan.extractors import LSE, SemanticExtractor, build_extractor
-from lineargan.plateau import fit_until_plateau
-from lineargan.training import BatchSource, fit, to_tensors
+from lineargan.plateau import PlateauAdam
+from lineargan.training import BatchSource, ScheduledAdam, to_tensors
 from storage.checkpoints import PartialFit, is_finished, load_extractor, save_extractor
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
@@ -56,7 +56,7 @@ class FitJob:
 
     ``prefix`` names the checkpoint directory (``fits/<prefix>-<key16>``); ``class_names`` are
     the classes the extractor predicts (fewer than the store's after category selection);
-    ``fit_kwargs`` go to :func:`lineargan.training.fit` (``layer_loss_weight``,
+    ``fit_kwargs`` go to :class:`lineargan.training.ScheduledAdam` (``layer_loss_weight``,
     ``ignore_index``) and ``metadata`` into the checkpoint's config.json.
     """
 
@@ -175,13 +175,11 @@ class _Run:
     progress: ProgressFn | None
     partial: PartialFit | None
 
-    def driver_kwargs(self) -> dict:
-        """Progress and partial state, which every fit method hands to the one driver."""
-        return {
-            "progress": self.progress,
-            "checkpoint": self.partial,
-            "save_every_s": fit_save_seconds(),
-        }
+    def drive(self, method: FitMethod[R]) -> R:
+        """Run ``method`` under the one driver, with this fit's progress and partial state."""
+        return drive(
+            method, checkpoint=self.partial, save_every_s=fit_save_seconds(), progress=self.progress
+        )
 
     @property
     def ignore_index(self) -> int:
@@ -192,31 +190,31 @@ def _scheduled(run: _Run) -> tuple[FitResult, dict]:
     """The paper's Adam schedule on shuffled batches (by default streamed from the store)."""
     cfg = run.job.cfg
     with (run.source or stream_source(run.store, cfg.seed, str(run.dev)))() as batches:
-        result = fit(
+        method = ScheduledAdam(
             run.model,
             batches,
             cfg.schedule,
             run.store.spec.resolution,
             run.dev,
             seed=cfg.seed,
-            **run.driver_kwargs(),
             **run.job.fit_kwargs,
         )
+        result = run.drive(method)
     return result, {"resumed_from": result.resumed_from}
 
 
 def _solved(run: _Run) -> tuple[FitResult, dict]:
     """The LSE's convex optimum by L-BFGS, summed over ``chunks`` (by default the store)."""
     assert run.job.cfg.solver is not None and isinstance(run.model, LSE)
-    cert = solve_lse(
+    method = LBFGSSolve(
         run.model,
         run.chunks or full_batch(run.store),
         run.store.spec.resolution,
         run.dev,
         run.job.cfg.solver,
         ignore_index=run.ignore_index,
-        **run.driver_kwargs(),
     )
+    cert = run.drive(method)
     return cert, {
         "converged": cert.converged,
         "grad_norm": cert.grad_norm,
@@ -234,7 +232,7 @@ def _plateau(run: _Run) -> tuple[FitResult, dict]:
     held = [run.store.read_chunk(i) for i in held_ids]
     pin = run.dev.type == "cuda"
     with ChunkStream(run.store, seed=cfg.seed, chunk_ids=train_ids, pin_memory=pin) as batches:
-        cert = fit_until_plateau(
+        method = PlateauAdam(
             run.model,
             batches,
             lambda: ((c.features, c.labels) for c in held),
@@ -243,8 +241,8 @@ def _plateau(run: _Run) -> tuple[FitResult, dict]:
             cfg.solver,
             seed=cfg.seed,
             ignore_index=run.ignore_index,
-            **run.driver_kwargs(),
         )
+        cert = run.drive(method)
     return cert, {
         "converged": cert.converged,
         "grad_norm": None,
