@@ -352,9 +352,10 @@ def bench_fits(store_url: str, samples_per_epoch: int, nse2_steps: int) -> dict:
     the paper's Adam schedule (streamed, ``samples_per_epoch`` per epoch) on the same store;
     and one NSE-2 training step at batch 64 in channels-last vs contiguous layout."""
     from lineargan.config import PROFILE_SOLVERS, Schedule
-    from lineargan.convex import solve_lse
+    from lineargan.convex import LBFGSSolve
+    from lineargan.driver import drive
     from lineargan.extractors import NSE2
-    from lineargan.training import fit, to_tensors
+    from lineargan.training import ScheduledAdam, to_tensors
     from storage.feature_store import FeatureStore
     from storage.stream import ChunkStream
     from storage.target import Target
@@ -366,13 +367,14 @@ def bench_fits(store_url: str, samples_per_epoch: int, nse2_steps: int) -> dict:
     n_class, dims, size = len(spec.class_names), [s[0] for s in spec.layer_shapes], spec.resolution
     model, _ = _new_lse(n_class, dims)
     with Timer() as ta, ChunkStream(store, seed=0) as stream:
-        adam = fit(model, stream, Schedule(samples_per_epoch=samples_per_epoch), size, dev)
+        schedule = Schedule(samples_per_epoch=samples_per_epoch)
+        adam = drive(ScheduledAdam(model, stream, schedule, size, dev))
     model, _ = _new_lse(n_class, dims)
     with Timer() as tl:
-        cert = solve_lse(model, full_batch(store), size, dev, PROFILE_SOLVERS["quick"])
+        cert = drive(LBFGSSolve(model, full_batch(store), size, dev, PROFILE_SOLVERS["quick"]))
     print(
         f"  [fits] LSE: L-BFGS {tl.wall:.1f} s to the certificate ({cert.iterations} iterations, "
-        f"converged={cert.converged}, loss {cert.loss:.4f}); paper schedule {ta.wall:.1f} s "
+        f"converged={cert.converged}, loss {cert.final_loss:.4f}); paper schedule {ta.wall:.1f} s "
         f"({adam.iterations} Adam steps, running loss {adam.final_loss:.4f})",
         flush=True,
     )
@@ -400,7 +402,7 @@ def bench_fits(store_url: str, samples_per_epoch: int, nse2_steps: int) -> dict:
         "lbfgs_seconds": tl.wall,
         "lbfgs_iterations": cert.iterations,
         "lbfgs_converged": cert.converged,
-        "lbfgs_loss": cert.loss,
+        "lbfgs_loss": cert.final_loss,
         "adam_seconds": ta.wall,
         "adam_iterations": adam.iterations,
         "adam_running_loss": adam.final_loss,

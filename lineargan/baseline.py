@@ -1,7 +1,7 @@
 """The baseline segmenter of SCS and SIE: a compact UNet trained on the cached image/label pairs.
 
 The paper compares Semantic-Conditional Sampling against a pretrained face UNet. Our reference
-segmenter (dlib landmarks) has no gradient, so :func:`train_unet` fits a
+segmenter (dlib landmarks) has no gradient, so :class:`UNetTraining` fits a
 :class:`~lineargan.models.unet.SegmentationUNet` fully supervised on the training store's
 (image, label) pairs held in memory, and :func:`segmenter_iou` scores any segmenter against the
 reference labels with the paper's IoU (Appx A). The science only: reading the store and the
@@ -16,8 +16,6 @@ and flips double the distinct training images at no cost.
 
 from __future__ import annotations
 
-import sys
-import time
 from collections.abc import Iterable
 from contextlib import nullcontext
 
@@ -27,11 +25,11 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 
 from lineargan.config import Frozen, get_profile
+from lineargan.driver import FitMethod, FitResult
 from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.models.protocols import Segmenter
 from lineargan.models.unet import SegmentationUNet
-from lineargan.training import FitCheckpoint, FitResult, ProgressFn, QuietBar
 
 # Label value the loss skips (a segmenter's "no class here"); the dlib segmenter never uses it.
 IGNORE_LABEL = 255
@@ -151,99 +149,88 @@ def class_weights(labels: np.ndarray, n_class: int, power: float) -> torch.Tenso
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def train_unet(
-    model: SegmentationUNet,
-    images: np.ndarray,
-    labels: np.ndarray,
-    params: UNetParams,
-    device: torch.device,
-    progress: ProgressFn | None = None,
-    log_every: int = 50,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> FitResult:
-    """Train ``model`` in place on uint8 ``images`` (N, H, W, 3) and ``labels`` (N, H, W);
-    returns timing and the running-loss history. bfloat16 autocast on CUDA, none on CPU (where
-    the same seed gives the same weights).
+class UNetTraining(FitMethod[FitResult]):
+    """Train ``model`` in place on uint8 ``images`` (N, H, W, 3) and ``labels`` (N, H, W):
+    pixel cross-entropy with Adam on seeded batches, lr ÷10 after ``lr_drop_at`` of the steps;
+    the running loss is logged every 50 steps by default. bfloat16 autocast on CUDA, none on CPU
+    (where the same seed gives the same weights).
 
-    With a ``checkpoint``, the weights, Adam's state and the batch sampler's position are saved
-    every ``save_every_s`` seconds; a later call resumes there and ends with the weights of an
-    uninterrupted run (a paper-size fit is hours on CPU)."""
-    counts = np.bincount(labels.ravel(), minlength=256)
-    unknown = np.flatnonzero(counts[model.n_class : IGNORE_LABEL])
-    if unknown.size:
-        raise LinearGanError(
-            f"labels go up to {model.n_class + unknown[-1]} but the UNet has {model.n_class} "
-            "classes",
-            "build the UNet with the store's number of classes",
+    Its state (weights, Adam's state, the batch sampler's position) lets a resumed fit draw
+    the batches an uninterrupted one would and end with its weights (a paper-size fit is hours
+    on CPU).
+    """
+
+    desc = "unet"
+    log_every = 50
+
+    def __init__(
+        self,
+        model: SegmentationUNet,
+        images: np.ndarray,
+        labels: np.ndarray,
+        params: UNetParams,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        counts = np.bincount(labels.ravel(), minlength=256)
+        unknown = np.flatnonzero(counts[model.n_class : IGNORE_LABEL])
+        if unknown.size:
+            raise LinearGanError(
+                f"labels go up to {model.n_class + unknown[-1]} but the UNet has "
+                f"{model.n_class} classes",
+                "build the UNet with the store's number of classes",
+            )
+        self.model, self.params, self.device, self.seed = model, params, device, params.seed
+        self.batches = ImageBatches(images, labels, seed=params.seed, flip=params.flip)
+        weight = class_weights(labels, model.n_class, params.class_balance)
+        self.weight = None if weight is None else weight.to(device)
+        # channels-last: about 1.4x faster convolutions on CPU (oneDNN), still deterministic
+        model.to(device, memory_format=torch.channels_last).train()
+        self.opt = torch.optim.Adam(model.parameters(), lr=params.lr)
+        self.drop = max(1, round(params.lr_drop_at * params.steps))
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
         )
-    batches = ImageBatches(images, labels, seed=params.seed, flip=params.flip)
-    weight = class_weights(labels, model.n_class, params.class_balance)
-    weight = None if weight is None else weight.to(device)
-    torch.manual_seed(params.seed)
-    # channels-last: about 1.4x faster convolutions on CPU (oneDNN), still deterministic
-    model.to(device, memory_format=torch.channels_last).train()
-    opt = torch.optim.Adam(model.parameters(), lr=params.lr)
-    drop = max(1, round(params.lr_drop_at * params.steps))
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    )
-    history: list[tuple[int, float]] = []
-    running: float | None = None
-    start = 1
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        batches.set_state(saved["sampler"])
-        start, running = int(saved["iteration"]) + 1, saved["running"]
-        history = [(int(i), float(v)) for i, v in saved["history"]]
-    last_save = time.monotonic()
-    t0 = time.perf_counter()
-    with QuietBar(
-        total=params.steps, desc="unet", unit="it", leave=False, disable=not sys.stderr.isatty()
-    ) as bar:
-        bar.update(start - 1)
-        for it in range(start, params.steps + 1):
-            if it == drop + 1:
-                for group in opt.param_groups:
-                    group["lr"] *= 0.1
-            x, y = batches.next_batch(params.batch, device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weight, ignore_index=IGNORE_LABEL)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = loss.item()
-            running = value if running is None else 0.98 * running + 0.02 * value
-            if not bar.disable:
-                bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-                bar.update(1)
-            if it % log_every == 0 or it == params.steps:
-                history.append((it, running))
-                if progress is not None:
-                    progress(it, params.steps, running)
-            if checkpoint is not None and time.monotonic() - last_save >= save_every_s:
-                checkpoint.save(
-                    {
-                        "iteration": it,
-                        "running": running,
-                        "history": history,
-                        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-                        "optimizer": opt.state_dict(),
-                        "sampler": batches.state(),
-                    }
-                )
-                last_save = time.monotonic()
-    model.to(memory_format=torch.contiguous_format).eval()
-    return FitResult(
-        iterations=params.steps,
-        seconds=time.perf_counter() - t0,
-        final_loss=float("nan") if running is None else running,
-        loss_history=history,
-    )
+        self.total = params.steps
+        self.running: float | None = None
+
+    @property
+    def loss(self) -> float:
+        return float("nan") if self.running is None else self.running
+
+    def step(self, iteration: int) -> float:
+        if iteration == self.drop + 1:
+            for group in self.opt.param_groups:
+                group["lr"] *= 0.1
+        x, y = self.batches.next_batch(self.params.batch, self.device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), y, weight=self.weight, ignore_index=IGNORE_LABEL)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        value = loss.item()
+        self.running = value if self.running is None else 0.98 * self.running + 0.02 * value
+        return self.running
+
+    def state_dict(self) -> dict:
+        return {
+            "running": self.running,
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "sampler": self.batches.state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.batches.set_state(state["sampler"])
+        self.running = state["running"]
+
+    def finish(self, result: FitResult) -> FitResult:
+        self.model.to(memory_format=torch.contiguous_format).eval()
+        return result
 
 
 def segmenter_iou(

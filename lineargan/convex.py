@@ -3,7 +3,7 @@
 The LSE's logits are linear in its weights T (Eq. 1), so the mean pixel cross-entropy over the
 training set is a convex function of T: it has one optimal value, and a quasi-Newton method on
 the full training set reaches it in a few hundred iterations, where the paper's 6,656 Adam steps
-on batches stop wherever the schedule ends. :func:`solve_lse` runs full-batch L-BFGS (strong
+on batches stop wherever the schedule ends. :class:`LBFGSSolve` runs full-batch L-BFGS (strong
 Wolfe line search) and stops when both
 
 - the gradient is small: ‖∇f‖_∞ ≤ ``grad_tol``, and
@@ -24,34 +24,18 @@ they are held in memory (float16, converted per chunk) or decoded from the store
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lineargan.config import SolverParams
+from lineargan.driver import Certificate, FitMethod, FitResult
 from lineargan.extractors.linear import LSE
-from lineargan.training import FitCheckpoint, ProgressFn, to_tensors
+from lineargan.training import to_tensors
 
 Chunks = Callable[[], Iterable[tuple[list[np.ndarray], np.ndarray]]]
-
-
-@dataclass
-class Certificate:
-    """How a convex solve ended: what it reached, and whether that meets the tolerances."""
-
-    converged: bool
-    iterations: int
-    evaluations: int
-    loss: float
-    grad_norm: float
-    rel_change: float
-    seconds: float
-    loss_history: list[tuple[int, float]] = field(default_factory=list)
-    resumed_from: int = 0  # the iteration a killed solve was resumed at (0: ran from the start)
 
 
 def channel_rms(
@@ -168,108 +152,120 @@ def as_tensors(
     return to_tensors(feats, labels, device)  # type: ignore[arg-type]
 
 
-def solve_lse(
-    model: LSE,
-    chunks: Chunks,
-    size: int,
-    device: torch.device,
-    params: SolverParams,
-    *,
-    progress: ProgressFn | None = None,
-    ignore_index: int = -100,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> Certificate:
-    """Fit ``model``'s T to the optimum of the mean pixel cross-entropy over ``chunks``.
+class LBFGSSolve(FitMethod[Certificate]):
+    """Fit ``model``'s T to the optimum of the mean pixel cross-entropy over ``chunks``:
+    full-batch L-BFGS, one iteration per step, stopping on the certificate (see the module doc).
 
-    Starts from the model's current weights (the optimum does not depend on them); writes the
-    solution back into the model (divided by its layer weights, if it has any, so the model's
-    function is the optimum either way).
-
-    With a ``checkpoint``, the iterate and L-BFGS's state (its curvature pairs, last direction
-    and step) are saved every ``save_every_s`` seconds; a later call resumes there. Every
-    function evaluation is a deterministic sum over the same chunks, so the resumed solve takes
-    the same steps and ends with the same weights as an uninterrupted one.
+    Starts from the model's current weights (the optimum does not depend on them) and writes
+    the solution back into the model. Its state is the iterate and L-BFGS's curvature pairs,
+    last direction and step: every function evaluation is a deterministic sum over the same
+    chunks, so a resumed solve takes the same steps as an uninterrupted one.
     """
-    t0 = time.perf_counter()
-    model.to(device)
-    rms, pixels = channel_rms(chunks, len(model.dims), device)
-    if pixels == 0:
-        raise ValueError("no labelled pixels to fit")
-    with torch.no_grad():
-        init = [c.weight[:, :, 0, 0].float() for c in model.extractor]
-        if model.weighting is not None:
-            init = [w * t for w, t in zip(model.weighting(), init, strict=True)]
-    variables = [
-        (t * r).detach().clone().requires_grad_(True) for t, r in zip(init, rms, strict=True)
-    ]
-    objective = _Objective(variables, rms, chunks, pixels, size, device, ignore_index, params.l2)
-    opt = torch.optim.LBFGS(
-        variables,
-        lr=1.0,
-        max_iter=1,  # one iteration per call, so the certificate is checked after each
-        max_eval=25,  # the line search's budget (its default, max_iter·5/4, would be 1 here)
-        history_size=params.history,
-        line_search_fn="strong_wolfe",
-        tolerance_grad=-1.0,  # the certificate below decides when to stop
-        tolerance_change=-1.0,
-    )
-    saved = checkpoint.load() if checkpoint is not None else None
-    it, rel_change, history = 0, float("inf"), []
-    if saved is not None:
+
+    desc = "L-BFGS"
+
+    def __init__(
+        self,
+        model: LSE,
+        chunks: Chunks,
+        size: int,
+        device: torch.device,
+        params: SolverParams,
+        *,
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()  # the pass for the channel scales below is part of the solve
+        self.model, self.params = model, params
+        model.to(device)
+        rms, pixels = channel_rms(chunks, len(model.dims), device)
+        if pixels == 0:
+            raise ValueError("no labelled pixels to fit")
         with torch.no_grad():
-            for v, s in zip(variables, saved["variables"], strict=True):
+            init = [c.weight[:, :, 0, 0].float() for c in model.extractor]
+            if model.weighting is not None:
+                init = [w * t for w, t in zip(model.weighting(), init, strict=True)]
+        self.variables = [
+            (t * r).detach().clone().requires_grad_(True) for t, r in zip(init, rms, strict=True)
+        ]
+        self.objective = _Objective(
+            self.variables, rms, chunks, pixels, size, device, ignore_index, params.l2
+        )
+        self.opt = torch.optim.LBFGS(
+            self.variables,
+            lr=1.0,
+            max_iter=1,  # one iteration per step, so the certificate is checked after each
+            max_eval=25,  # the line search's budget (its default, max_iter·5/4, would be 1 here)
+            history_size=params.history,
+            line_search_fn="strong_wolfe",
+            tolerance_grad=-1.0,  # the certificate decides when to stop
+            tolerance_change=-1.0,
+        )
+        self.total = params.max_iterations
+        self.rel_change = float("inf")
+        self.loss = self.grad_norm = float("nan")
+        self.converged = False
+
+    def _measure(self) -> None:
+        self.loss, self.grad_norm = self.objective(), _grad_inf(self.variables)
+
+    def _certified(self, first: bool) -> bool:
+        """The certificate; before the first iteration there is no change yet, and the
+        gradient alone decides."""
+        p = self.params
+        return self.grad_norm <= p.grad_tol and (first or 0 <= self.rel_change <= p.change_tol)
+
+    def begin(self) -> float:
+        self._measure()
+        self.converged = self._certified(first=True)
+        return self.loss
+
+    def step(self, iteration: int) -> float:
+        previous = self.loss
+        self.opt.step(self.objective)
+        self._measure()  # the point L-BFGS stopped at: cached, free
+        self.rel_change = (previous - self.loss) / max(abs(self.loss), 1e-12)
+        self.converged = self._certified(first=False)
+        return self.loss
+
+    def done(self) -> bool:
+        return self.converged
+
+    def state_dict(self) -> dict:
+        return {
+            "rel_change": self.rel_change,
+            "evaluations": self.objective.evaluations,
+            "variables": [v.detach().clone() for v in self.variables],
+            "optimizer": self.opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for v, s in zip(self.variables, state["variables"], strict=True):
                 v.copy_(s)
-        opt.load_state_dict(saved["optimizer"])
-        it, rel_change = int(saved["iteration"]), float(saved["rel_change"])
-        history = [(int(i), float(v)) for i, v in saved["history"]]
-        objective.evaluations = int(saved["evaluations"])
-    resumed_from = it
-    loss = objective()
-    history = history or [(0, loss)]
-    grad_norm = _grad_inf(variables)
-    converged = grad_norm <= params.grad_tol and (it == 0 or 0 <= rel_change <= params.change_tol)
-    last_save = time.monotonic()
-    while not converged and it < params.max_iterations:
-        opt.step(objective)
-        it += 1
-        new = objective()  # the point L-BFGS stopped at: cached, free
-        rel_change = (loss - new) / max(abs(new), 1e-12)
-        loss, grad_norm = new, _grad_inf(variables)
-        history.append((it, loss))
-        if progress is not None:
-            progress(it, params.max_iterations, loss)
-        converged = grad_norm <= params.grad_tol and 0 <= rel_change <= params.change_tol
-        if checkpoint is not None and time.monotonic() - last_save >= save_every_s:
-            checkpoint.save(
-                {
-                    "iteration": it,
-                    "rel_change": rel_change,
-                    "history": history,
-                    "evaluations": objective.evaluations,
-                    "variables": [v.detach().clone() for v in variables],
-                    "optimizer": opt.state_dict(),
-                }
-            )
-            last_save = time.monotonic()
-    with torch.no_grad():
-        for conv, t in zip(model.extractor, objective.weights(), strict=True):
-            conv.weight.copy_(t[:, :, None, None])
-        if model.weighting is not None:
-            for conv, w in zip(model.extractor, model.weighting(), strict=True):
-                conv.weight.div_(w)
-    model.eval()
-    return Certificate(
-        converged=converged,
-        iterations=it,
-        evaluations=objective.evaluations,
-        loss=loss,
-        grad_norm=grad_norm,
-        rel_change=rel_change,
-        seconds=time.perf_counter() - t0,
-        loss_history=history,
-        resumed_from=resumed_from,
-    )
+        self.opt.load_state_dict(state["optimizer"])
+        self.rel_change = float(state["rel_change"])
+        self.objective.evaluations = int(state["evaluations"])
+        self._measure()
+        self.converged = self._certified(first=int(state["iteration"]) == 0)
+
+    def finish(self, result: FitResult) -> Certificate:
+        """Write the solution into the model (divided by its layer weights, if it has any, so
+        the model's function is the optimum either way)."""
+        model = self.model
+        with torch.no_grad():
+            for conv, t in zip(model.extractor, self.objective.weights(), strict=True):
+                conv.weight.copy_(t[:, :, None, None])
+            if model.weighting is not None:
+                for conv, w in zip(model.extractor, model.weighting(), strict=True):
+                    conv.weight.div_(w)
+        model.eval()
+        return Certificate(
+            **vars(result),
+            converged=self.converged,
+            evaluations=self.objective.evaluations,
+            grad_norm=self.grad_norm,
+            rel_change=self.rel_change,
+        )
 
 
 def _grad_inf(params: list[torch.Tensor]) -> float:

@@ -1,7 +1,7 @@
 """Nonlinear extractors trained until their held-out loss stops improving.
 
 NSE-1 and NSE-2 are not convex, so no solver certifies an optimum; what can be said is that
-more training no longer helps. :func:`fit_until_plateau` trains with Adam on batches of the
+more training no longer helps. :class:`PlateauAdam` trains with Adam on batches of the
 training split minus a held-out part, measures the held-out loss every ``check_every`` steps,
 divides the learning rate by 10 the first time it stops improving (by a relative
 ``min_improvement`` for ``patience`` checks in a row) and stops the second time. The weights
@@ -12,8 +12,6 @@ reported as not converged.
 from __future__ import annotations
 
 import copy
-import sys
-import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -21,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from lineargan.config import SolverParams
-from lineargan.convex import Certificate, as_tensors
+from lineargan.convex import as_tensors
+from lineargan.driver import Certificate, FitMethod, FitResult
 from lineargan.extractors.base import SemanticExtractor
-from lineargan.training import BatchSource, FitCheckpoint, ProgressFn, skip_samples, to_tensors
+from lineargan.training import BatchSource, skip_samples, to_tensors
 
 Chunks = Callable[[], Iterable[tuple[list[np.ndarray], np.ndarray]]]
 
@@ -49,101 +48,99 @@ def heldout_loss(
     return total / max(pixels, 1)
 
 
-def fit_until_plateau(
-    model: SemanticExtractor,
-    source: BatchSource,
-    holdout: Chunks,
-    size: int,
-    device: torch.device,
-    params: SolverParams,
-    *,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    ignore_index: int = -100,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> Certificate:
-    """Train ``model`` in place until its held-out loss plateaus twice (see the module doc).
+class PlateauAdam(FitMethod[Certificate]):
+    """Train ``model`` in place until its held-out loss plateaus twice (see the module doc):
+    Adam on batches from ``source``, a check of the loss over ``holdout`` every ``check_every``
+    steps (the loss shown and logged), lr ÷10 at the first plateau, stop at the second.
 
-    With a ``checkpoint``, the weights, the optimiser, the best weights so far and the
-    plateau counters are saved every ``save_every_s`` seconds (at held-out checks, where the
-    counters are settled); a later call resumes there, the source advanced past the batches
-    already drawn, and ends with the weights an uninterrupted fit would have.
+    Saved only at checks, where the plateau counters are settled; its state keeps the best
+    weights so far (which the fit returns), and a resumed fit advances the source past the
+    batches already drawn and ends with the weights an uninterrupted fit would have.
     """
-    t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.param_groups(params.lr), betas=(0.9, 0.999))
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        best, best_state = float(saved["best"]), saved["best_state"]
-        history = [(int(i), float(v)) for i, v in saved["history"]]
-        step, stale, drops = int(saved["iteration"]), int(saved["stale"]), int(saved["drops"])
-        skip_samples(source, step * params.batch)
-    else:
-        best = heldout_loss(model, holdout, size, device, ignore_index)
-        best_state = copy.deepcopy(model.state_dict())
-        history = [(0, best)]
-        stale = drops = step = 0
-    resumed_from, last_save = step, time.monotonic()
-    converged = False
-    while step < params.max_iterations:
-        due = checkpoint is not None and time.monotonic() - last_save >= save_every_s
-        if due and step % params.check_every == 0:  # at a check: the counters are settled
-            checkpoint.save(
-                {
-                    "iteration": step,
-                    "stale": stale,
-                    "drops": drops,
-                    "best": best,
-                    "best_state": best_state,
-                    "history": history,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                }
-            )
-            last_save = time.monotonic()
-        xs, y = to_tensors(*source.next_batch(params.batch), device)
-        step += 1
-        if bool((y != ignore_index).any()):
-            loss = F.cross_entropy(model(xs, size), y, ignore_index=ignore_index)
-            opt.zero_grad(set_to_none=True)
+
+    desc = "plateau"
+
+    def __init__(
+        self,
+        model: SemanticExtractor,
+        source: BatchSource,
+        holdout: Chunks,
+        size: int,
+        device: torch.device,
+        params: SolverParams,
+        *,
+        seed: int = 0,
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()
+        self.seed = seed
+        self.model, self.source, self.holdout, self.params = model, source, holdout, params
+        self.size, self.device, self.ignore_index = size, device, ignore_index
+        model.to(device).train()
+        self.opt = torch.optim.Adam(model.param_groups(params.lr), betas=(0.9, 0.999))
+        self.total, self.save_stride = params.max_iterations, params.check_every
+        self.loss = float("nan")  # the best held-out loss so far
+        self.best_state: dict = {}
+        self.stale = self.drops = 0
+        self.converged = False
+
+    def _heldout(self) -> float:
+        return heldout_loss(self.model, self.holdout, self.size, self.device, self.ignore_index)
+
+    def begin(self) -> float:
+        self.loss = self._heldout()
+        self.best_state = copy.deepcopy(self.model.state_dict())
+        return self.loss
+
+    def step(self, iteration: int) -> float | None:
+        xs, y = to_tensors(*self.source.next_batch(self.params.batch), self.device)
+        if bool((y != self.ignore_index).any()):
+            loss = F.cross_entropy(self.model(xs, self.size), y, ignore_index=self.ignore_index)
+            self.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-        if step % params.check_every:
-            continue
-        current = heldout_loss(model, holdout, size, device, ignore_index)
-        history.append((step, current))
-        if progress is not None:
-            progress(step, params.max_iterations, current)
-        elif sys.stderr.isatty():
-            print(f"plateau fit: step {step}, held-out loss {current:.5f}", file=sys.stderr)
-        if current < best * (1 - params.min_improvement):
-            best, stale = current, 0
-            best_state = copy.deepcopy(model.state_dict())
-            continue
-        stale += 1
-        if stale < params.patience:
-            continue
-        if drops == 0:
-            drops, stale = 1, 0
-            for group in opt.param_groups:
+            self.opt.step()
+        if iteration % self.params.check_every:
+            return None
+        current = self._heldout()
+        if current < self.loss * (1 - self.params.min_improvement):
+            self.loss, self.stale = current, 0
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            return current
+        self.stale += 1
+        if self.stale < self.params.patience:
+            return current
+        if self.drops == 0:
+            self.drops, self.stale = 1, 0
+            for group in self.opt.param_groups:
                 group["lr"] *= 0.1
-            continue
-        converged = True
-        break
-    model.load_state_dict(best_state)
-    model.eval()
-    return Certificate(
-        converged=converged,
-        iterations=step,
-        evaluations=len(history),
-        loss=best,
-        grad_norm=float("nan"),
-        rel_change=float("nan"),
-        seconds=time.perf_counter() - t0,
-        loss_history=history,
-        resumed_from=resumed_from,
-    )
+            return current
+        self.converged = True
+        return current
+
+    def done(self) -> bool:
+        return self.converged
+
+    def state_dict(self) -> dict:
+        return {
+            "stale": self.stale,
+            "drops": self.drops,
+            "best": self.loss,
+            "best_state": self.best_state,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.loss, self.best_state = float(state["best"]), state["best_state"]
+        self.stale, self.drops = int(state["stale"]), int(state["drops"])
+        skip_samples(self.source, int(state["iteration"]) * self.params.batch)
+
+    def finish(self, result: FitResult) -> Certificate:
+        """Leave the model at its best held-out weights."""
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return Certificate(
+            **vars(result), converged=self.converged, evaluations=len(result.loss_history)
+        )

@@ -1,4 +1,5 @@
-"""The one fit loop for every extractor (full and, later, few-shot).
+"""The paper's fit of every extractor (full and few-shot): Adam under a schedule, run by
+:func:`lineargan.driver.drive`.
 
 Batches come from any :class:`BatchSource` (in the pipeline: a stream over the Zarr cache), so
 training never runs the generator or the segmenter. Loss: pixel cross-entropy against the
@@ -7,37 +8,20 @@ segmenter's labels at output resolution (Sec 3.1). Optimiser and schedule: Appx 
 
 from __future__ import annotations
 
-import sys
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from lineargan.config import Schedule
+from lineargan.driver import FitMethod, FitResult
 from lineargan.extractors.base import SemanticExtractor
 
 
 class BatchSource(Protocol):
     def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]: ...
-
-
-class FitCheckpoint(Protocol):
-    """Where a fit keeps its partial state (``storage.checkpoints.PartialFit`` on disk), so a
-    killed fit resumes instead of starting over. ``load`` returns None when there is nothing
-    usable to resume from."""
-
-    def load(self) -> dict | None: ...
-
-    def save(self, state: dict) -> None: ...
-
-
-ProgressFn = Callable[[int, int, float], None]  # (iteration, total, loss)
 
 
 def skip_samples(source: BatchSource, n: int) -> None:
@@ -54,21 +38,6 @@ def skip_samples(source: BatchSource, n: int) -> None:
         n -= take
 
 
-class QuietBar(tqdm):
-    """A fit's terminal bar, without tqdm's monitor thread: the fit stays single-threaded."""
-
-    monitor_interval = 0
-
-
-@dataclass
-class FitResult:
-    iterations: int
-    seconds: float
-    final_loss: float
-    loss_history: list[tuple[int, float]] = field(default_factory=list)
-    resumed_from: int = 0  # iteration a resumed fit started at (0: from scratch)
-
-
 def to_tensors(
     feats: list[np.ndarray], labels: np.ndarray, device: torch.device
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -79,136 +48,109 @@ def to_tensors(
     return xs, y
 
 
-def _step(
-    model: SemanticExtractor,
-    opt: torch.optim.Optimizer,
-    xs: list[torch.Tensor],
-    y: torch.Tensor,
-    size: int,
-    autocast,
-    layer_loss_weight: float,
-    ignore_index: int,
-) -> float:
-    """One Adam step on one batch; returns the loss."""
-    with autocast:
-        if layer_loss_weight > 0:
-            layers = model.layer_logits(xs, size)
-            logits = torch.stack(layers).sum(0)
-        else:
-            logits = model(xs, size)
-    loss = F.cross_entropy(logits.float(), y, ignore_index=ignore_index)
-    if layer_loss_weight > 0:
-        for s in layers:
-            loss = loss + layer_loss_weight * F.cross_entropy(
-                s.float(), y, ignore_index=ignore_index
-            )
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.item()
-
-
-def fit(
-    model: SemanticExtractor,
-    source: BatchSource,
-    schedule: Schedule,
-    size: int,
-    device: torch.device,
-    *,
-    seed: int = 0,
-    amp: bool = True,
-    progress: ProgressFn | None = None,
-    log_every: int = 50,
-    layer_loss_weight: float = 0.0,
-    ignore_index: int = -100,
-    checkpoint: FitCheckpoint | None = None,
-    save_every_s: float = 120.0,
-) -> FitResult:
-    """Train ``model`` in place with Adam under ``schedule``; returns timing and loss history.
+class ScheduledAdam(FitMethod[FitResult]):
+    """Adam under a :class:`Schedule` (Appx D), training ``model`` in place: each step draws
+    the schedule's batch for that iteration from the source; the learning rate drops before the
+    first step of ``lr_drop_epoch``. The fit's loss is the running mean of the batch losses,
+    logged every 50 steps by default.
 
     ``amp`` uses bfloat16 autocast on CUDA (no effect on CPU). ``layer_loss_weight`` α > 0
     adds Appx I's per-layer terms (Eq. 8): CE(S, Y) + Σ_i α·CE(u↑(S_i), Y), with S = Σ_i S_i
     from ``model.layer_logits`` (additive extractors such as the LSE only). Label pixels equal
     to ``ignore_index`` do not contribute to the loss (category selection's "ignore" mode).
 
-    With a ``checkpoint``, the model, the optimiser (its learning rate included), the running
-    loss, the RNG and the number of samples drawn are saved every ``save_every_s`` seconds; a
-    later call with the same checkpoint resumes there and ends with the weights an
-    uninterrupted fit would have (the source is advanced past the samples already drawn).
+    Its state (model, optimiser with its learning rate, running loss, samples drawn) lets a
+    resumed fit advance the source past the samples already drawn and end with the weights an
+    uninterrupted fit would have.
     """
-    torch.manual_seed(seed)
-    model.to(device).train()
-    opt = torch.optim.Adam(model.param_groups(schedule.lr), betas=(0.9, 0.999))
-    total = schedule.iterations()
-    saved = checkpoint.load() if checkpoint is not None else None
-    start, drawn = 0, 0
-    history: list[tuple[int, float]] = []
-    running: float | None = None
-    if saved is not None:
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng"])
-        start, drawn, running = int(saved["iteration"]), int(saved["drawn"]), saved["running"]
-        history = [(int(i), float(v)) for i, v in saved["history"]]
-        skip_samples(source, drawn)
-    last_save = time.monotonic()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if amp and device.type == "cuda"
-        else nullcontext()
-    )
-    it, t0 = 0, time.perf_counter()
-    # a terminal bar only (under Dask workers stderr is not a TTY and `progress` is the logged
-    # channel); it reads `running` and nothing else, so the fit is the same with or without it
-    tty = sys.stderr.isatty()
-    with QuietBar(total=total, desc="fit", unit="it", leave=False, disable=not tty) as bar:
-        bar.update(start)
+
+    log_every = 50
+
+    def __init__(
+        self,
+        model: SemanticExtractor,
+        source: BatchSource,
+        schedule: Schedule,
+        size: int,
+        device: torch.device,
+        *,
+        seed: int = 0,
+        amp: bool = True,
+        layer_loss_weight: float = 0.0,
+        ignore_index: int = -100,
+    ) -> None:
+        super().__init__()
+        self.seed = seed
+        self.model, self.source, self.schedule = model, source, schedule
+        self.size, self.device = size, device
+        self.layer_loss_weight, self.ignore_index = layer_loss_weight, ignore_index
+        model.to(device).train()
+        self.opt = torch.optim.Adam(model.param_groups(schedule.lr), betas=(0.9, 0.999))
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if amp and device.type == "cuda"
+            else nullcontext()
+        )
+        self.batches: list[int] = []  # the batch size of every iteration, in order
+        self.drop_at: int | None = None  # iterations before the lr drop
         for epoch, batch in schedule.epochs():
-            steps = schedule.samples_per_epoch // batch
-            if it + steps <= start:  # finished before the resume point
-                it += steps
-                continue
-            if epoch == schedule.lr_drop_epoch and it >= start:  # (else: in the saved lr)
-                for group in opt.param_groups:
-                    group["lr"] *= schedule.lr_drop_factor
-            for _ in range(steps):
-                if it < start:
-                    it += 1
-                    continue
-                xs, y = to_tensors(*source.next_batch(batch), device)
-                drawn += batch
-                it += 1
-                if bool((y != ignore_index).any()):
-                    loss = _step(model, opt, xs, y, size, autocast, layer_loss_weight, ignore_index)
-                    running = loss if running is None else 0.98 * running + 0.02 * loss
-                # else: every pixel is ignored (category selection's "ignore" mode): the loss would
-                # be 0/0, so the batch teaches nothing and must not turn the running loss into NaN
-                if not bar.disable:
-                    if running is not None:
-                        bar.set_postfix(loss=f"{running:.4f}", refresh=False)
-                    bar.update(1)
-                if (it % log_every == 0 or it == total) and running is not None:
-                    history.append((it, running))
-                    if progress is not None:
-                        progress(it, total, running)
-                if checkpoint is not None and time.monotonic() - last_save >= save_every_s:
-                    checkpoint.save(
-                        {
-                            "iteration": it,
-                            "drawn": drawn,
-                            "running": running,
-                            "history": history,
-                            "model": model.state_dict(),
-                            "optimizer": opt.state_dict(),
-                            "rng": torch.get_rng_state(),
-                        }
-                    )
-                    last_save = time.monotonic()
-    model.eval()
-    return FitResult(
-        iterations=it,
-        seconds=time.perf_counter() - t0,
-        final_loss=float("nan") if running is None else running,
-        loss_history=history,
-        resumed_from=start,
-    )
+            if epoch == schedule.lr_drop_epoch:
+                self.drop_at = len(self.batches)
+            self.batches += [batch] * (schedule.samples_per_epoch // batch)
+        self.total = len(self.batches)
+        self.drawn = 0
+        self.running: float | None = None
+
+    @property
+    def loss(self) -> float:
+        return float("nan") if self.running is None else self.running
+
+    def step(self, iteration: int) -> float | None:
+        if iteration - 1 == self.drop_at:
+            for group in self.opt.param_groups:
+                group["lr"] *= self.schedule.lr_drop_factor
+        batch = self.batches[iteration - 1]
+        xs, y = to_tensors(*self.source.next_batch(batch), self.device)
+        self.drawn += batch
+        if bool((y != self.ignore_index).any()):
+            loss = self._train_on(xs, y)
+            self.running = loss if self.running is None else 0.98 * self.running + 0.02 * loss
+        # else: every pixel is ignored (category selection's "ignore" mode): the loss would be
+        # 0/0, so the batch teaches nothing and must not turn the running loss into NaN
+        return self.running
+
+    def _train_on(self, xs: list[torch.Tensor], y: torch.Tensor) -> float:
+        """One Adam step on one batch; returns the loss."""
+        alpha, ignore = self.layer_loss_weight, self.ignore_index
+        with self.autocast:
+            if alpha > 0:
+                layers = self.model.layer_logits(xs, self.size)
+                logits = torch.stack(layers).sum(0)
+            else:
+                logits = self.model(xs, self.size)
+        loss = F.cross_entropy(logits.float(), y, ignore_index=ignore)
+        if alpha > 0:
+            for s in layers:
+                loss = loss + alpha * F.cross_entropy(s.float(), y, ignore_index=ignore)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def state_dict(self) -> dict:
+        return {
+            "drawn": self.drawn,
+            "running": self.running,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.drawn, self.running = int(state["drawn"]), state["running"]
+        skip_samples(self.source, self.drawn)
+
+    def finish(self, result: FitResult) -> FitResult:
+        self.model.eval()
+        return result

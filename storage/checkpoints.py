@@ -148,7 +148,7 @@ def load_unet(
 
 class PartialFit:
     """A fit's state between saves, in ``<fit_dir>/partial/state.pt`` (a
-    :class:`lineargan.training.FitCheckpoint`); ``fit_dir`` is a local path or an fsspec URL.
+    :class:`lineargan.driver.FitCheckpoint`); ``fit_dir`` is a local path or an fsspec URL.
 
     Serialised in memory and written atomically, so a kill during a save leaves the previous
     state; read with ``torch.load(weights_only=True)`` (tensors, numbers, lists and dicts only).

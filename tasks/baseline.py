@@ -13,12 +13,12 @@ import json
 
 import numpy as np
 
-from lineargan.baseline import UNetParams, build_unet, segmenter_iou, train_unet
+from lineargan.baseline import UNetParams, UNetTraining, build_unet, segmenter_iou
 from lineargan.device import resolve_device
+from lineargan.driver import ProgressFn, drive
 from lineargan.metrics import IoUResult
 from lineargan.models import DifferentiableSegmenter
 from lineargan.models.unet import UNetSegmenter
-from lineargan.training import ProgressFn
 from storage.checkpoints import PartialFit, is_finished, load_unet, save_unet
 from storage.feature_store import FeatureStore
 from storage.layout import fit_target
@@ -66,15 +66,11 @@ def unet_or_reuse(
     images, labels = read_images_and_labels(store)
     net = build_unet(len(spec.class_names), params)
     partial = PartialFit(fit_dir)  # a killed fit resumes at its last save
-    result = train_unet(
-        net,
-        images,
-        labels,
-        params,
-        dev,
-        progress=progress,
+    result = drive(
+        UNetTraining(net, images, labels, params, dev),
         checkpoint=partial,
         save_every_s=fit_save_seconds(),
+        progress=progress,
     )
     meta = {
         "key": key,

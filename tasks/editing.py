@@ -31,6 +31,7 @@ from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
+from lineargan.driver import ProgressFn, drive
 from lineargan.errors import CheckpointError, LinearGanError, OutputNotWritableError
 from lineargan.extractors import build_extractor
 from lineargan.latent_bounds import LatentBound, latent_bound
@@ -40,7 +41,7 @@ from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator
 from lineargan.predictors import ExtractorPredictor, freeze
 from lineargan.store_policy import StorePolicy
-from lineargan.training import ProgressFn, fit
+from lineargan.training import ScheduledAdam
 from storage.checkpoints import load_extractor, read_config, save_extractor
 from tasks.process import tune_process
 
@@ -365,13 +366,15 @@ def train_fewshot_from_masks(
     cfg = FitConfig(extractor="LSE", schedule=schedule, seed=seed)
     torch.manual_seed(seed)
     model = build_extractor("LSE", n_class=len(class_names), dims=[f.shape[1] for f in feats])
-    result = fit(
-        model,
-        FixedSamples(feats, np.stack(labels)),
-        schedule,
-        generator.resolution,
-        device,
-        seed=seed,
+    result = drive(
+        ScheduledAdam(
+            model,
+            FixedSamples(feats, np.stack(labels)),
+            schedule,
+            generator.resolution,
+            device,
+            seed=seed,
+        ),
         progress=progress,
         log_every=max(1, -(-steps // 10)),  # ~10 progress calls; the loss is the same
     )

@@ -22,12 +22,13 @@ from typing import Any
 import torch
 
 from lineargan.config import FitConfig, fit_label
-from lineargan.convex import Chunks, solve_lse
+from lineargan.convex import Chunks, LBFGSSolve
 from lineargan.device import resolve_device
+from lineargan.driver import FitMethod, FitResult, ProgressFn, R, drive
 from lineargan.errors import LinearGanError
 from lineargan.extractors import LSE, SemanticExtractor, build_extractor
-from lineargan.plateau import fit_until_plateau
-from lineargan.training import BatchSource, FitResult, ProgressFn, fit, to_tensors
+from lineargan.plateau import PlateauAdam
+from lineargan.training import BatchSource, ScheduledAdam, to_tensors
 from storage.checkpoints import PartialFit, is_finished, load_extractor, save_extractor
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
@@ -55,7 +56,7 @@ class FitJob:
 
     ``prefix`` names the checkpoint directory (``fits/<prefix>-<key16>``); ``class_names`` are
     the classes the extractor predicts (fewer than the store's after category selection);
-    ``fit_kwargs`` go to :func:`lineargan.training.fit` (``layer_loss_weight``,
+    ``fit_kwargs`` go to :class:`lineargan.training.ScheduledAdam` (``layer_loss_weight``,
     ``ignore_index``) and ``metadata`` into the checkpoint's config.json.
     """
 
@@ -161,80 +162,111 @@ def holdout_split(n_chunks: int, fraction: float) -> tuple[list[int], list[int]]
     return list(range(n_chunks - k)), list(range(n_chunks - k, n_chunks))
 
 
-def _train(
-    model: SemanticExtractor,
-    job: FitJob,
-    store: FeatureStore,
-    source: SourceFactory | None,
-    chunks: Chunks | None,
-    dev: torch.device,
-    progress: ProgressFn | None,
-    partial: PartialFit | None = None,
-) -> tuple[FitResult, dict]:
-    """Run the job's method; returns the fit result and the method's own metadata."""
-    spec, cfg = store.spec, job.cfg
-    if cfg.method == "converged" and not isinstance(model, LSE):
-        assert cfg.solver is not None
-        train_ids, held_ids = holdout_split(spec.n_chunks, cfg.solver.holdout_fraction)
-        held = [store.read_chunk(i) for i in held_ids]
-        pin = dev.type == "cuda"
-        with ChunkStream(store, seed=cfg.seed, chunk_ids=train_ids, pin_memory=pin) as batches:
-            cert = fit_until_plateau(
-                model,
-                batches,
-                lambda: ((c.features, c.labels) for c in held),
-                spec.resolution,
-                dev,
-                cfg.solver,
-                seed=cfg.seed,
-                progress=progress,
-                ignore_index=job.fit_kwargs.get("ignore_index", -100),
-                checkpoint=partial,
-                save_every_s=fit_save_seconds(),
-            )
-        result = FitResult(cert.iterations, cert.seconds, cert.loss, cert.loss_history)
-        return result, {
-            "converged": cert.converged,
-            "grad_norm": None,
-            "heldout_loss": cert.loss,
-            "heldout_chunks": held_ids,
-            "resumed_from": cert.resumed_from,
-        }
-    if cfg.method == "converged":
-        assert cfg.solver is not None and isinstance(model, LSE)
-        cert = solve_lse(
-            model,
-            chunks or full_batch(store),
-            spec.resolution,
-            dev,
-            cfg.solver,
-            progress=progress,
-            ignore_index=job.fit_kwargs.get("ignore_index", -100),
-            checkpoint=partial,
-            save_every_s=fit_save_seconds(),
+@dataclass(frozen=True)
+class _Run:
+    """One fit's inputs, in the shape every entry of :data:`FIT_METHODS` takes them."""
+
+    model: SemanticExtractor
+    job: FitJob
+    store: FeatureStore
+    source: SourceFactory | None
+    chunks: Chunks | None
+    dev: torch.device
+    progress: ProgressFn | None
+    partial: PartialFit | None
+
+    def drive(self, method: FitMethod[R]) -> R:
+        """Run ``method`` under the one driver, with this fit's progress and partial state."""
+        return drive(
+            method, checkpoint=self.partial, save_every_s=fit_save_seconds(), progress=self.progress
         )
-        result = FitResult(cert.iterations, cert.seconds, cert.loss, cert.loss_history)
-        return result, {
-            "converged": cert.converged,
-            "grad_norm": cert.grad_norm,
-            "rel_change": cert.rel_change,
-            "evaluations": cert.evaluations,
-            "resumed_from": cert.resumed_from,
-        }
-    with (source or stream_source(store, cfg.seed, str(dev)))() as batches:
-        result = fit(
-            model,
+
+    @property
+    def ignore_index(self) -> int:
+        return self.job.fit_kwargs.get("ignore_index", -100)
+
+
+def _scheduled(run: _Run) -> tuple[FitResult, dict]:
+    """The paper's Adam schedule on shuffled batches (by default streamed from the store)."""
+    cfg = run.job.cfg
+    with (run.source or stream_source(run.store, cfg.seed, str(run.dev)))() as batches:
+        method = ScheduledAdam(
+            run.model,
             batches,
             cfg.schedule,
-            spec.resolution,
-            dev,
+            run.store.spec.resolution,
+            run.dev,
             seed=cfg.seed,
-            progress=progress,
-            checkpoint=partial,
-            save_every_s=fit_save_seconds(),
-            **job.fit_kwargs,
+            **run.job.fit_kwargs,
         )
+        result = run.drive(method)
     return result, {"resumed_from": result.resumed_from}
+
+
+def _solved(run: _Run) -> tuple[FitResult, dict]:
+    """The LSE's convex optimum by L-BFGS, summed over ``chunks`` (by default the store)."""
+    assert run.job.cfg.solver is not None and isinstance(run.model, LSE)
+    method = LBFGSSolve(
+        run.model,
+        run.chunks or full_batch(run.store),
+        run.store.spec.resolution,
+        run.dev,
+        run.job.cfg.solver,
+        ignore_index=run.ignore_index,
+    )
+    cert = run.drive(method)
+    return cert, {
+        "converged": cert.converged,
+        "grad_norm": cert.grad_norm,
+        "rel_change": cert.rel_change,
+        "evaluations": cert.evaluations,
+        "resumed_from": cert.resumed_from,
+    }
+
+
+def _plateau(run: _Run) -> tuple[FitResult, dict]:
+    """A nonlinear extractor trained until the loss on held-out chunks of the store plateaus."""
+    spec, cfg = run.store.spec, run.job.cfg
+    assert cfg.solver is not None
+    train_ids, held_ids = holdout_split(spec.n_chunks, cfg.solver.holdout_fraction)
+    held = [run.store.read_chunk(i) for i in held_ids]
+    pin = run.dev.type == "cuda"
+    with ChunkStream(run.store, seed=cfg.seed, chunk_ids=train_ids, pin_memory=pin) as batches:
+        method = PlateauAdam(
+            run.model,
+            batches,
+            lambda: ((c.features, c.labels) for c in held),
+            spec.resolution,
+            run.dev,
+            cfg.solver,
+            seed=cfg.seed,
+            ignore_index=run.ignore_index,
+        )
+        cert = run.drive(method)
+    return cert, {
+        "converged": cert.converged,
+        "grad_norm": None,
+        "heldout_loss": cert.final_loss,
+        "heldout_chunks": held_ids,
+        "resumed_from": cert.resumed_from,
+    }
+
+
+# How each kind of fit trains; each returns its typed result and what its checkpoint records
+# beyond :func:`fit_metadata`.
+FIT_METHODS: dict[str, Callable[[_Run], tuple[FitResult, dict]]] = {
+    "schedule": _scheduled,
+    "lbfgs": _solved,
+    "plateau": _plateau,
+}
+
+
+def fit_method(cfg: FitConfig) -> str:
+    """The :data:`FIT_METHODS` entry that trains ``cfg``: the paper's schedule, or for a
+    converged fit L-BFGS on the LSE's convex loss and the held-out plateau for the NSEs."""
+    if cfg.method == "schedule":
+        return "schedule"
+    return "lbfgs" if cfg.extractor == "LSE" else "plateau"
 
 
 def fit_save_seconds() -> float:
@@ -267,7 +299,8 @@ def fit_or_reuse(
     dev = resolve_device(device)
     model = job.build(spec)
     partial = PartialFit(fit_dir)
-    result, extra = _train(model, job, store, source, chunks, dev, progress, partial)
+    run = _Run(model, job, store, source, chunks, dev, progress, partial)
+    result, extra = FIT_METHODS[fit_method(job.cfg)](run)
     meta = {**fit_metadata(job, key, fit_dir, train_url, spec, result, dev), **extra}
     save_extractor(model, fit_dir, metadata=meta)
     partial.clear()

@@ -10,11 +10,12 @@ import torch
 
 from lineargan.baseline import (
     UNetParams,
+    UNetTraining,
     build_unet,
     class_weights,
     segmenter_iou,
-    train_unet,
 )
+from lineargan.driver import drive
 from lineargan.errors import CheckpointError, LinearGanError
 from lineargan.models import DifferentiableSegmenter, SegmenterOutput
 from lineargan.models.unet import SegmentationUNet, UNetSegmenter
@@ -60,7 +61,7 @@ def test_training_is_deterministic(train_pairs):
     weights = []
     for _ in range(2):
         net = build_unet(7, TINY)
-        result = train_unet(net, images, labels, TINY, torch.device("cpu"))
+        result = drive(UNetTraining(net, images, labels, TINY, torch.device("cpu")))
         weights.append(net.state_dict())
     assert result.iterations == TINY.steps and np.isfinite(result.final_loss)
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
@@ -72,7 +73,7 @@ def test_a_short_training_beats_the_all_skin_predictor(train_pairs):
     # class weights: a few steps of plain cross-entropy learn skin and background only
     params = UNetParams(steps=150, batch=8, width=8, lr=5e-3, class_balance=0.5)
     net = build_unet(len(names), params)
-    train_unet(net, images, labels, params, torch.device("cpu"))
+    drive(UNetTraining(net, images, labels, params, torch.device("cpu")))
     chunks = [(images, labels, None)]
     unet = segmenter_iou(UNetSegmenter(net, names, "k"), chunks, names)["all"]
 
@@ -169,23 +170,15 @@ def test_a_killed_unet_fit_resumes_to_the_same_weights(tmp_path):
                 raise Killed
 
     whole = build_unet(3, params)
-    train_unet(whole, images, labels, params, torch.device("cpu"))
+    drive(UNetTraining(whole, images, labels, params, torch.device("cpu")))
     interrupted = build_unet(3, params)
     with pytest.raises(Killed):
-        train_unet(
-            interrupted,
-            images,
-            labels,
-            params,
-            torch.device("cpu"),
-            checkpoint=KillAfter(tmp_path),
-            save_every_s=0,
-        )
+        method = UNetTraining(interrupted, images, labels, params, torch.device("cpu"))
+        drive(method, checkpoint=KillAfter(tmp_path), save_every_s=0)
     resumed = build_unet(3, params)
     partial = PartialFit(tmp_path)
     assert partial.load()["iteration"] == 7
-    train_unet(
-        resumed, images, labels, params, torch.device("cpu"), checkpoint=partial, save_every_s=1e9
-    )
+    method = UNetTraining(resumed, images, labels, params, torch.device("cpu"))
+    drive(method, checkpoint=partial, save_every_s=1e9)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from lineargan.config import SolverParams
-from lineargan.convex import interpolation_matrix, solve_lse
+from lineargan.convex import LBFGSSolve, interpolation_matrix
+from lineargan.driver import drive
 from lineargan.extractors import build_extractor
 from lineargan.extractors.base import upsample
 
@@ -48,11 +49,10 @@ def test_solver_reaches_the_closed_form_optimum():
     chunks, probs, best = square_problem()
     torch.manual_seed(0)
     model = build_extractor("LSE", n_class=3, dims=[2])
-    cert = solve_lse(
-        model, lambda: iter(chunks), 5, CPU, SolverParams(grad_tol=1e-6, change_tol=1e-9)
-    )
+    params = SolverParams(grad_tol=1e-6, change_tol=1e-9)
+    cert = drive(LBFGSSolve(model, lambda: iter(chunks), 5, CPU, params))
     assert cert.converged and cert.grad_norm <= 1e-6
-    assert cert.loss == pytest.approx(best, abs=1e-6)
+    assert cert.final_loss == pytest.approx(best, abs=1e-6)
     # the fitted map predicts each pixel type's empirical class frequencies
     t = model.matrix().detach()
     for kind, p in probs.items():
@@ -66,7 +66,7 @@ def test_solver_reaches_the_closed_form_optimum():
 def test_iteration_cap_is_reported_as_not_converged():
     chunks, _, _ = square_problem()
     model = build_extractor("LSE", n_class=3, dims=[2])
-    cert = solve_lse(model, lambda: iter(chunks), 5, CPU, SolverParams(max_iterations=2))
+    cert = drive(LBFGSSolve(model, lambda: iter(chunks), 5, CPU, SolverParams(max_iterations=2)))
     assert cert.iterations == 2 and not cert.converged
     assert [i for i, _ in cert.loss_history] == [0, 1, 2]
     assert cert.loss_history[-1][1] < cert.loss_history[0][1]
@@ -82,10 +82,10 @@ def test_separable_data_needs_the_ridge_penalty_for_a_finite_optimum():
     labels[0, 2:] = 1
     chunks = [([feats], labels)]
     plain_model, ridge_model = build_extractor("LSE", 2, [2]), build_extractor("LSE", 2, [2])
-    plain = solve_lse(plain_model, lambda: iter(chunks), 4, CPU, SolverParams())
-    ridge = solve_lse(ridge_model, lambda: iter(chunks), 4, CPU, SolverParams(l2=0.1))
-    assert plain.loss < 1e-4
-    assert ridge.converged and ridge.loss > 1e-3
+    plain = drive(LBFGSSolve(plain_model, lambda: iter(chunks), 4, CPU, SolverParams()))
+    ridge = drive(LBFGSSolve(ridge_model, lambda: iter(chunks), 4, CPU, SolverParams(l2=0.1)))
+    assert plain.final_loss < 1e-4
+    assert ridge.converged and ridge.final_loss > 1e-3
     assert plain_model.matrix().norm() > 5 * ridge_model.matrix().norm()
 
 
@@ -100,8 +100,8 @@ def test_solution_is_written_back_through_the_layer_weights():
     """A softplus-weighted LSE gets T_i / w_i, so its function is the solver's optimum."""
     chunks, _, best = square_problem()
     model = build_extractor("LSE", n_class=3, dims=[2], layer_weights="softplus")
-    cert = solve_lse(model, lambda: iter(chunks), 5, CPU, SolverParams(grad_tol=1e-6))
+    cert = drive(LBFGSSolve(model, lambda: iter(chunks), 5, CPU, SolverParams(grad_tol=1e-6)))
     xs = [torch.from_numpy(np.concatenate([c[0][0] for c in chunks])).float()]
     y = torch.from_numpy(np.concatenate([c[1] for c in chunks])).long()
-    assert F.cross_entropy(model(xs, 5), y).item() == pytest.approx(cert.loss, abs=1e-5)
-    assert cert.loss == pytest.approx(best, abs=1e-5)
+    assert F.cross_entropy(model(xs, 5), y).item() == pytest.approx(cert.final_loss, abs=1e-5)
+    assert cert.final_loss == pytest.approx(best, abs=1e-5)

@@ -18,11 +18,12 @@ from lineargan.analyses.fewshot import (
     max_deviation,
     summarize_runs,
 )
+from lineargan.driver import drive
 from lineargan.errors import LinearGanError
 from lineargan.evaluate import evaluate, evaluate_many
 from lineargan.extractors import build_extractor
 from lineargan.render import render_table2
-from lineargan.training import fit
+from lineargan.training import ScheduledAdam
 from storage.feature_store import FeatureStore
 from storage.target import Target
 from tasks.analyses import fewshot as jobs
@@ -90,7 +91,7 @@ def test_fewshot_schedule_drives_fit_with_the_same_batch_every_step(memory_url):
             return out
 
     model = build_extractor("LSE", n_class=16, dims=[2, 3])
-    result = fit(model, Recording(), sched, 4, torch.device("cpu"), seed=0)
+    result = drive(ScheduledAdam(model, Recording(), sched, 4, torch.device("cpu")))
     assert result.iterations == 7
     assert seen == [[2, 9, 5, 14]] * 7
 
@@ -211,7 +212,7 @@ def _forbid(monkeypatch, training: bool = True, evaluation: bool = False) -> Non
         raise AssertionError("recomputed")
 
     if training:
-        monkeypatch.setattr(tasks.fit, "fit", boom)
+        monkeypatch.setattr(tasks.fit, "drive", boom)
     if evaluation:
         monkeypatch.setattr(jobs, "evaluate_subsets", boom)
 
@@ -345,15 +346,10 @@ def test_all_ignored_batches_are_skipped_not_nan(memory_url):
 
     model = build_extractor("LSE", n_class=16, dims=[2, 3])
     before = [p.detach().clone() for p in model.parameters()]
-    result = fit(
-        model,
-        Alternating(),
-        fewshot_schedule(4, 4),
-        4,
-        torch.device("cpu"),
-        ignore_index=255,
-        log_every=1,
+    method = ScheduledAdam(
+        model, Alternating(), fewshot_schedule(4, 4), 4, torch.device("cpu"), ignore_index=255
     )
+    result = drive(method, log_every=1)
     assert result.iterations == 4 and np.isfinite(result.final_loss)
     assert [it for it, _ in result.loss_history] == [2, 3, 4]  # nothing to report after batch 1
     assert all(np.isfinite(v) for _, v in result.loss_history)

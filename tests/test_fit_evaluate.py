@@ -64,7 +64,7 @@ def test_fit_writes_checkpoint(tiny_fit, train_store_url, results_root):
 def test_second_fit_is_reused_without_training(
     tiny_fit, train_store_url, results_root, monkeypatch
 ):
-    monkeypatch.setattr(fit_jobs, "fit", forbid("training"))
+    monkeypatch.setattr(fit_jobs, "drive", forbid("training"))
     again = fit_extractor(train_store_url, FitConfig(schedule=TINY), results_root, device="cpu")
     assert again["reused"] is True
     assert again["fit_key"] == tiny_fit["fit_key"] and again["fit_dir"] == tiny_fit["fit_dir"]

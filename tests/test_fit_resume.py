@@ -16,10 +16,11 @@ import torch
 from safetensors.torch import load_file
 
 from lineargan.config import Schedule, SolverParams
-from lineargan.convex import solve_lse
+from lineargan.convex import LBFGSSolve
+from lineargan.driver import drive
 from lineargan.extractors import build_extractor
-from lineargan.plateau import fit_until_plateau
-from lineargan.training import fit
+from lineargan.plateau import PlateauAdam
+from lineargan.training import ScheduledAdam
 from storage.checkpoints import PartialFit
 from storage.feature_store import FeatureStore
 from storage.stream import ChunkStream
@@ -98,9 +99,8 @@ def _fit(store, kind: str, checkpoint=None):
     spec = store.spec
     model = _model(store, kind)
     with ChunkStream(store, seed=1) as source:
-        result = fit(
-            model, source, SCHEDULE, spec.resolution, CPU, checkpoint=checkpoint, save_every_s=0
-        )
+        method = ScheduledAdam(model, source, SCHEDULE, spec.resolution, CPU)
+        result = drive(method, checkpoint=checkpoint, save_every_s=0)
     return model, result
 
 
@@ -210,15 +210,8 @@ def _solve(store, checkpoint):
     spec = store.spec
     model = _model(store, "LSE")
     params = SolverParams(grad_tol=1e-6, change_tol=1e-9, max_iterations=12)
-    cert = solve_lse(
-        model,
-        full_batch(store),
-        spec.resolution,
-        CPU,
-        params,
-        checkpoint=checkpoint,
-        save_every_s=0,
-    )
+    method = LBFGSSolve(model, full_batch(store), spec.resolution, CPU, params)
+    cert = drive(method, checkpoint=checkpoint, save_every_s=0)
     return model, cert
 
 
@@ -231,9 +224,9 @@ def test_resumed_lbfgs_solve_ends_with_the_uninterrupted_weights(synthetic, resu
     assert cert.resumed_from == 0 and cert.iterations == 12 == len(recorder.states)
     resumed, again = _solve(synthetic, MemoryCheckpoint(resume_at, recorder.states))
     assert again.resumed_from == resume_at
-    assert (again.iterations, again.loss, again.loss_history) == (
+    assert (again.iterations, again.final_loss, again.loss_history) == (
         cert.iterations,
-        cert.loss,
+        cert.final_loss,
         cert.loss_history,
     )
     assert again.evaluations == cert.evaluations + 1  # the resumed point is evaluated again
@@ -249,16 +242,15 @@ def _plateau(store, checkpoint):
     # "held-out" loss on training chunks to get a fit that improves, then plateaus
     held = [store.read_chunk(i) for i in train_ids[:2]]
     with ChunkStream(store, seed=1, chunk_ids=train_ids) as source:
-        cert = fit_until_plateau(
+        method = PlateauAdam(
             model,
             source,
             lambda: ((c.features, c.labels) for c in held),
             spec.resolution,
             CPU,
             params,
-            checkpoint=checkpoint,
-            save_every_s=0,
         )
+        cert = drive(method, checkpoint=checkpoint, save_every_s=0)
     return model, cert
 
 
@@ -272,9 +264,9 @@ def test_resumed_plateau_fit_ends_with_the_uninterrupted_weights(synthetic):
     for resume_at in saves[1:]:
         resumed, again = _plateau(synthetic, MemoryCheckpoint(resume_at, recorder.states))
         assert again.resumed_from == resume_at
-        assert (again.iterations, again.loss, again.converged) == (
+        assert (again.iterations, again.final_loss, again.converged) == (
             cert.iterations,
-            cert.loss,
+            cert.final_loss,
             cert.converged,
         )
         _assert_same_weights(whole, resumed)

@@ -14,10 +14,11 @@ import tasks.fit
 from lineargan.analyses.fewshot import FixedSamples, fewshot_schedule
 from lineargan.analyses.layerwise import LayerwiseParams
 from lineargan.config import RunConfig, Schedule
+from lineargan.driver import drive
 from lineargan.evaluate import evaluate
 from lineargan.extractors import build_extractor
 from lineargan.extractors.base import LayerView
-from lineargan.training import fit, to_tensors
+from lineargan.training import ScheduledAdam, to_tensors
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.target import Target
@@ -39,7 +40,7 @@ def _train(spec, feats, labels, iterations: int, **kwargs):
     torch.manual_seed(0)
     model = build_extractor("LSE", len(spec.class_names), [s[0] for s in spec.layer_shapes])
     sched = fewshot_schedule(len(labels), iterations)
-    fit(model, FixedSamples(feats, labels), sched, spec.resolution, CPU, seed=0, **kwargs)
+    drive(ScheduledAdam(model, FixedSamples(feats, labels), sched, spec.resolution, CPU, **kwargs))
     return model
 
 
@@ -135,7 +136,7 @@ def test_run_layerwise_tables_figures_and_resume(
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(tasks.fit, "fit", boom)
+    monkeypatch.setattr(tasks.fit, "drive", boom)
     monkeypatch.setattr(jobs, "evaluate_subsets", boom)
     again = run_and_finish("layerwise", ctx, params)
     assert again.reused and again.key == res.key and again.figures == res.figures

@@ -8,9 +8,10 @@ import torch
 
 from lineargan.analyses.fewshot import FixedSamples
 from lineargan.config import SolverParams
+from lineargan.driver import drive
 from lineargan.errors import LinearGanError
 from lineargan.extractors import build_extractor
-from lineargan.plateau import fit_until_plateau, heldout_loss
+from lineargan.plateau import PlateauAdam, heldout_loss
 from storage.feature_store import FeatureStore
 from storage.target import Target
 from tasks.fit import holdout_split
@@ -32,21 +33,23 @@ def test_fit_stops_on_a_plateau_and_keeps_the_best_weights(split):
     torch.manual_seed(0)
     model = build_extractor("NSE-1", len(spec.class_names), dims)
     params = SolverParams(batch=8, lr=1e-2, check_every=5, patience=2, max_iterations=2000)
-    cert = fit_until_plateau(model, FixedSamples(*train), lambda: iter([held]), 64, CPU, params)
+    cert = drive(PlateauAdam(model, FixedSamples(*train), lambda: iter([held]), 64, CPU, params))
     assert cert.converged and cert.iterations < params.max_iterations
     losses = [loss for _, loss in cert.loss_history]
-    assert cert.loss == min(losses) < losses[0]
+    assert cert.final_loss == min(losses) < losses[0]
     # the returned model is the best checkpoint, not the last one
-    assert heldout_loss(model, lambda: iter([held]), 64, CPU) == pytest.approx(cert.loss, rel=1e-6)
+    assert heldout_loss(model, lambda: iter([held]), 64, CPU) == pytest.approx(
+        cert.final_loss, rel=1e-6
+    )
     # it stopped because the last `patience` checks gained nothing over the best
-    assert all(loss >= cert.loss * (1 - params.min_improvement) for loss in losses[-2:])
+    assert all(loss >= cert.final_loss * (1 - params.min_improvement) for loss in losses[-2:])
 
 
 def test_iteration_cap_is_not_converged(split):
     spec, dims, train, held = split
     model = build_extractor("NSE-1", len(spec.class_names), dims)
     params = SolverParams(batch=8, check_every=5, patience=50, max_iterations=10)
-    cert = fit_until_plateau(model, FixedSamples(*train), lambda: iter([held]), 64, CPU, params)
+    cert = drive(PlateauAdam(model, FixedSamples(*train), lambda: iter([held]), 64, CPU, params))
     assert not cert.converged and cert.iterations == 10
     assert [s for s, _ in cert.loss_history] == [0, 5, 10]
 

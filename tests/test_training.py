@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lineargan.config import Schedule
+from lineargan.driver import drive
 from lineargan.extractors import build_extractor
-from lineargan.training import fit
+from lineargan.training import ScheduledAdam
 
 
 class CountingSource:
@@ -30,7 +31,7 @@ class CountingSource:
 def step_lrs(monkeypatch) -> list[float]:
     """The learning rate of every optimiser step the fit loop takes, in order.
 
-    ``fit`` builds its optimiser as ``torch.optim.Adam(...)`` at call time, so a recording
+    ``ScheduledAdam`` builds its optimiser as ``torch.optim.Adam(...)`` when it is created, so a recording
     subclass put in its place sees each step without any hook in the training code.
     """
     lrs: list[float] = []
@@ -47,7 +48,7 @@ def step_lrs(monkeypatch) -> list[float]:
 def run(schedule: Schedule) -> tuple[CountingSource, int]:
     model = build_extractor("LSE", n_class=2, dims=[1])
     source = CountingSource()
-    result = fit(model, source, schedule, 1, torch.device("cpu"), seed=0, log_every=10**9)
+    result = drive(ScheduledAdam(model, source, schedule, 1, torch.device("cpu")), log_every=10**9)
     return source, result.iterations
 
 
