@@ -38,6 +38,37 @@ def test_reproduce_rejects_bad_input(tmp_path, monkeypatch, capsys, args, needle
     assert not (tmp_path / "data" / "stores").exists()
 
 
+@pytest.mark.parametrize(
+    ("command", "needle"),
+    [
+        (
+            ["table", "tabel1"],
+            "no table 'tabel1' under {root} (did you mean 'table1'?). Fix: use "
+            "one of: fewshot_summary, table1",
+        ),
+        (["render", "table1"], "no reproduce run has finished under {root}"),
+        (["render", "tabel1"], "unknown paper table 'tabel1'. Fix: use one of: table1, table6"),
+        (["table", "table1", "--results-root", "{root}/elsewhere"], "no result tables under"),
+    ],
+)
+def test_a_misspelt_table_lists_the_tables_there(tmp_path, capsys, command, needle):
+    """Not "run the reproduce flow first" when the results root has tables, only not that one."""
+    import pandas as pd
+
+    from flows.cli import main
+
+    root = tmp_path / "results"
+    for table in ("table1", "fewshot_summary"):
+        (root / "tables" / table).mkdir(parents=True)
+        pd.DataFrame({"a": [1]}).to_parquet(root / "tables" / table / "part.parquet")
+    args = [a.replace("{root}", str(root)) for a in command]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--results-root", str(root)] if "--results-root" not in args else args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle.replace("{root}", str(root)) in err, err
+
+
 @pytest.mark.slow
 def test_the_real_entry_point_exits_2_with_one_line(tmp_path):
     proc = run_module("flows.reproduce", ["--profile", "nope"], isolated_env(tmp_path), timeout=120)
