@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow, unmapped
 
 from flows.cli import parse_config, run_cli
+from flows.preflight import check_inputs
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner, device_tasks
 from lineargan.config import DatasetConfig
@@ -50,6 +51,7 @@ def cache(
 ) -> str:
     """Build (or resume) one dataset's feature/label store; returns its URL."""
     root = data_root or default_data_root()
+    check_inputs([dataset], root, dask_address=dask_address)
     with dask_cluster(dask_address, n_workers) as address:
         return run_cache_stage([dataset], root, device, address)[0]
 
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
         dataset, own = parse_config(
             DatasetConfig, argv, "python -m flows.cache", cache.__doc__ or "", **fields
         )
+        root = own["data_root"] or default_data_root()
+        check_inputs([dataset], root, dask_address=own["dask_address"])  # before any server
         print(cache(dataset, **own))
 
     run_cli(go)

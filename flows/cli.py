@@ -15,13 +15,15 @@ lineargan verify STORE_URL [--repair]                      check every finished 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import pandas as pd
 from pydantic import BaseModel, ValidationError
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
@@ -42,6 +44,7 @@ def settings_cli(model: type[M], prog: str, description: str) -> type[BaseSettin
             cli_kebab_case=True,
             cli_implicit_flags=True,
             cli_use_class_docs_for_groups=False,
+            cli_exit_on_error=False,  # parse errors become one line (parse_config), no usage dump
             extra="forbid",
             frozen=False,
         )
@@ -63,10 +66,50 @@ def parse_config(model: type[M], argv: list[str] | None, prog: str, description:
         from pydantic import create_model
 
         command = create_model(command.__name__, __base__=command, __doc__=description, **extra)
-    parsed = CliApp.run(command, cli_args=sys.argv[1:] if argv is None else argv)
+    try:
+        parsed = CliApp.run(command, cli_args=sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        raise command_line_error(exc, command, prog) from None
     values = parsed.model_dump()
     own = {k: values.pop(k) for k in extra}
     return model(**values), own
+
+
+# pydantic-settings' words for a flag value it could not decode, naming the field.
+_BAD_VALUE = (
+    re.compile(r"Parsing error encountered for (\w+): (.*)"),
+    re.compile(r'error parsing value for field "(\w+)" from source'),
+)
+
+
+def _json_example(annotation: Any) -> str:
+    """A JSON value of the right shape for a field's type: a list for sequences, else an object."""
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    return (
+        """'["a", "b"]'""" if get_origin(annotation) in (list, tuple, set) else """'{"key": 1}'"""
+    )
+
+
+def command_line_error(exc: SettingsError, command: type[BaseModel], prog: str) -> LinearGanError:
+    """pydantic-settings' error for a command line it cannot parse (a malformed JSON value, an
+    unknown flag, a flag without its value), as one line naming the flag and the fix."""
+    message = str(exc).removeprefix("error parsing CLI: ")
+    for pattern in _BAD_VALUE:
+        found = pattern.match(message)
+        if found and found.group(1) in command.model_fields:
+            field = found.group(1)
+            flag = "--" + field.replace("_", "-")
+            cause = found.group(2) if found.lastindex == 2 else str(exc.__cause__ or message)
+            example = _json_example(command.model_fields[field].annotation)
+            return LinearGanError(
+                f"{flag} is not valid JSON ({cause.splitlines()[0]})",
+                f"write its value as JSON in single quotes, e.g. {flag} {example}",
+            )
+    return LinearGanError(
+        f"cannot read the command line: {message}",
+        f"run `{prog} --help` for the flags and what each takes",
+    )
 
 
 def _root_cause(exc: BaseException) -> BaseException:

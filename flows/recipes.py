@@ -23,7 +23,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.cli import parse_config, run_cli
-from flows.reproduce import reproduce
+from flows.reproduce import check_run, reproduce
 from lineargan.recipes import RECIPES, get_recipe
 
 POOL = "lineargan-process"
@@ -83,9 +83,16 @@ def main(argv: list[str] | None = None) -> None:
         if not args or args[0].startswith("-"):
             print(f"usage: python -m flows.recipes RECIPE [flags]; recipes: {', '.join(RECIPES)}")
             raise SystemExit(2)
-        name = get_recipe(args[0]).name
-        parsed, _ = parse_config(RecipeArgs, args[1:], f"python -m flows.recipes {name}", "")
-        recipe(name, **parsed.model_dump())
+        chosen = get_recipe(args[0])
+        parsed, _ = parse_config(RecipeArgs, args[1:], f"python -m flows.recipes {chosen.name}", "")
+        config = chosen.run_config(
+            parsed.generator_checkpoint,
+            parsed.segmenter_checkpoint,
+            parsed.profile,
+            **parsed.overrides,
+        )
+        check_run(config)  # the recipe flow's run, checked before any server or cluster starts
+        recipe(chosen.name, **parsed.model_dump())
 
     run_cli(go)
 

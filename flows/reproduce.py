@@ -19,12 +19,12 @@ from flows.analyses import submit_analyses
 from flows.cache import run_cache_stage
 from flows.cli import parse_config, run_cli
 from flows.fit_evaluate import current_run_id, report_table1, submit_fits
+from flows.preflight import check_inputs
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner
 from lineargan.config import RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_data_root, default_results_root
-from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.registry import resolve_analyses
 from tasks.prefect_tasks import write_results_index
@@ -52,11 +52,7 @@ def reproduce_stage(
 @flow(name="reproduce", log_prints=True)
 def reproduce(config: RunConfig = RunConfig()) -> dict:
     """All of the paper's tables for ``config`` (profile sizes, models, seeds, roots, Dask address)."""
-    data_root = config.data_root or default_data_root()
-    results_root = config.results_root or default_results_root()
-    Target(data_root).ensure_writable()
-    Target(results_root).ensure_writable()
-    analyses = resolve_analyses(config)  # names and overrides checked before any work
+    data_root, results_root, analyses = check_run(config)
     profile = config.resolved_profile
     print(
         f"reproduce: profile {profile.name} ({profile.n_train} train / {profile.n_eval} eval images, "
@@ -74,6 +70,18 @@ def reproduce(config: RunConfig = RunConfig()) -> dict:
         f"results: tables under {results_root}/tables (index: results_index), figures {out['figures']}"
     )
     return out
+
+
+def check_run(config: RunConfig) -> tuple[str, str, list[str]]:
+    """Check everything a reproduce run of ``config`` can check before it starts (analysis
+    names and parameters, roots, Dask scheduler, models, stores: :func:`check_inputs`); returns
+    its data root, results root and analyses."""
+    data_root = config.data_root or default_data_root()
+    results_root = config.results_root or default_results_root()
+    analyses = resolve_analyses(config)
+    datasets = [config.dataset("train"), config.dataset("eval")]
+    check_inputs(datasets, data_root, results_root, config.dask_address)
+    return data_root, results_root, analyses
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -118,10 +126,7 @@ def main(argv: list[str] | None = None) -> None:
             for name, fields in overrides.items():
                 merged.setdefault(name, {}).update(fields)
             config = config.model_copy(update={"analysis_params": merged})
-        resolve_analyses(config)
-        for root in (config.data_root, config.results_root):
-            if root:
-                Target(root).ensure_writable()  # fail before any server or cluster starts
+        check_run(config)  # before any server or cluster starts
         reproduce(config)
 
     run_cli(go)

@@ -13,16 +13,23 @@ chunks, fits and analyses never share a card. Start an external cluster the same
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
 import dask
 import torch
 from prefect_dask import DaskTaskRunner
 
+from lineargan.errors import LinearGanError
+
 GPU_RESOURCE = {"GPU": 1}
+# How long an external scheduler gets to answer before the run is refused (check_scheduler).
+SCHEDULER_TIMEOUT_S = 10.0
 
 
 def gpu_resources_enabled() -> bool:
@@ -47,8 +54,7 @@ def _limit_threads(n_workers: int) -> None:
 def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
     """Yield a scheduler address: ``address`` itself, or a LocalCluster started (and stopped) here."""
     if address:
-        if gpu_resources_enabled():
-            _check_gpu_slots(address)
+        check_scheduler(address)
         yield address
         return
     from distributed import LocalCluster
@@ -74,20 +80,54 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
         cluster.close()
 
 
-def _check_gpu_slots(address: str) -> None:
-    """Refuse a cluster where model tasks would wait forever for a GPU slot nobody offers."""
-    from distributed import Client
+def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:
+    """Refuse, within ``timeout`` seconds, an address where no Dask scheduler answers, and a
+    cluster where model tasks would wait forever for a GPU slot nobody offers.
 
-    with Client(address, timeout="30s") as client:
-        workers = client.scheduler_info().get("workers", {}).values()
-        if not any(w.get("resources", {}).get("GPU") for w in workers):
-            from lineargan.errors import LinearGanError
+    Without it an unreachable scheduler surfaces as a traceback from the task runner half a
+    minute after the Prefect server started; called before the run starts, it is one line.
+    """
+    from distributed.comm.addressing import get_address_host_port, parse_address
 
-            raise LinearGanError(
-                f"model tasks ask for a GPU slot but no worker at {address} offers one",
-                "start workers with `dask worker ... --resources GPU=1`, or set "
-                "LINEARGAN_GPU_RESOURCES=0 to run without GPU slots",
-            )
+    fix = (
+        "start the scheduler (`dask scheduler`) and pass the address it prints, e.g. "
+        "tcp://HOST:8786, or leave dask_address unset to start a local cluster"
+    )
+    try:
+        scheme, _ = parse_address(address)
+        host, port = get_address_host_port(address) if scheme in ("tcp", "tls") else (None, 0)
+    except ValueError as exc:
+        raise LinearGanError(f"cannot read the Dask address {address!r} ({exc})", fix) from None
+    try:
+        if host is not None:  # a refused or unroutable port fails here at once, not after retries
+            socket.create_connection((host, port), timeout=timeout).close()
+        # in a thread of its own: a flow may call this where an event loop already runs
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            identity = pool.submit(asyncio.run, _scheduler_identity(address, timeout)).result()
+    except Exception as exc:  # noqa: BLE001 - refused, timed out, or not a Dask scheduler at all
+        raise LinearGanError(
+            f"no Dask scheduler answers at {address} within {timeout:g} s "
+            f"({type(exc).__name__}: {exc})".replace("\n", " "),
+            fix,
+        ) from None
+    workers = identity.get("workers", {}).values()
+    if gpu_resources_enabled() and not any(w.get("resources", {}).get("GPU") for w in workers):
+        raise LinearGanError(
+            f"model tasks ask for a GPU slot but no worker at {address} offers one",
+            "start workers with `dask worker ... --resources GPU=1`, or set "
+            "LINEARGAN_GPU_RESOURCES=0 to run without GPU slots",
+        )
+
+
+async def _scheduler_identity(address: str, timeout: float) -> dict:
+    """The scheduler's ``identity`` (its workers and their resources) over one connection: no
+    Client, so nothing is left behind (threads, finalisers) when the address is wrong."""
+    from distributed.core import rpc
+    from distributed.security import Security
+
+    args = Security().get_connection_args("client")
+    async with rpc(address, timeout=timeout, connection_args=args) as scheduler:
+        return await asyncio.wait_for(scheduler.identity(), timeout)
 
 
 def _share_api_url() -> None:

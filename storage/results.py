@@ -14,7 +14,7 @@ import pandas as pd
 
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
-from storage.tables import read_table, read_table_url
+from storage.tables import TableNotFoundError, read_table, read_table_url
 
 
 def load_table(name: str, results_root: str | None = None) -> pd.DataFrame:
@@ -24,7 +24,15 @@ def load_table(name: str, results_root: str | None = None) -> pd.DataFrame:
 
 def latest_index(results_root: str | None = None, profile: str | None = None) -> pd.DataFrame:
     """The ``results_index`` rows of the newest reproduce run (of ``profile`` if given)."""
-    index = load_table("results_index", results_root)
+    root = results_root or default_results_root()
+    try:
+        index = load_table("results_index", root)
+    except TableNotFoundError:  # not "use one of" the tables: a paper table needs a whole run
+        raise LinearGanError(
+            f"no reproduce run has finished under {root} (it has no results_index)",
+            "run the reproduce flow first (bash scripts/run.sh or python -m flows.reproduce), "
+            "or pass the results root it wrote to",
+        ) from None
     if profile:
         index = index[index["profile"] == profile]
     if index.empty:

@@ -21,7 +21,9 @@ every file of every run.
 
 from __future__ import annotations
 
+import difflib
 import io
+import posixpath
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lineargan import __version__
+from lineargan.errors import LinearGanError
 from storage.layout import partial_target, table_dir, table_part
 from storage.target import Target
 
@@ -88,15 +91,43 @@ def write_table_part(
     return target.url
 
 
+class TableNotFoundError(LinearGanError, FileNotFoundError):
+    """A table that is not under the results root (also a FileNotFoundError: no file to read)."""
+
+
+def table_names(results_root: str) -> list[str]:
+    """The tables under ``results_root`` (their directories; a table being written counts)."""
+    tables = Target(results_root) / "tables"
+    if not tables.exists():
+        return []
+    entries = tables.fs.ls(tables.path, detail=True)
+    return sorted(
+        posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory"
+    )
+
+
 def read_table(results_root: str, table: str) -> pd.DataFrame:
     """The whole table as a DataFrame (all units, all runs)."""
     target = table_dir(results_root, table)
     if not target.exists():
-        raise FileNotFoundError(
-            f"no table {table!r} under {results_root}; run the reproduce flow first"
+        known = table_names(results_root)
+        if not known:
+            raise TableNotFoundError(
+                f"no result tables under {results_root} yet",
+                "run the reproduce flow first (bash scripts/run.sh or python -m flows.reproduce), "
+                "or pass the results root it wrote to",
+            )
+        close = difflib.get_close_matches(table, known, n=1)
+        raise TableNotFoundError(
+            f"no table {table!r} under {results_root}"
+            + (f" (did you mean {close[0]!r}?)" if close else ""),
+            f"use one of: {', '.join(known)}",
         )
     if not _part_paths(target):
-        raise FileNotFoundError(f"table {table!r} under {results_root} has no parts yet")
+        raise TableNotFoundError(
+            f"table {table!r} under {results_root} has no parts yet",
+            "wait until the run writing it finishes a unit of work",
+        )
     return read_table_url(target.url)
 
 

@@ -25,6 +25,29 @@ _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory"}
 # What to install for the backends users are likely to name (fsspec's own hint otherwise).
 _EXTRAS = {"s3": "s3", "s3a": "s3"}
 
+# How a pre-flight probe opens a backend so that it gives up within seconds: a fresh client
+# (no cached one with the run's retry policy), one attempt, short socket timeouts. Without
+# them, missing credentials or an unreachable endpoint surface after botocore's and s3fs's
+# retries, half a minute later, deep inside a task.
+_S3_PROBE = {
+    "skip_instance_cache": True,
+    "config_kwargs": {"connect_timeout": 5, "read_timeout": 10, "retries": {"max_attempts": 1}},
+}
+_PROBE_OPTIONS: dict[str, dict] = {"s3": _S3_PROBE, "s3a": _S3_PROBE}
+# Error class names (anywhere in the exception's MRO) and what to do about them; matched by
+# name so this module needs no botocore import.
+_REMOTE_FIXES: tuple[tuple[frozenset[str], str], ...] = (
+    (
+        frozenset({"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"}),
+        "export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) where the flow and "
+        "its Dask workers start, and AWS_ENDPOINT_URL for a non-AWS S3 server",
+    ),
+    (
+        frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError"}),
+        "check that the object store is reachable from here (AWS_ENDPOINT_URL, network, proxy)",
+    ),
+)
+
 
 class MissingBackendError(LinearGanError):
     """An fsspec URL whose filesystem package is not installed."""
@@ -36,10 +59,14 @@ class Target:
 
     url: str
 
-    def _resolve(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        protocol = self.url.split("://", 1)[0]
+    @property
+    def protocol(self) -> str:
+        return self.url.split("://", 1)[0] if "://" in self.url else "file"
+
+    def _resolve(self, **options) -> tuple[fsspec.AbstractFileSystem, str]:
+        protocol = self.protocol
         try:
-            return url_to_fs(self.url)
+            return url_to_fs(self.url, **options)
         except ValueError as exc:
             if not str(exc).startswith("Protocol not known"):
                 raise
@@ -100,19 +127,30 @@ class Target:
                 f"pass a local path as {what}",
             )
 
-    def ensure_writable(self) -> None:
-        """Create the root and prove a file can be written there, before any real work."""
-        fs, path = self.fs, self.path
+    def ensure_writable(self, *, quick: bool = False) -> None:
+        """Create the root and prove a file can be written there, before any real work.
+
+        ``quick`` (the command lines' pre-flight) probes an object store through a client that
+        gives up within seconds instead of retrying for half a minute, so missing credentials or
+        an unreachable endpoint are one line before any server or cluster starts.
+        """
+        options = _PROBE_OPTIONS.get(self.protocol, {}) if quick else {}
+        fs, path = self._resolve(**options)
+        if options:
+            fs.retries = 1  # s3fs's own retry loop, on top of botocore's
         probe = posixpath.join(path, f".write-probe-{uuid.uuid4().hex}")
         try:
             fs.makedirs(path, exist_ok=True)
             with fs.open(probe, "wb") as fh:
                 fh.write(b"ok")
             fs.rm(probe)
-        except (OSError, PermissionError) as exc:
+        except Exception as exc:  # noqa: BLE001 - remote backends raise their own classes
+            if not isinstance(exc, OSError) and self.is_local:
+                raise
             raise OutputNotWritableError(
-                f"cannot write to {self.url} ({type(exc).__name__}: {exc})",
-                "pass a directory or URL you can write to (data_root / results_root)",
+                f"cannot write to {self.url} ({type(exc).__name__}: {exc})".replace("\n", " "),
+                _remote_fix(exc)
+                or "pass a directory or URL you can write to (data_root / results_root)",
             ) from exc
 
     def write_bytes_atomic(self, data: bytes) -> None:
@@ -136,3 +174,9 @@ class Target:
         """Delete this path and everything below it; nothing there is fine."""
         if self.exists():
             self.fs.rm(self.path, recursive=True)
+
+
+def _remote_fix(exc: BaseException) -> str | None:
+    """What to do about an object store's error, when it is one we know (else None)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return next((fix for known, fix in _REMOTE_FIXES if names & known), None)

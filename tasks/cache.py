@@ -57,10 +57,16 @@ def _models(cfg: DatasetConfig) -> tuple[GeneratorAdapter, Segmenter]:
     return g, p
 
 
-def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
-    """Print what each store of a run will write and refuse the run before anything is written
-    when a new store exceeds its budget or the stores together exceed the free space of
-    ``data_root`` (a resumed store counts only its missing chunks). Returns the bytes to go."""
+def size_stores(datasets: list[DatasetConfig], data_root: str, announce: bool = True) -> int:
+    """Print what each store of a run will write (``announce``) and refuse the run before
+    anything is written when a store cannot be made as asked (its models do not load, e.g. a
+    checkpoint that pickles code; its policy names layers the generator lacks; a store at its
+    path was made for another dataset, e.g. another chunk size), a new store exceeds its
+    budget or the stores together exceed the free space of ``data_root`` (a resumed store
+    counts only its missing chunks). Returns the bytes to go.
+
+    The command lines' pre-flight calls it with ``announce=False`` before any server starts;
+    the models it loads stay cached for the cache stage's own call."""
     root = Target(data_root)
     root.ensure_writable()
     sizes: dict[str, StoreSize] = {}
@@ -72,9 +78,10 @@ def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
         if FeatureStore.exists(target):  # sized when it was created: only its missing chunks
             pending = len(FeatureStore.open_matching(target, spec).pending_chunks())
             remaining = estimated_bytes(spec, cfg.store_policy) * pending // spec.n_chunks
-            print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
+            if announce:
+                print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
         else:
-            remaining = check_store_budget(cfg, spec, target, _models(cfg)[0])
+            remaining = check_store_budget(cfg, spec, target, _models(cfg)[0], announce)
         sizes[target.url] = StoreSize(cfg.split, remaining, cfg.store_policy.allow_over_budget)
     return check_run_budget(list(sizes.values()), root)
 

@@ -52,6 +52,25 @@ def test_nvidia_pickle_is_refused_with_conversion_hint(tmp_path):
         read_checkpoint(renamed)
 
 
+def test_a_plain_pickle_is_not_called_an_nvidia_network_pickle(tmp_path):
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps({"conv.weight": [1.0, 2.0]}))
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(path)
+    assert "is a plain pickle" in err.value.problem and "is an NVIDIA" not in err.value.problem
+    assert "torch.save" in err.value.fix and "convert_weight" not in err.value.fix
+
+
+def test_a_torch_file_named_pkl_loads(tmp_path):
+    """The bytes decide, not the name: torch.save's archive is read whatever it is called."""
+    path = tmp_path / "weights.pkl"
+    torch.save({"conv.weight": torch.ones(2)}, path)
+    assert torch.equal(read_checkpoint(path)["conv.weight"], torch.ones(2))
+    legacy = tmp_path / "old.pth"
+    torch.save({"w": torch.ones(1)}, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(read_checkpoint(legacy)["w"], torch.ones(1))
+
+
 def test_missing_entry_names_what_the_file_holds(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch.save({"discriminator": {"w": torch.zeros(1)}}, path)

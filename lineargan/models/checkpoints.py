@@ -49,12 +49,24 @@ PORT_KEYS: tuple[str | None, ...] = (None, "generator_smooth", "generator")
 BAKED_TRUNCATION_KEY = "truncation.truncation"
 
 
-def _is_network_pickle(path: Path) -> bool:
-    """True for a plain pickle that references NVIDIA's ``dnnlib`` (torch saves zip files)."""
+# torch's legacy (pre-zip) format opens with this number pickled as a 10-byte LONG1.
+_LEGACY_TORCH_MAGIC = b"\x8a\x0a" + torch.serialization.MAGIC_NUMBER.to_bytes(10, "little")
+_PICKLE_PROTO = b"\x80"
+
+
+def _file_kind(path: Path) -> str:
+    """What ``path`` holds, judged from its bytes (never its name): ``torch`` (torch.save's zip
+    archive, or its legacy format), ``nvidia`` (a plain pickle referencing NVIDIA's ``dnnlib``),
+    ``pickle`` (any other plain pickle) or ``unknown``."""
     if zipfile.is_zipfile(path):
-        return False
+        return "torch"
     with open(path, "rb") as fh:
-        return b"dnnlib" in fh.read(1 << 16)
+        head = fh.read(1 << 16)
+    if _LEGACY_TORCH_MAGIC in head[:32]:
+        return "torch"
+    if b"dnnlib" in head:
+        return "nvidia"
+    return "pickle" if head.startswith(_PICKLE_PROTO) else "unknown"
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -62,8 +74,16 @@ def read_checkpoint(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist", "pass an existing file")
-    if path.suffix == ".pkl" or _is_network_pickle(path):
+    kind = _file_kind(path)
+    if kind == "nvidia":
         raise CheckpointError(f"{path} is an NVIDIA network pickle", NVIDIA_PKL_HINT)
+    if kind == "pickle":
+        raise CheckpointError(
+            f"checkpoint {path} is a plain pickle, neither a torch checkpoint nor an NVIDIA "
+            "network pickle (plain pickles can run code, so they are never unpickled here)",
+            "where you trust the file, load it and save its weights with "
+            "torch.save(state_dict, 'weights.pt'), then pass that file",
+        )
     try:
         with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -77,8 +97,9 @@ def read_checkpoint(path: str | Path) -> Any:
                 "pass a torch checkpoint saved with torch.save",
             ) from exc
         raise CheckpointError(
-            f"checkpoint {path} pickles objects that are not weights ({found.group(1)})",
-            "save only the generator's state dict: torch.save(G.state_dict(), 'g.pt')",
+            f"checkpoint {path} pickles objects that are not weights ({found.group(1)}); they "
+            "could run code, so the file is not unpickled",
+            "save only the network's state dict: torch.save(net.state_dict(), 'weights.pt')",
         ) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many types for bad files
         raise CheckpointError(
