@@ -124,8 +124,8 @@ def test_run_config_derives_datasets_and_fits():
 
 
 def test_analysis_params_default_to_the_profile():
-    from lineargan.analyses.cosine_similarity import CosineSimilarityParams
-    from lineargan.analyses.layerwise import LayerwiseParams
+    from tasks.analyses.cosine_similarity.science import CosineSimilarityParams
+    from tasks.analyses.layerwise.science import LayerwiseParams
     from tasks.analyses.registry import analysis_params
 
     run = RunConfig(profile="quick", samples_per_epoch=64)
