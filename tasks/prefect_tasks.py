@@ -15,12 +15,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lineargan.config import DatasetConfig, FitConfig, fit_label
 from storage.target import Target
-from tasks import analysis_steps
 from tasks import cache as cache_steps
 from tasks import evaluate as eval_steps
 from tasks import fit as fit_steps
 from tasks import index as index_steps
 from tasks import table1 as table1_steps
+from tasks.analyses import runner
 from tasks.analyses.contract import AnalysisContext, AnalysisResult
 
 # -- cache ------------------------------------------------------------------------------------
@@ -144,7 +144,7 @@ def render_figure3(results_root, eval_url, fit_metas, n_samples, profile, device
 @task(name="run-analysis", task_run_name="{name}")
 def run_analysis(name: str, ctx: AnalysisContext, params, fits: dict | None = None) -> dict:
     """The work of one registered analysis (reused when finished with the same key)."""
-    result = analysis_steps.run_analysis(name, ctx, params, fits)
+    result = runner.run_analysis(name, ctx, params, fits)
     get_run_logger().info("%s %s (key %s)", name, "reused" if result.reused else "done", result.key)
     return result.to_dict()
 
@@ -154,7 +154,7 @@ def finish_analysis(
     name: str, ctx: AnalysisContext, params, result: dict, reference: dict | None = None
 ) -> dict:
     """Summary with Table 1's reference numbers, the rendered report and its artifacts."""
-    done = analysis_steps.finish_analysis(name, ctx, params, AnalysisResult(**result), reference)
+    done = runner.finish_analysis(name, ctx, params, AnalysisResult(**result), reference)
     create_markdown_artifact(key=f"{name}-{ctx.profile}".replace("_", "-"), markdown=done.markdown)
     publish_figures(done.figures)
     return done.to_dict()

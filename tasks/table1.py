@@ -18,8 +18,8 @@ from storage.layout import table_dir, write_figure
 from storage.tables import MODELS, read_table_part, run_metadata, schema, write_table_part
 from storage.target import Target
 from tasks.analyses.contract import AnalysisResult
+from tasks.analyses.report import TABLE1, render_experiment
 from tasks.evaluate import IOU_DETECTED_TABLE, IOU_TABLE
-from tasks.render import TABLE1, render_experiment
 
 TABLE1_SCHEMA = schema(
     **MODELS,

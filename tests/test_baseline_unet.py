@@ -21,7 +21,7 @@ from lineargan.models import DifferentiableSegmenter, SegmenterOutput
 from lineargan.models.unet import SegmentationUNet, UNetSegmenter
 from storage.checkpoints import load_unet, save_extractor
 from tasks.analyses.registry import ANALYSES
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.runner import run_and_finish
 from tasks.baseline import evaluate_segmenter, read_images_and_labels, unet_or_reuse
 
 TINY = UNetParams(steps=4, batch=4, width=4, depth=2)

@@ -11,16 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-import tasks.analyses.category_selection as job
-from lineargan.analyses.category_selection import (
-    IGNORE_LABEL,
-    CategorySelectionParams,
-    RemappedSource,
-    build_lut,
-    evaluate_remapped,
-    remap_labels,
-    select_classes,
-)
+import tasks.analyses.category_selection.step as job
 from lineargan.config import DatasetConfig, FitConfig, RunConfig, Schedule
 from lineargan.errors import LinearGanError
 from lineargan.evaluate import predict
@@ -31,9 +22,18 @@ from storage.feature_store import FeatureStore
 from storage.stream import ChunkStream
 from storage.tables import read_table_part
 from storage.target import Target
-from tasks.analyses.category_selection import SUMMARY_TABLE, TABLE
+from tasks.analyses.category_selection.science import (
+    IGNORE_LABEL,
+    CategorySelectionParams,
+    RemappedSource,
+    build_lut,
+    evaluate_remapped,
+    remap_labels,
+    select_classes,
+)
+from tasks.analyses.category_selection.step import SUMMARY_TABLE, TABLE
 from tasks.analyses.contract import AnalysisContext
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.runner import run_and_finish
 from tasks.cache import build_store
 from tasks.evaluate import evaluate_fit
 from tasks.fit import fit_extractor

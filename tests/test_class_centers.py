@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lineargan.analyses.class_centers import ClassCentersParams
 from lineargan.analyses.geometry import (
     ClassSumAccumulator,
     default_resolution,
@@ -26,8 +25,9 @@ from lineargan.metrics import IoUAccumulator
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
-from tasks.analyses import class_centers as cc
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.class_centers import step as cc
+from tasks.analyses.class_centers.science import ClassCentersParams
+from tasks.analyses.runner import run_and_finish
 
 DCGAN_SHAPES = ((512, 4, 4), (256, 8, 8), (128, 16, 16), (64, 32, 32))
 

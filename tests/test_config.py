@@ -124,8 +124,8 @@ def test_run_config_derives_datasets_and_fits():
 
 
 def test_analysis_params_default_to_the_profile():
-    from lineargan.analyses.cosine_similarity import CosineSimilarityParams
-    from lineargan.analyses.layerwise import LayerwiseParams
+    from tasks.analyses.cosine_similarity.science import CosineSimilarityParams
+    from tasks.analyses.layerwise.science import LayerwiseParams
     from tasks.analyses.registry import analysis_params
 
     run = RunConfig(profile="quick", samples_per_epoch=64)
@@ -177,23 +177,15 @@ def test_bad_analysis_params_fail_before_any_work(overrides, message):
 
 
 def test_unknown_analysis_name_rejected():
-    from tasks.analyses.registry import resolve_analyses
+    from tasks.analyses.registry import ANALYSES, resolve_analyses
 
     with pytest.raises(LinearGanError, match="unknown analysis 'cosine'.*cosine_similarity"):
         resolve_analyses(RunConfig(analysis_params={"cosine": {"t1": 5}}))
     with pytest.raises(LinearGanError, match="unknown analysis 'nope'"):
         resolve_analyses(RunConfig(analyses=("fewshot", "nope")))
     assert list(resolve_analyses(RunConfig(analyses=()))) == []
-    assert list(resolve_analyses(RunConfig())) == [
-        "fewshot",
-        "category_selection",
-        "class_centers",
-        "cosine_similarity",
-        "layerwise",
-        "baseline_segmenter",
-        "scs",
-        "sie",
-    ]
+    # every registered analysis, in registry order (no second list to keep up to date)
+    assert list(resolve_analyses(RunConfig())) == list(ANALYSES)
 
 
 def test_cli_set_parses_json_values_and_rejects_malformed():

@@ -21,12 +21,12 @@ from lineargan.analyses.geometry import (
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
-from tasks.analyses import cosine_similarity as cs
-from tasks.analyses.cosine_similarity import (
+from tasks.analyses.cosine_similarity import step as cs
+from tasks.analyses.cosine_similarity.step import (
     CosineSimilarityParams,
     fair_sample,
 )
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.runner import run_and_finish
 
 # -- the identity mean_{i,j} a_i·b_j = ā·b̄ --------------------------------------------------------
 

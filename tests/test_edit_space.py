@@ -20,7 +20,7 @@ from storage.tables import read_table_part
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.registry import resolve_analyses
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.runner import run_and_finish
 from tasks.cache import build_store
 from tests.test_stylegan2_genforce import random_state
 

@@ -22,13 +22,13 @@ from lineargan.driver import drive
 from lineargan.errors import LinearGanError
 from lineargan.evaluate import evaluate, evaluate_many
 from lineargan.extractors import build_extractor
-from lineargan.render import render_table2
 from lineargan.training import ScheduledAdam
 from storage.feature_store import FeatureStore
 from storage.target import Target
-from tasks.analyses import fewshot as jobs
 from tasks.analyses.contract import AnalysisContext
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.fewshot import step as jobs
+from tasks.analyses.fewshot.render import render_table2
+from tasks.analyses.runner import run_and_finish
 from tests.conftest import build_synthetic_store, synthetic_spec
 
 # -- science ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from PIL import Image
 
 import tasks.fit
 from lineargan.analyses.fewshot import FixedSamples, fewshot_schedule
-from lineargan.analyses.layerwise import LayerwiseParams
 from lineargan.config import RunConfig, Schedule
 from lineargan.driver import drive
 from lineargan.evaluate import evaluate
@@ -22,9 +21,10 @@ from lineargan.training import ScheduledAdam, to_tensors
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.target import Target
-from tasks.analyses import layerwise as jobs
 from tasks.analyses.contract import AnalysisContext
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.layerwise import step as jobs
+from tasks.analyses.layerwise.science import LayerwiseParams
+from tasks.analyses.runner import run_and_finish
 
 CPU = torch.device("cpu")
 

@@ -3,29 +3,23 @@ own outputs, and a new analysis plugs in through the recipe of the README alone.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from PIL import Image
 from pydantic import PositiveInt
 
 import flows.analyses as dag
 from lineargan.config import Frozen, RunConfig
 from lineargan.render import markdown_grid
-from storage.tables import run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisResult,
-    AnalysisSpec,
-    Needs,
-    PaperTable,
-    analysis_key,
-    load_finished,
-    save_finished,
-)
+from storage.tables import schema
+from tasks.analyses.contract import AnalysisSpec, Needs, Output, PaperTable
 from tasks.analyses.registry import ANALYSES, analysis_params, resolve_analyses
-from tasks.analysis_steps import run_analysis, run_and_finish
+from tasks.analyses.runner import analysis_key, run_analysis, run_and_finish
 from tasks.index import write_index_and_report
 from tasks.render import paper_tables, render
 
@@ -101,9 +95,13 @@ def test_an_overridden_run_gets_its_own_key_report_and_figure(ctx):
 
 
 # -- the README's recipe, followed by a test-only analysis -------------------------------------
+# One folder's worth: science (parameters with per-profile defaults, and the math), step
+# (``compute``: frames, figures, fits; written nowhere), renderer, and its SPEC; the runner
+# does the rest (keying, reuse, key column, run metadata, table parts, figure names, manifest,
+# report).
 
 
-class PixelShareParams(Frozen):  # 1. science: parameters with per-profile defaults
+class PixelShareParams(Frozen):  # science.py: parameters with per-profile defaults ...
     max_images: PositiveInt = 64
 
     @classmethod
@@ -116,40 +114,37 @@ def pixel_share(labels: np.ndarray, n_class: int) -> np.ndarray:  # ... and the 
 
 
 TABLES = {"pixel_share": schema(class_name=pa.string(), share=pa.float64(), key=pa.string())}
+COMPUTED: list[int] = []
 
 
-def run_pixel_share(ctx, params, inputs) -> AnalysisResult:  # 2. pipeline
-    train, evals = ctx.stores()
-    key = analysis_key("pixel_share", params, (train, evals))
-    if (done := load_finished(ctx, "pixel_share", key)) is not None:
-        return done
+def compute(ctx, params, inputs) -> Output:  # step.py
+    COMPUTED.append(params.max_images)
+    evals = inputs.evals
     labels = evals.read_samples(range(min(params.max_images, evals.spec.n)))[1]
     share = pixel_share(labels, len(evals.spec.class_names))
-    df = pd.DataFrame(
-        {"class_name": list(evals.spec.class_names), "share": share, "key": key}
-    ).assign(**run_metadata(ctx.profile, ctx.run_id))
-    url = write_table_part(ctx.results_root, "pixel_share", key, df, TABLES["pixel_share"])
-    return save_finished(ctx, AnalysisResult("pixel_share", key, tables={"pixel_share": url}))
+    df = pd.DataFrame({"class_name": list(evals.spec.class_names), "share": share})
+    figure = Image.fromarray((labels[0] * 30).astype(np.uint8))
+    return Output(tables={"pixel_share": df}, figures={"pixel-share": figure})
 
 
-def render_pixel_share(tables) -> str:  # 3. renderer
+def render_pixel_share(tables) -> str:  # render.py
     df = tables["pixel_share"].set_index("class_name")[["share"]]
     return markdown_grid(df.map(lambda v: f"{100 * v:.1f}"), "class")
 
 
-SPEC = AnalysisSpec(  # 4. registry entry
+SPEC = AnalysisSpec(  # __init__.py; the registry lists it in one line
     name="pixel_share",
     params=PixelShareParams,
-    defaults=lambda config: PixelShareParams.for_profile(config.profile),
-    run=run_pixel_share,
+    defaults=lambda config, after: PixelShareParams.for_profile(config.profile),
+    compute=compute,
     tables=TABLES,
     renderers={"pixel_share": PaperTable("Label pixel share (%)", render_pixel_share)},
-    needs=Needs(),
 )
 
 
 def test_a_new_analysis_plugs_in_through_the_registry_alone(ctx, monkeypatch):
     monkeypatch.setitem(ANALYSES, "pixel_share", SPEC)
+    COMPUTED.clear()
     config = RunConfig(
         profile="smoke",
         analyses=("pixel_share",),
@@ -157,37 +152,64 @@ def test_a_new_analysis_plugs_in_through_the_registry_alone(ctx, monkeypatch):
     )
     params = resolve_analyses(config)
     assert params == {"pixel_share": PixelShareParams(max_images=8)}
+    assert resolve_analyses(config.model_copy(update={"analysis_params": {}})) == {
+        "pixel_share": PixelShareParams(max_images=16)
+    }
     assert "pixel_share" in paper_tables()
 
     result = run_and_finish("pixel_share", ctx, params["pixel_share"])
-    write_index_and_report([result], ctx.results_root, ctx.profile, ctx.run_id)
-    rendered = render("pixel_share", ctx.results_root, "smoke")
-    assert rendered == Path(result.reports[0]).read_text() == result.markdown
+    # keyed: by name, parameters and both stores
+    assert result.key == analysis_key("pixel_share", params["pixel_share"], ctx.stores())
+    assert not result.reused and COMPUTED == [8]
+    # written: the part under the key, with the key column and the run metadata the runner adds
     table = pd.read_parquet(result.tables["pixel_share"])
     assert table["share"].sum() == pytest.approx(1.0)
+    assert set(table["key"]) == {result.key} and set(table["run_id"]) == {ctx.run_id}
+    assert list(table.columns) == TABLES["pixel_share"].names
+    assert [Path(f).name for f in result.figures] == [f"pixel-share-smoke-{result.key[:8]}.png"]
+    assert Path(result.figures[0]).exists()
+    # reused on rerun: nothing computed, the same files
+    again = run_and_finish("pixel_share", ctx, params["pixel_share"])
+    assert again.reused and COMPUTED == [8]
+    assert (again.tables, again.figures) == (result.tables, result.figures)
+    # rendered: the report, and `lineargan render` from the Parquet files alone
+    write_index_and_report([again], ctx.results_root, ctx.profile, ctx.run_id)
+    rendered = render("pixel_share", ctx.results_root, "smoke")
+    assert rendered == Path(result.reports[0]).read_text() == result.markdown.split("\nFigure:")[0]
+    assert f"Figure: `{result.figures[0]}`" in result.markdown
+    assert Path(result.reports[0]).name == f"pixel_share-smoke-{result.key[:8]}.md"
     with pytest.raises(Exception, match="max_images"):
         resolve_analyses(config.model_copy(update={"analysis_params": {"pixel_share": {"n": 1}}}))
+
+
+def test_a_table_the_analysis_does_not_declare_is_refused(ctx, monkeypatch):
+    def stray(ctx, params, inputs) -> Output:
+        return Output(tables={"stray": pd.DataFrame({"x": [1]})})
+
+    monkeypatch.setitem(ANALYSES, "pixel_share", replace(SPEC, compute=stray))
+    with pytest.raises(ValueError, match="stray"):
+        run_analysis("pixel_share", ctx, PixelShareParams())
 
 
 def test_declared_models_are_handed_over_and_undeclared_ones_are_not(ctx, monkeypatch, generator):
     seen = {}
 
-    def run(ctx, params, inputs):
+    def compute(ctx, params, inputs):
         seen["inputs"] = inputs
-        return AnalysisResult("probe", "k")
+        return Output(tables={})
 
     for needs in (Needs(generator=True, segmenter=True), Needs()):
         spec = AnalysisSpec(
             name="probe",
             params=PixelShareParams,
-            defaults=lambda config: PixelShareParams(),
-            run=run,
+            defaults=lambda config, after: PixelShareParams(),
+            compute=compute,
             tables={},
             renderers={},
             needs=needs,
         )
         monkeypatch.setitem(ANALYSES, "probe", spec)
-        run_analysis("probe", ctx, PixelShareParams())
+        run_analysis("probe", ctx, PixelShareParams(max_images=1 + needs.generator))
         inputs = seen["inputs"]
         if needs.generator:
             # the very weights that made the store, and its segmenter's classes

@@ -12,7 +12,7 @@ from lineargan.analyses.scs import SCSParams
 from lineargan.analyses.sie import EditSpec, SIEParams, apply_edit, color_stroke
 from lineargan.baseline import UNetParams
 from storage.tables import read_table_part
-from tasks.analysis_steps import run_and_finish
+from tasks.analyses.runner import run_and_finish
 
 FEWSHOT = FewShotParams(shots=(1, 4), iterations=(20, 20), repeats=2)
 UNET = UNetParams(steps=20, batch=8, width=8)
@@ -72,7 +72,7 @@ def test_scs_analysis_writes_table3_and_resumes(ctx):
 
 
 def test_scs_resumes_after_the_last_finished_predictor(ctx, monkeypatch):
-    from tasks.analyses import scs
+    from tasks.analyses.scs import step as scs
 
     params = SCSParams(
         targets=1, samples=1, steps=2, shots=(1,), repeats=1, fewshot=FEWSHOT, unet=UNET

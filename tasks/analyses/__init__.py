@@ -1,1 +1,2 @@
-"""One pipeline module per analysis, their shared contract, and the registry that lists them."""
+"""The analyses: one folder each (science, step, renderer, SPEC), their shared contract, the
+registry that lists them and the runner that carries each through its lifecycle."""

@@ -1,44 +1,38 @@
 """The contract every analysis of the full-table reproduction follows.
 
-An analysis is one :class:`AnalysisSpec` in :mod:`tasks.analyses.registry`: its name, typed
-parameters with per-profile defaults, what it needs (:class:`Needs`), its run function, the
-Parquet tables it writes (with pyarrow schemas) and the renderers of its paper tables. The
-reproduce flow builds its DAG from these declarations: an analysis starts as soon as what it
-declares is ready, and its report is rendered from the tables it wrote by the same renderer
-that ``lineargan render`` uses.
+An analysis is one folder, ``tasks/analyses/<name>/``: its science (``science.py``: parameters
+with per-profile defaults and the math; no storage, Prefect, zarr or pyarrow, checked by an
+import-linter contract), its step (``step.py``: ``compute(ctx, params, inputs) -> Output``, the
+frames, figures and fits it made, written nowhere) and its renderers (``render.py``: markdown
+from its tables, no I/O). Its ``__init__.py`` declares them in one :class:`AnalysisSpec` and
+:mod:`tasks.analyses.registry` lists it in one line. Science several analyses share (or that
+``lineargan-edit`` uses too) lives in :mod:`lineargan.analyses`.
 
-Lifecycle of one analysis (all plain functions; Prefect wraps them in ``tasks.prefect_tasks``):
-
-1. ``run(ctx, params, inputs)`` does the work and writes its tables. It is keyed by
-   :func:`analysis_key` (name, parameters, both store digests); a manifest written last marks
-   it finished, so a rerun with the same key returns at once (``reused=True``).
-2. ``summarize(ctx, params, result, reference)`` (optional) adds what depends on other
-   analyses' numbers (Table 1's LSE mIoU for Table 2's ratio column). It is cheap and runs
-   after ``run`` and the reference, so the expensive part never waits for the reference.
-3. The report: each renderer's markdown over the run's tables, written under a name keyed
-   like the figures (an overridden run never replaces the defaults' report).
+The lifecycle is written once, in :mod:`tasks.analyses.runner`, for every analysis: keying
+(:func:`tasks.analyses.runner.analysis_key`), reuse of a finished result, the key and run
+metadata columns, table part writes, figure names, the manifest that marks it finished, the
+summary with other analyses' numbers (``summarize``) and the rendered report.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel
 
 from lineargan.config import Frozen, RunConfig
-from lineargan.errors import LinearGanError
 from lineargan.models import GeneratorAdapter, Segmenter
 from storage.feature_store import FeatureStore, check_same_models
-from storage.manifests import load_manifest, save_manifest
-from storage.tables import read_table_part
+from storage.tables import PartialUnits
 from storage.target import Target
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from PIL.Image import Image
 
 # Bumped when what a finished analysis writes changes (2: PNG + PDF figures, rendered reports,
 # fit checkpoints listed), so results written by older code are recomputed, not reused.
@@ -79,7 +73,8 @@ class Needs:
     in its loop, handed over by :class:`Inputs` (loaded once per worker, checked against the
     store's fingerprint). ``after``: analyses whose work it reuses (SCS reuses Table 2's
     few-shot LSEs and the baseline UNet); when they run in the same run, it starts after them
-    instead of training the same checkpoints beside them.
+    instead of training the same checkpoints beside them, and its ``defaults`` get their
+    parameters.
     """
 
     fits: bool = False
@@ -91,12 +86,29 @@ class Needs:
 
 @dataclass
 class Inputs:
-    """What the DAG hands an analysis: Table 1's fits (``Needs.fits``), by extractor, and the
-    models it declared (``Needs.generator`` / ``Needs.segmenter``)."""
+    """What the runner hands ``compute``: both stores (opened and checked once), Table 1's
+    fits (``Needs.fits``) by extractor, the models it declared (``Needs.generator`` /
+    ``Needs.segmenter``) and ``units``, where a long analysis keeps finished pieces of work
+    so a killed run resumes after them (cleared by the runner once the analysis is finished)."""
 
+    train: FeatureStore
+    evals: FeatureStore
+    units: PartialUnits
     fits: dict[str, dict] = field(default_factory=dict)
     generator: GeneratorAdapter | None = None
     segmenter: Segmenter | None = None
+
+
+@dataclass
+class Output:
+    """What ``compute`` made, written by the runner: ``tables`` (name -> rows without the key
+    and run metadata columns, which the runner adds), ``figures`` (stem -> image, written as
+    ``figures/<stem>-<profile>-<key8>``, in this order) and ``fits`` (checkpoint directories
+    it trained or reused)."""
+
+    tables: dict[str, pd.DataFrame]
+    figures: dict[str, Image | Figure] = field(default_factory=dict)
+    fits: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -117,6 +129,12 @@ class AnalysisResult:
 
 
 Renderer = Callable[[Mapping[str, pd.DataFrame]], str]
+# summarize(params, read, reference): the tables to rewrite with other analyses' numbers
+# (``read(table)`` gives a table part the analysis wrote; ``reference``: Table 1 mIoUs by
+# extractor); empty when nothing changed, so a rerun with the same reference rewrites nothing.
+Summarizer = Callable[
+    [Any, Callable[[str], pd.DataFrame], dict[str, float]], dict[str, pd.DataFrame]
+]
 
 
 @dataclass(frozen=True)
@@ -129,58 +147,19 @@ class PaperTable:
 
 @dataclass(frozen=True)
 class AnalysisSpec:
-    """One registered analysis (see the module docstring for the lifecycle)."""
+    """One registered analysis: its parameters and their defaults for a run (``defaults(config,
+    after)``, ``after``: the parameters of the analyses of ``needs.after``), its step, the
+    Parquet tables it writes (with pyarrow schemas), the renderers of its paper tables."""
 
     name: str
     params: type[Frozen]
-    defaults: Callable[[RunConfig], Frozen]
-    run: Callable[[AnalysisContext, Any, Inputs], AnalysisResult]
+    defaults: Callable[[RunConfig, Mapping[str, Frozen]], Frozen]
+    compute: Callable[[AnalysisContext, Any, Inputs], Output]
     tables: Mapping[str, pa.Schema]
     renderers: Mapping[str, PaperTable]
     needs: Needs = Needs()
-    summarize: Callable[[AnalysisContext, Any, AnalysisResult, dict[str, float]], None] | None = (
-        None
-    )
+    summarize: Summarizer | None = None
     cost: int = 1  # relative run time: expensive analyses are submitted first
-
-
-def analysis_key(name: str, params: BaseModel, stores: tuple[FeatureStore, FeatureStore]) -> str:
-    """sha256 over the analysis name, its parameters and the digests of both (train, eval)
-    stores."""
-    train, evals = stores
-    blob = json.dumps(
-        {
-            "format": RESULT_FORMAT,
-            "analysis": name,
-            "params": params.model_dump(mode="json"),
-            "train": train.spec.digest(),
-            "eval": evals.spec.digest(),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def load_finished(ctx: AnalysisContext, name: str, key: str) -> AnalysisResult | None:
-    """The stored result of a finished analysis with this key, if any."""
-    data = load_manifest(ctx.results_root, f"{name}-{key}")
-    if data is None:
-        return None
-    fields = AnalysisResult.__dataclass_fields__
-    return AnalysisResult(**{**{k: v for k, v in data.items() if k in fields}, "reused": True})
-
-
-def read_finished_part(ctx: AnalysisContext, table: str, result: AnalysisResult) -> pd.DataFrame:
-    """A table part a finished analysis wrote; its absence means the results were tampered
-    with, which a one-line error says how to repair (recompute that analysis)."""
-    part = read_table_part(ctx.results_root, table, result.key)
-    if part is None:
-        raise LinearGanError(
-            f"{result.name} is marked finished but its table {table!r} (part {result.key}) is "
-            "missing",
-            f"delete {ctx.results_root}/manifests/{result.name}-{result.key}.json and rerun",
-        )
-    return part
 
 
 def unchanged(stored: float, new: float | None) -> bool:
@@ -189,15 +168,3 @@ def unchanged(stored: float, new: float | None) -> bool:
     if new is None or math.isnan(new):
         return math.isnan(stored)
     return not math.isnan(stored) and stored == float(new)
-
-
-def save_finished(ctx: AnalysisContext, result: AnalysisResult) -> AnalysisResult:
-    """Write the manifest that marks the analysis finished (last, after its tables)."""
-    save_manifest(ctx.results_root, f"{result.name}-{result.key}", result.to_dict())
-    return result
-
-
-def figure_name(stem: str, ctx: AnalysisContext, key: str) -> str:
-    """``<stem>-<profile>-<key[:8]>``: a run with other parameters (``analysis_params``) writes
-    its own figure instead of replacing the one of the defaults."""
-    return f"{stem}-{ctx.profile}-{key[:8]}"

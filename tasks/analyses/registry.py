@@ -1,13 +1,13 @@
 """The analysis registry: every analysis of the reproduction, by name, and how a run uses them.
 
-Adding an analysis is a science module (``lineargan/analyses/<name>.py``: its parameters and
-math), a pipeline module (``tasks/analyses/<name>.py``: ``run``, ``TABLES``, optionally
-``summarize``), a renderer per paper table (``lineargan/render.py``) and one entry in
+Adding an analysis is one folder, ``tasks/analyses/<name>/`` (science, step, renderer and the
+``SPEC`` that declares them: see :mod:`tasks.analyses.contract`), and one line in
 :data:`ANALYSES`. The reproduce flow, the parameter overrides (``RunConfig.analysis_params``),
 the report and ``lineargan render`` all read this table; nothing else lists analyses.
 
 Parameters of an analysis for a run are the profile's defaults (``AnalysisSpec.defaults``)
-updated field by field by the run's ``analysis_params``, validated against the analysis's own
+(given the parameters of the analyses it reuses, ``Needs.after``) updated field by field by
+the run's ``analysis_params``, validated against the analysis's own
 pydantic model, so a misspelt field fails before anything runs.
 """
 
@@ -17,15 +17,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lineargan import render
-from lineargan.analyses.category_selection import CategorySelectionParams
-from lineargan.analyses.class_centers import ClassCentersParams
-from lineargan.analyses.cosine_similarity import CosineSimilarityParams
-from lineargan.analyses.fewshot import FewShotParams
-from lineargan.analyses.layerwise import LayerwiseParams
-from lineargan.analyses.scs import SCSParams
-from lineargan.analyses.sie import SIEParams
-from lineargan.baseline import UNetParams
 from lineargan.config import ALL_EXTRACTORS, Frozen, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace
@@ -40,151 +31,18 @@ from tasks.analyses import (
     scs,
     sie,
 )
-from tasks.analyses.contract import AnalysisSpec, Needs, PaperTable
+from tasks.analyses.contract import AnalysisSpec
 
 ANALYSES: dict[str, AnalysisSpec] = {
-    spec.name: spec
-    for spec in (
-        AnalysisSpec(
-            name="fewshot",
-            params=FewShotParams,
-            defaults=lambda config: FewShotParams.for_profile(config.profile),
-            run=fewshot.run_fewshot,
-            summarize=fewshot.summarize,
-            tables=fewshot.TABLES,
-            renderers={
-                "table2": PaperTable(
-                    "Table 2 — few-shot LSE, mean ± max deviation and ratio to the full LSE",
-                    render.render_table2,
-                )
-            },
-            needs=Needs(reference=("LSE", "LSE:converged")),
-            cost=3,
-        ),
-        AnalysisSpec(
-            name="category_selection",
-            params=CategorySelectionParams,
-            # round 1 must be Table 1's fits (same schedule and seed), to reuse them
-            defaults=CategorySelectionParams.for_run,
-            run=category_selection.run_category_selection,
-            tables=category_selection.TABLES,
-            renderers={
-                "table4": PaperTable(
-                    "Tables 4 & 5 — category selection (Appx E), both rounds",
-                    render.render_table4,
-                )
-            },
-            needs=Needs(fits=True),
-            cost=2,
-        ),
-        AnalysisSpec(
-            name="class_centers",
-            params=ClassCentersParams,
-            defaults=lambda config: ClassCentersParams.for_profile(config.profile),
-            run=class_centers.run_class_centers,
-            summarize=class_centers.summarize,
-            tables=class_centers.TABLES,
-            renderers={
-                "fig4": PaperTable(
-                    "Fig 4 / Sec 3.3 — nearest class-center segmentation, per-class IoU (%)",
-                    render.render_fig4,
-                )
-            },
-            needs=Needs(reference=("LSE",)),
-        ),
-        AnalysisSpec(
-            name="cosine_similarity",
-            params=CosineSimilarityParams,
-            defaults=lambda config: CosineSimilarityParams.for_profile(config.profile),
-            run=cosine_similarity.run_cosine_similarity,
-            tables=cosine_similarity.TABLES,
-            renderers={
-                "fig9": PaperTable(
-                    "Fig 9 / Appx F — cosine similarity between class feature pools",
-                    render.render_fig9,
-                )
-            },
-        ),
-        AnalysisSpec(
-            name="layerwise",
-            params=LayerwiseParams,
-            # the run's LSE schedule and fit seed, like Table 1's LSE
-            defaults=lambda config: LayerwiseParams(
-                schedule=config.fit("LSE").schedule, seed=config.fit_seed
-            ),
-            run=layerwise.run_layerwise,
-            tables=layerwise.TABLES,
-            renderers={
-                "layerwise": PaperTable(
-                    "Appx I — layer-wise mIoU of an LSE trained with per-layer losses",
-                    render.render_layerwise,
-                )
-            },
-            cost=2,
-        ),
-        AnalysisSpec(
-            name="baseline_segmenter",
-            params=UNetParams,
-            defaults=lambda config: UNetParams.for_profile(config.profile),
-            run=baseline_segmenter.run_baseline_segmenter,
-            tables=baseline_segmenter.TABLES,
-            renderers={
-                "baseline": PaperTable(
-                    "Baseline segmenter — the SCS/SIE UNet vs the reference segmenter, IoU (%)",
-                    render.render_baseline_segmenter,
-                )
-            },
-            cost=4,  # first: SCS and SIE wait for it, and it trains while Table 1 does
-        ),
-        AnalysisSpec(
-            name="scs",
-            params=SCSParams,
-            # Table 2's few-shot LSEs and the baseline UNet of this run, reused
-            defaults=lambda config: SCSParams.for_profile(
-                config.profile, config.protocol, **_reused(config)
-            ),
-            run=scs.run_scs,
-            tables=scs.TABLES,
-            renderers={
-                "table3": PaperTable(
-                    "Table 3 — SCS semantic agreement with the targets (%), few-shot LSEs vs "
-                    "the baseline",
-                    render.render_table3,
-                )
-            },
-            needs=Needs(generator=True, segmenter=True, after=("fewshot", "baseline_segmenter")),
-            cost=3,
-        ),
-        AnalysisSpec(
-            name="sie",
-            params=SIEParams,
-            defaults=lambda config: SIEParams.for_profile(
-                config.profile, config.protocol, **_reused(config)
-            ),
-            run=sie.run_sie,
-            tables=sie.TABLES,
-            renderers={
-                "fig5": PaperTable(
-                    "Fig 5 / Sec 4.1 — SIE vs colour-space editing on a reproducible edit set",
-                    render.render_sie,
-                )
-            },
-            needs=Needs(
-                generator=True, segmenter=True, after=("fewshot", "baseline_segmenter", "scs")
-            ),
-            cost=2,
-        ),
-    )
+    fewshot.SPEC.name: fewshot.SPEC,
+    category_selection.SPEC.name: category_selection.SPEC,
+    class_centers.SPEC.name: class_centers.SPEC,
+    cosine_similarity.SPEC.name: cosine_similarity.SPEC,
+    layerwise.SPEC.name: layerwise.SPEC,
+    baseline_segmenter.SPEC.name: baseline_segmenter.SPEC,
+    scs.SPEC.name: scs.SPEC,
+    sie.SPEC.name: sie.SPEC,
 }
-
-
-def _reused(config: RunConfig) -> dict[str, Frozen]:
-    """The parameters of the work SCS and SIE reuse: this run's few-shot LSEs (Table 2) and
-    baseline UNet, so both read the same checkpoints instead of training their own."""
-    return {
-        "fewshot": analysis_params(config, "fewshot"),
-        "unet": analysis_params(config, "baseline_segmenter"),
-    }
 
 
 def get_analysis(name: str) -> AnalysisSpec:
@@ -229,7 +87,7 @@ def _merged(config: RunConfig, base: Frozen, overrides: dict[str, Any]) -> dict:
 def analysis_params(config: RunConfig, name: str) -> Frozen:
     """``name``'s parameters for ``config``: profile defaults updated by the run's overrides."""
     spec = get_analysis(name)
-    base = spec.defaults(config)
+    base = spec.defaults(config, {a: analysis_params(config, a) for a in spec.needs.after})
     overrides: dict[str, Any] = dict(config.analysis_params.get(name, {}))
     if not overrides:
         return base

@@ -6,13 +6,15 @@ generator in the chosen ``edit_space``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from lineargan.analyses.fewshot import FewShotParams
-from lineargan.analyses.scs import choose_targets
+from lineargan.analyses.scs import SCSParams, choose_targets
+from lineargan.analyses.sie import SIEParams
 from lineargan.baseline import UNetParams
 from lineargan.cache import SampleBatch, render_images
 from lineargan.config import FitMethod
@@ -27,12 +29,22 @@ from lineargan.predictors import (
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.store_models import store_generator
-from storage.tables import run_metadata
 from tasks.analyses.contract import AnalysisContext, Inputs
-from tasks.analyses.fewshot import fewshot_runs, fit_fewshot
+from tasks.analyses.fewshot.science import fewshot_runs
+from tasks.analyses.fewshot.step import fit_fewshot
 from tasks.baseline import unet_or_reuse
 
 BASELINE = "UNet"
+REUSED = ("fewshot", "baseline_segmenter")  # the analyses whose checkpoints SCS and SIE reuse
+
+
+def reusing_defaults(params: type[SCSParams] | type[SIEParams]) -> Callable:
+    """SCS's and SIE's ``defaults``: the profile's, with this run's few-shot LSEs (Table 2) and
+    baseline UNet (``after``: their parameters), so both read the same checkpoints instead of
+    training their own."""
+    return lambda config, after: params.for_profile(
+        config.profile, config.protocol, fewshot=after["fewshot"], unet=after["baseline_segmenter"]
+    )
 
 
 @dataclass
@@ -169,16 +181,12 @@ def control_predictors(
     return entries
 
 
-def row_metadata(
-    train: FeatureStore, protocol: str, edit_space: str, ctx: AnalysisContext, key: str
-) -> dict:
+def row_metadata(train: FeatureStore, protocol: str, edit_space: str) -> dict:
     """The columns every SCS/SIE row carries: models, protocol, the latent space the recorded
-    latents live in, run metadata, analysis key."""
+    latents live in (the runner adds the run metadata and the analysis key)."""
     return {
         "generator": train.spec.generator,
         "segmenter": train.spec.segmenter,
         "protocol": protocol,
         "edit_space": edit_space,
-        **run_metadata(ctx.profile, ctx.run_id),
-        "key": key,
     }

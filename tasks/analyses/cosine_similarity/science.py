@@ -2,7 +2,7 @@
 
 The paper uses T1 = 200, T2 = 4000 on 1024² images; at the embedded DCGAN's 32² feature maps
 only background and skin ever reach T1 = 200, so the small profiles use T1 = 5 (see
-``tasks/analyses/cosine_similarity.py`` for the measured class sizes). T2 follows T1 at the
+``step.py`` for the measured class sizes). T2 follows T1 at the
 paper's ratio, T2 = 20·T1 (each pool = T1 vectors from 20 images), unless it is given.
 """
 

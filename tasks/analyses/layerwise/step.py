@@ -29,24 +29,15 @@ import pandas as pd
 import pyarrow as pa
 from torch import nn
 
-from lineargan.analyses.layerwise import LayerwiseParams
 from lineargan.config import FitConfig
 from lineargan.device import resolve_device
 from lineargan.evaluate import evaluate_subsets, predict
 from lineargan.extractors.base import LayerView
 from lineargan.figures import comparison_grid, layer_miou_plot
 from storage.checkpoints import load_extractor
-from storage.layout import write_figure
-from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    figure_name,
-    load_finished,
-    save_finished,
-)
+from storage.tables import CLASS_IOU, MODELS, schema
+from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.layerwise.science import LayerwiseParams
 from tasks.fit import FitJob, fit_or_reuse
 
 NAME = "layerwise"
@@ -80,12 +71,9 @@ TABLES = {
 }
 
 
-def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs) -> AnalysisResult:
-    """Train the Eq. 8 LSE, score every layer alone and the sum; tables, PNGs, markdown."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+def compute(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs) -> Output:
+    """Train the Eq. 8 LSE, score every layer alone and the sum; tables and figures."""
+    train, evals = inputs.train, inputs.evals
     spec = evals.spec
     dev = resolve_device(ctx.device)
     job = FitJob(
@@ -109,7 +97,6 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs)
     names = list(spec.layer_names) + [ALL]
     sizes = [s[1] for s in spec.layer_shapes] + [spec.resolution]
     common = {"generator": spec.generator, "segmenter": spec.segmenter, "alpha": params.alpha}
-    meta_cols = {"key": key, **run_metadata(ctx.profile, ctx.run_id)}
     rows = pd.DataFrame(
         [
             {
@@ -120,7 +107,6 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs)
                 "class_name": spec.class_names[c],
                 "iou": float(res.iou[c]),
                 "images": int(res.images[c]),
-                **meta_cols,
             }
             for i, name, res in zip(indices, names, results, strict=True)
             for c in range(1, len(spec.class_names))  # background ignored (Appx A)
@@ -139,32 +125,19 @@ def run_layerwise(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs)
                 "n_train": train.spec.n,
                 "n_eval": spec.n,
                 "n_eval_detected": n_detected,
-                **meta_cols,
             }
             for i, name, size, sub in zip(indices, names, sizes, subsets, strict=True)
         ]
     )
-    tables = {
-        name: write_table_part(ctx.results_root, name, key, df, TABLES[name])
-        for name, df in ((TABLE, rows), (SUMMARY_TABLE, summary))
-    }
-
     title = f"Layer-wise mIoU, {spec.generator} / {spec.segmenter} (alpha={params.alpha:g})"
-    figures = write_figure(
-        ctx.results_root, figure_name("layerwise", ctx, key), layer_miou_plot(summary, title)
-    )
+    figures = {"layerwise": layer_miou_plot(summary, title)}
     chunk = evals.read_chunk(0, features=True, images=True)
     k = min(params.figure_samples, len(chunk.labels))
     feats = [f[:k] for f in chunk.features]
     seg_rows = {"segmenter": chunk.labels[:k]}
     for name, view in zip(names, views, strict=True):
         seg_rows[name] = predict(view, feats, spec.resolution, dev)
-    grid = comparison_grid(chunk.images[:k], seg_rows, spec.class_names)
-    figures += write_figure(ctx.results_root, figure_name("layerwise-seg", ctx, key), grid)
-
-    return save_finished(
-        ctx,
-        AnalysisResult(
-            name=NAME, key=key, tables=tables, figures=figures, fits=[fit_meta["fit_dir"]]
-        ),
+    figures["layerwise-seg"] = comparison_grid(chunk.images[:k], seg_rows, spec.class_names)
+    return Output(
+        tables={TABLE: rows, SUMMARY_TABLE: summary}, figures=figures, fits=[fit_meta["fit_dir"]]
     )

@@ -36,7 +36,6 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from lineargan.analyses.class_centers import ClassCentersParams
 from lineargan.analyses.geometry import (
     ClassSumAccumulator,
     feature_dim,
@@ -50,21 +49,10 @@ from lineargan.device import resolve_device
 from lineargan.figures import comparison_grid
 from lineargan.metrics import IoUResult, SubsetIoU
 from storage.feature_store import FeatureStore
-from storage.layout import write_figure
-from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    figure_name,
-    load_finished,
-    read_finished_part,
-    save_finished,
-    unchanged,
-)
+from storage.tables import CLASS_IOU, MODELS, schema
+from tasks.analyses.class_centers.science import ClassCentersParams
+from tasks.analyses.contract import AnalysisContext, Inputs, Output, unchanged
 
-NAME = "class_centers"
 IOU_TABLE = "class_centers_iou"
 SUMMARY_TABLE = "class_centers_summary"
 CENTERS_TABLE = "class_centers"
@@ -158,15 +146,10 @@ def segment_store(
     return acc.results(), fig
 
 
-def run_class_centers(
-    ctx: AnalysisContext, params: ClassCentersParams, inputs: Inputs
-) -> AnalysisResult:
+def compute(ctx: AnalysisContext, params: ClassCentersParams, inputs: Inputs) -> Output:
     """Class centers from the training store, nearest-center segmentation of the evaluation
     store (Table 1's LSE mIoU is added by :func:`summarize`, so this never waits for it)."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+    train, evals = inputs.train, inputs.evals
     spec = train.spec
     size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)
@@ -176,20 +159,17 @@ def run_class_centers(
     results, fig = segment_store(evals, centers, present, size, dev, params.figure_samples)
     result = results["all"]
 
-    meta = run_metadata(ctx.profile, ctx.run_id)
     base = {"generator": spec.generator, "segmenter": spec.segmenter}
     iou = pd.DataFrame(
         {
             **base,
             "method": METHOD,
-            "analysis_key": key,
             "class_index": range(len(spec.class_names)),
             "class_name": list(spec.class_names),
             "iou": result.iou,
             "images": result.images,
             "n_images": used,
             "resolution": size,
-            **meta,
         }
     )
     iou = iou[iou.class_index != 0].reset_index(drop=True)  # background ignored (Appx A)
@@ -198,7 +178,6 @@ def run_class_centers(
             {
                 **base,
                 "method": METHOD,
-                "analysis_key": key,
                 "miou": result.miou,
                 "lse_miou": float("nan"),
                 "miou_detected": results["detected"].miou,
@@ -207,7 +186,6 @@ def run_class_centers(
                 "n_eval_detected": evals.n_detected(),
                 "resolution": size,
                 "feature_dim": feature_dim(spec.layer_shapes),
-                **meta,
             }
         ]
     )
@@ -215,7 +193,6 @@ def run_class_centers(
     centers_df = pd.DataFrame(
         {
             **base,
-            "analysis_key": key,
             "class_index": range(len(spec.class_names)),
             "class_name": list(spec.class_names),
             "n_pixels": sums.counts.cpu().numpy().astype(np.int64),
@@ -224,32 +201,24 @@ def run_class_centers(
                 for c, ok in zip(centers.cpu().numpy(), present_np, strict=True)
             ],
             "resolution": size,
-            **meta,
         }
     )
     frames = {IOU_TABLE: iou, SUMMARY_TABLE: summary, CENTERS_TABLE: centers_df}
-    tables = {
-        name: write_table_part(ctx.results_root, name, key, df, TABLES[name])
-        for name, df in frames.items()
-    }
-    figures = []
+    figures = {}
     if fig:
-        image = comparison_grid(
+        figures["fig4"] = comparison_grid(
             fig["images"],
             {"segmenter": fig["labels"], "class centers": fig["preds"]},
             spec.class_names,
         )
-        figures += write_figure(ctx.results_root, figure_name("fig4", ctx, key), image)
-    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures))
+    return Output(tables=frames, figures=figures)
 
 
-def summarize(
-    ctx: AnalysisContext, params: ClassCentersParams, result: AnalysisResult, reference: dict
-) -> None:
+def summarize(params: ClassCentersParams, read, reference: dict) -> dict[str, pd.DataFrame]:
     """Put Table 1's LSE mIoU (``reference["LSE"]``) beside the class centers' own."""
     lse = reference.get("LSE")
-    summary = read_finished_part(ctx, SUMMARY_TABLE, result)
+    summary = read(SUMMARY_TABLE)
     if unchanged(float(summary["lse_miou"].iloc[0]), lse):
-        return
+        return {}
     summary["lse_miou"] = float("nan") if lse is None else float(lse)
-    write_table_part(ctx.results_root, SUMMARY_TABLE, result.key, summary, TABLES[SUMMARY_TABLE])
+    return {SUMMARY_TABLE: summary}

@@ -20,18 +20,10 @@ import pandas as pd
 import pyarrow as pa
 
 from lineargan.baseline import UNetParams
-from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    load_finished,
-    save_finished,
-)
+from storage.tables import CLASS_IOU, MODELS, schema
+from tasks.analyses.contract import AnalysisContext, Inputs, Output
 from tasks.baseline import evaluate_segmenter, unet_or_reuse
 
-NAME = "baseline_segmenter"
 TABLE = "baseline_segmenter"
 
 TABLES = {
@@ -54,14 +46,9 @@ TABLES = {
 }
 
 
-def run_baseline_segmenter(
-    ctx: AnalysisContext, params: UNetParams, inputs: Inputs
-) -> AnalysisResult:
-    """Train or reuse the baseline UNet and write its per-class IoU on the evaluation split."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+def compute(ctx: AnalysisContext, params: UNetParams, inputs: Inputs) -> Output:
+    """Train or reuse the baseline UNet and its per-class IoU on the evaluation split."""
+    train, evals = inputs.train, inputs.evals
     segmenter, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, ctx.device)
     results = evaluate_segmenter(segmenter, evals, ctx.device)
     every, detected = results["all"], results["detected"]
@@ -77,8 +64,6 @@ def run_baseline_segmenter(
         "train_seconds": float(meta["train_seconds"]),
         "final_loss": float(meta["final_loss"]),
         "fit_dir": meta["fit_dir"],
-        "key": key,
-        **run_metadata(ctx.profile, ctx.run_id),
     }
     rows = pd.DataFrame(
         [
@@ -94,6 +79,4 @@ def run_baseline_segmenter(
             for c in range(1, len(every.class_names))  # background ignored (Appx A)
         ]
     )
-    url = write_table_part(ctx.results_root, TABLE, key, rows, TABLES[TABLE])
-    result = AnalysisResult(name=NAME, key=key, tables={TABLE: url}, fits=[meta["fit_dir"]])
-    return save_finished(ctx, result)
+    return Output(tables={TABLE: rows}, fits=[meta["fit_dir"]])

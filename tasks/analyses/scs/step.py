@@ -47,17 +47,8 @@ from lineargan.analyses.scs import (
 from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
 from lineargan.models import GeneratorAdapter, Segmenter
-from storage.layout import write_figure
-from storage.tables import MODELS, PartialUnits, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    figure_name,
-    load_finished,
-    save_finished,
-)
+from storage.tables import MODELS, schema
+from tasks.analyses.contract import AnalysisContext, Inputs, Output
 from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
@@ -66,7 +57,6 @@ from tasks.analyses.semantic_predictors import (
     row_metadata,
 )
 
-NAME = "scs"
 SAMPLES_TABLE = "scs_samples"
 SUMMARY_TABLE = "scs_summary"
 
@@ -162,13 +152,10 @@ def _sample_rows(
     ).astype({"n_shot": "Int64", "repeat": "Int64"})
 
 
-def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> AnalysisResult:
+def compute(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Output:
     """Table 3: SCS with every few-shot LSE and the baseline, scored by the reference
     segmenter (resumes after the last finished predictor)."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+    train, evals = inputs.train, inputs.evals
     generator, store_space = edit_generator(ctx, inputs, params.edit_space)
     reference = inputs.segmenter
     assert reference is not None
@@ -190,7 +177,7 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
         inputs.segmenter,
         device,
     )
-    partial = PartialUnits(ctx.results_root, f"{NAME}-{key}")
+    partial = inputs.units
     n_class = len(evals.spec.class_names)
     frames = []
     for j, entry in enumerate(entries, 1):
@@ -209,24 +196,15 @@ def run_scs(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Analysis
             )
         frames.append(rows)
     samples = pd.concat(frames, ignore_index=True)
-    meta = row_metadata(train, params.protocol, generator.latent_space, ctx, key)
+    meta = row_metadata(train, params.protocol, generator.latent_space)
     samples = samples.assign(**meta)
     summary = summarize_scs(samples, params.protocol).assign(**meta)
-    tables = {
-        SAMPLES_TABLE: write_table_part(
-            ctx.results_root, SAMPLES_TABLE, key, samples, TABLES[SAMPLES_TABLE]
-        ),
-        SUMMARY_TABLE: write_table_part(
-            ctx.results_root, SUMMARY_TABLE, key, summary, TABLES[SUMMARY_TABLE]
-        ),
-    }
     figure = _figure(generator, entries, samples, selection.labels, params, n_class)
-    figures = write_figure(ctx.results_root, figure_name("scs", ctx, key), figure)
-    fits = [e.fit_dir for e in entries]
-    result = AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, fits=fits)
-    save_finished(ctx, result)
-    partial.clear()  # after the manifest: a kill in between loses nothing
-    return result
+    return Output(
+        tables={SAMPLES_TABLE: samples, SUMMARY_TABLE: summary},
+        figures={"scs": figure},
+        fits=[e.fit_dir for e in entries],
+    )
 
 
 def _figure(generator, entries, samples, target_labels, params, n_class):

@@ -5,7 +5,7 @@ and it reuses every one whose ``FitConfig`` matches its own; a fit it does not g
 overrides, or a run of this analysis alone) goes through :func:`tasks.fit.fit_extractor`.
 A class is kept when any extractor's round-1 IoU on the evaluation store is strictly above
 ``threshold`` (background is always kept). Round 2 ("selected") retrains every extractor on the
-kept classes only, with labels remapped by :func:`lineargan.analyses.category_selection.build_lut`
+kept classes only, with labels remapped by :func:`~tasks.analyses.category_selection.science.build_lut`
 (dropped classes → background by default, see that module), and evaluates it on the evaluation
 store remapped the same way. Round-2 checkpoints live under
 ``fits/<extractor>-sel-<key16>`` keyed by the fit config, the training store, the kept classes
@@ -33,7 +33,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from lineargan.analyses.category_selection import (
+from lineargan.config import FitConfig
+from lineargan.device import resolve_device
+from lineargan.errors import LinearGanError
+from storage.checkpoints import load_extractor
+from storage.feature_store import FeatureStore
+from storage.stream import ChunkStream
+from storage.tables import CLASS_IOU, MODELS, schema
+from tasks.analyses.category_selection.science import (
     IGNORE_LABEL,
     CategorySelectionParams,
     RemappedSource,
@@ -41,25 +48,10 @@ from lineargan.analyses.category_selection import (
     evaluate_remapped,
     select_classes,
 )
-from lineargan.config import FitConfig
-from lineargan.device import resolve_device
-from lineargan.errors import LinearGanError
-from storage.checkpoints import load_extractor
-from storage.feature_store import FeatureStore
-from storage.stream import ChunkStream
-from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    load_finished,
-    save_finished,
-)
+from tasks.analyses.contract import AnalysisContext, Inputs, Output
 from tasks.evaluate import evaluate_fit
 from tasks.fit import FitJob, fit_extractor, fit_or_reuse
 
-NAME = "category_selection"
 TABLE = "category_selection"
 SUMMARY_TABLE = "category_selection_summary"
 
@@ -151,14 +143,9 @@ def _round1_fit(ctx: AnalysisContext, cfg: FitConfig, given: dict[str, dict]) ->
     return fit_extractor(ctx.train_url, cfg, ctx.results_root, ctx.device)
 
 
-def run_category_selection(
-    ctx: AnalysisContext, params: CategorySelectionParams, inputs: Inputs
-) -> AnalysisResult:
+def compute(ctx: AnalysisContext, params: CategorySelectionParams, inputs: Inputs) -> Output:
     """Appx E on ``ctx``'s stores: round 1 on all classes, selection, round 2 on the kept ones."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+    train, evals = inputs.train, inputs.evals
     spec = evals.spec
     names = list(spec.class_names)
     n_class = len(names)
@@ -208,7 +195,6 @@ def run_category_selection(
             round2[cfg.extractor][subset] = (iou, images)
 
     common = {"generator": spec.generator, "segmenter": spec.segmenter}
-    meta_cols = run_metadata(ctx.profile, ctx.run_id)
     rows, summary = [], []
     for round_name, results in (("all", round1), ("selected", round2)):
         classes = range(1, n_class) if round_name == "all" else kept[1:]
@@ -228,7 +214,6 @@ def run_category_selection(
                         "kept": c in new_index,
                         "threshold": params.threshold,
                         "dropped_as": params.dropped_as,
-                        **meta_cols,
                     }
                 )
             summary.append(
@@ -245,18 +230,11 @@ def run_category_selection(
                     "dropped_as": params.dropped_as,
                     "iterations": int(r["meta"]["iterations"]),
                     "fit_reused": bool(r["meta"].get("reused", False)),
-                    **meta_cols,
                 }
             )
     table = pd.DataFrame(rows)
     summ = pd.DataFrame(summary)
     best = summ.groupby("round")["miou"].transform("max")
     summ.insert(summ.columns.get_loc("miou") + 1, "rel_diff", (summ["miou"] - best) / best)
-    tables = {
-        TABLE: write_table_part(ctx.results_root, TABLE, key, table, TABLES[TABLE]),
-        SUMMARY_TABLE: write_table_part(
-            ctx.results_root, SUMMARY_TABLE, key, summ, TABLES[SUMMARY_TABLE]
-        ),
-    }
     fits = sorted({r["meta"]["fit_dir"] for rnd in (round1, round2) for r in rnd.values()})
-    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, fits=fits))
+    return Output(tables={TABLE: table, SUMMARY_TABLE: summ}, fits=fits)

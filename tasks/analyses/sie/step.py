@@ -38,8 +38,6 @@ import torch
 from lineargan.analyses.scs import choose_targets, pair_counts, pair_miou
 from lineargan.analyses.sie import (
     SIEParams,
-    apply_edit,
-    color_stroke,
     region_scores,
     summarize_sie,
 )
@@ -48,17 +46,8 @@ from lineargan.figures import colorize, tile_grid
 from lineargan.latent_search import color_loss, optimize_latents, semantic_loss
 from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.protocols import images_to_unit
-from storage.layout import write_figure
-from storage.tables import MODELS, PartialUnits, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    figure_name,
-    load_finished,
-    save_finished,
-)
+from storage.tables import MODELS, schema
+from tasks.analyses.contract import AnalysisContext, Inputs, Output
 from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
@@ -67,8 +56,8 @@ from tasks.analyses.semantic_predictors import (
     reference_labels,
     row_metadata,
 )
+from tasks.analyses.sie.science import edit_set, fused_targets
 
-NAME = "sie"
 EDITS_TABLE = "sie_edits"
 SUMMARY_TABLE = "sie_summary"
 SCORES = (
@@ -113,52 +102,6 @@ TABLES = {
         key=pa.string(),
     ),
 }
-
-
-def edit_set(labels: np.ndarray, images: np.ndarray, params: SIEParams) -> list[dict]:
-    """Every (image, edit) of the set: target, region, stroke. A class rank beyond the classes
-    an image shows takes its smallest class; an edit that changes no pixel (or an image with
-    nothing to edit) is left out, and the tables count the edits that remain."""
-    edits = []
-    for i in range(len(labels)):
-        for e, spec in enumerate(params.edits):
-            rng = np.random.default_rng([params.seed, i, e])
-            try:
-                target, region, k = apply_edit(labels[i], spec, rng)
-            except ValueError:  # no class to edit, or no room to add one
-                continue
-            if not region.any():
-                continue
-            edits.append(
-                {
-                    "image": i,
-                    "edit": spec.name,
-                    "op": spec.op,
-                    "class_index": k,
-                    "target": target,
-                    "region": region,
-                    "stroke": color_stroke(images[i], labels[i], target),
-                }
-            )
-    return edits
-
-
-@torch.no_grad()
-def fused_targets(
-    generator, predictor, z0: torch.Tensor, edits: list[dict], batch: int = 64
-) -> torch.Tensor:
-    """The mask SIE optimises towards with predictor P: P's own mask of the original image,
-    with the edited region painted with the target classes (the paper's usage, Appx G: the
-    user edits the mask the LSE shows; the authors' ``fuse_stroke``). Outside the region the
-    loss then starts near its minimum, so the optimisation changes what the edit asks for
-    instead of pulling the whole image toward the reference segmenter's labels."""
-    size = edits[0]["target"].shape[-1]
-    own = torch.cat(
-        [predictor(generator(z0[s : s + batch]), size).argmax(1) for s in range(0, len(z0), batch)]
-    )
-    region = torch.from_numpy(np.stack([e["region"] for e in edits])).to(own.device)
-    target = torch.from_numpy(np.stack([e["target"] for e in edits])).long().to(own.device)
-    return torch.where(region, target, own)
 
 
 def _method_rows(
@@ -217,12 +160,9 @@ def _method_rows(
     return pd.DataFrame(rows).astype({"n_shot": "Int64"})
 
 
-def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> AnalysisResult:
+def compute(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Output:
     """The SIE edit set with the few-shot LSE, the baseline UNet and the colour edit."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+    train, evals = inputs.train, inputs.evals
     generator, store_space = edit_generator(ctx, inputs, params.edit_space)
     reference = inputs.segmenter
     assert reference is not None
@@ -252,7 +192,7 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
     methods: list[tuple[str, PredictorEntry | None]] = [("SIE", e) for e in entries]
     methods.append(("colour", None))
     class_names = evals.spec.class_names
-    partial = PartialUnits(ctx.results_root, f"{NAME}-{key}")
+    partial = inputs.units
     frames = []
     for method, entry in methods:
         unit = f"{method}-{entry.slug}" if entry is not None else method
@@ -269,7 +209,7 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
                 f"{100 * rows['agreement_outside'].mean():.1f}%, {seconds:.0f} s"
             )
         frames.append(rows)
-    meta = row_metadata(train, params.protocol, generator.latent_space, ctx, key)
+    meta = row_metadata(train, params.protocol, generator.latent_space)
     rows = pd.concat(frames, ignore_index=True)
     rows = rows.assign(
         image_index=image_ids[rows["image"].to_numpy()],
@@ -277,21 +217,12 @@ def run_sie(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Analysis
         **meta,
     )
     summary = summarize_sie(rows, SCORES).assign(**meta)
-    tables = {
-        EDITS_TABLE: write_table_part(
-            ctx.results_root, EDITS_TABLE, key, rows, TABLES[EDITS_TABLE]
-        ),
-        SUMMARY_TABLE: write_table_part(
-            ctx.results_root, SUMMARY_TABLE, key, summary, TABLES[SUMMARY_TABLE]
-        ),
-    }
     figure = _figure(generator, edits, selection, rows, params, len(class_names))
-    figures = write_figure(ctx.results_root, figure_name("sie", ctx, key), figure)
-    fits = [e.fit_dir for e in entries]
-    result = AnalysisResult(name=NAME, key=key, tables=tables, figures=figures, fits=fits)
-    save_finished(ctx, result)
-    partial.clear()  # after the manifest: a kill in between loses nothing
-    return result
+    return Output(
+        tables={EDITS_TABLE: rows, SUMMARY_TABLE: summary},
+        figures={"sie": figure},
+        fits=[e.fit_dir for e in entries],
+    )
 
 
 def _figure(generator, edits, selection, rows, params, n_class):

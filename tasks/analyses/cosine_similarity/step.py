@@ -44,7 +44,6 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from lineargan.analyses.cosine_similarity import CosineSimilarityParams
 from lineargan.analyses.geometry import (
     MAX_BATCH,
     FairSampler,
@@ -57,19 +56,10 @@ from lineargan.analyses.geometry import (
 from lineargan.device import resolve_device
 from lineargan.figures import heatmap
 from storage.feature_store import FeatureStore
-from storage.layout import write_figure
-from storage.tables import MODELS, run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    figure_name,
-    load_finished,
-    save_finished,
-)
+from storage.tables import MODELS, schema
+from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.cosine_similarity.science import CosineSimilarityParams
 
-NAME = "cosine_similarity"
 SIM_TABLE = "cosine_similarity"
 POOLS_TABLE = "cosine_pools"
 
@@ -137,15 +127,9 @@ def fair_sample(
     return sampler
 
 
-def run_cosine_similarity(
-    ctx: AnalysisContext, params: CosineSimilarityParams, inputs: Inputs
-) -> AnalysisResult:
+def compute(ctx: AnalysisContext, params: CosineSimilarityParams, inputs: Inputs) -> Output:
     """Fig 9: fair pools per class, then the matrix of mean pairwise cosines."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
-    store = train if params.split == "train" else evals
+    store = inputs.train if params.split == "train" else inputs.evals
     spec = store.spec
     size = resolve_resolution(spec.layer_shapes, spec.resolution, params.resolution)
     dev = resolve_device(ctx.device)
@@ -156,11 +140,9 @@ def run_cosine_similarity(
     names = list(spec.class_names)
     k = len(names)
 
-    meta = run_metadata(ctx.profile, ctx.run_id)
     base = {
         "generator": spec.generator,
         "segmenter": spec.segmenter,
-        "analysis_key": key,
         "split": params.split,
     }
     sizes = {"t1": params.t1, "t2": params.pool_size, "resolution": size}
@@ -174,7 +156,6 @@ def run_cosine_similarity(
             "class_b": [names[b] for b in ib.ravel()],
             "cosine": matrix.ravel(),
             **sizes,
-            **meta,
         }
     )
     pools = pd.DataFrame(
@@ -187,13 +168,7 @@ def run_cosine_similarity(
             "n_images_visited": sampler.images_visited,
             "n_store": spec.n,
             **sizes,
-            **meta,
         }
     )
-    tables = {
-        name: write_table_part(ctx.results_root, name, key, df, TABLES[name])
-        for name, df in ((SIM_TABLE, sim), (POOLS_TABLE, pools))
-    }
     image = heatmap(matrix, names, title=f"cosine similarity ({ctx.profile})")
-    figures = write_figure(ctx.results_root, figure_name("cosine", ctx, key), image)
-    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, figures=figures))
+    return Output(tables={SIM_TABLE: sim, POOLS_TABLE: pools}, figures={"cosine": image})

@@ -30,7 +30,6 @@ import pyarrow as pa
 from lineargan.analyses.fewshot import (
     FewShotParams,
     FixedSamples,
-    choose_train_indices,
     fewshot_schedule,
     repeat_seed,
     summarize_runs,
@@ -40,17 +39,9 @@ from lineargan.device import resolve_device
 from lineargan.evaluate import evaluate_subsets
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
-from storage.tables import CLASS_IOU, MODELS, run_metadata, schema, write_table_part
-from tasks.analyses.contract import (
-    AnalysisContext,
-    AnalysisResult,
-    Inputs,
-    analysis_key,
-    load_finished,
-    read_finished_part,
-    save_finished,
-    unchanged,
-)
+from storage.tables import CLASS_IOU, MODELS, schema
+from tasks.analyses.contract import AnalysisContext, Inputs, Output, unchanged
+from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.fit import FitJob, fit_or_reuse, full_batch
 
 NAME = "fewshot"
@@ -101,24 +92,6 @@ TABLES = {
         key=pa.string(),
     ),
 }
-
-
-def fewshot_runs(
-    params: FewShotParams, n_store: int
-) -> list[tuple[FitMethod, int, int, int, np.ndarray]]:
-    """Every (method, n_shot, iterations, repeat, training indices) of ``params``; every N is
-    drawn first, so a store too small for the largest N fails before any training."""
-    all_draws = [
-        choose_train_indices(n_store, n, params.repeats, params.seed) for n in params.shots
-    ]
-    return [
-        (method, n_shot, iterations, repeat, indices)
-        for method in params.methods
-        for n_shot, iterations, draws in zip(
-            params.shots, params.iterations, all_draws, strict=True
-        )
-        for repeat, indices in enumerate(draws)
-    ]
 
 
 def fit_fewshot(
@@ -188,12 +161,9 @@ def _fit_all(
     return records, metas
 
 
-def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> AnalysisResult:
+def compute(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> Output:
     """Train every (N, repeat) few-shot LSE and evaluate them all in one pass (Table 2 rows)."""
-    train, evals = ctx.stores()
-    key = analysis_key(NAME, params, (train, evals))
-    if (done := load_finished(ctx, NAME, key)) is not None:
-        return done
+    train, evals = inputs.train, inputs.evals
     records, metas = _fit_all(ctx, params, train)
     dev = resolve_device(ctx.device)
     models = [load_extractor(m["fit_dir"], dev)[0] for m in metas]
@@ -201,7 +171,6 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
     subsets = evaluate_subsets(models, chunks, evals.spec.class_names, evals.spec.resolution, dev)
     results = [s["all"] for s in subsets]
     n_detected = evals.n_detected()
-    meta_cols = {**run_metadata(ctx.profile, ctx.run_id), "key": key}
     runs = pd.DataFrame(
         [
             {
@@ -210,7 +179,6 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
                 "miou": sub["all"].miou,
                 "miou_detected": sub["detected"].miou,
                 "n_eval_detected": n_detected,
-                **meta_cols,
             }
             for rec, sub in zip(records, subsets, strict=True)
         ]
@@ -227,44 +195,28 @@ def run_fewshot(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> 
                 "class_name": res.class_names[c],
                 "iou": float(res.iou[c]),
                 "images": int(res.images[c]),
-                **meta_cols,
             }
             for rec, res in zip(records, results, strict=True)
             for c in range(1, len(res.class_names))  # background ignored (Appx A)
         ]
     )
-    tables = {
-        PER_CLASS_TABLE: write_table_part(
-            ctx.results_root, PER_CLASS_TABLE, key, per_class, TABLES[PER_CLASS_TABLE]
-        ),
-        RUNS_TABLE: write_table_part(ctx.results_root, RUNS_TABLE, key, runs, TABLES[RUNS_TABLE]),
-    }
-    tables[SUMMARY_TABLE] = _write_summary(ctx, key, runs, None)
-    fits = [m["fit_dir"] for m in metas]
-    return save_finished(ctx, AnalysisResult(name=NAME, key=key, tables=tables, fits=fits))
+    tables = {PER_CLASS_TABLE: per_class, RUNS_TABLE: runs, SUMMARY_TABLE: _summary(runs, None)}
+    return Output(tables=tables, fits=[m["fit_dir"] for m in metas])
 
 
-def _write_summary(
-    ctx: AnalysisContext, key: str, runs: pd.DataFrame, reference: dict[str, float | None] | None
-) -> str:
+def _summary(runs: pd.DataFrame, reference: dict[str, float | None] | None) -> pd.DataFrame:
     summary = summarize_runs(runs, reference)
     summary.insert(0, "generator", runs["generator"].iloc[0])
     summary.insert(1, "segmenter", runs["segmenter"].iloc[0])
-    summary["key"] = key
-    for col, val in run_metadata(ctx.profile, ctx.run_id).items():
-        summary[col] = val
-    return write_table_part(ctx.results_root, SUMMARY_TABLE, key, summary, TABLES[SUMMARY_TABLE])
+    return summary
 
 
-def summarize(
-    ctx: AnalysisContext, params: FewShotParams, result: AnalysisResult, reference: dict
-) -> None:
+def summarize(params: FewShotParams, read, reference: dict) -> dict[str, pd.DataFrame]:
     """Table 2's summary with the ratio to the fully trained LSE of the same fit method
     (``reference["LSE"]``, ``reference["LSE:converged"]``)."""
     refs = {m: reference.get(fit_label("LSE", m)) for m in params.methods}
-    stored = read_finished_part(ctx, SUMMARY_TABLE, result)
+    stored = read(SUMMARY_TABLE)
     stored_refs = stored.drop_duplicates("method").set_index("method")["reference_miou"]
     if all(unchanged(float(stored_refs[m]), refs[m]) for m in params.methods):
-        return
-    runs = read_finished_part(ctx, RUNS_TABLE, result)
-    result.tables[SUMMARY_TABLE] = _write_summary(ctx, result.key, runs, refs)
+        return {}
+    return {SUMMARY_TABLE: _summary(read(RUNS_TABLE), refs)}
