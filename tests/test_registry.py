@@ -1,5 +1,6 @@
 """The analysis contract and registry: declared needs drive the DAG, overridden runs get their
-own outputs, and a new analysis plugs in through the recipe of the README alone."""
+own outputs, and a new analysis plugs in through the recipe of docs/architecture.md
+("Adding an analysis") alone."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def test_an_overridden_run_gets_its_own_key_report_and_figure(ctx):
     assert "T2 = 50" in Path(b.reports[0]).read_text()
 
 
-# -- the README's recipe, followed by a test-only analysis -------------------------------------
+# -- the recipe of docs/architecture.md, followed by a test-only analysis -------------------------
 # One folder's worth: science (parameters with per-profile defaults, and the math), step
 # (``compute``: frames, figures, fits; written nowhere), renderer, and its SPEC; the runner
 # does the rest (keying, reuse, key column, run metadata, table parts, figure names, manifest,
