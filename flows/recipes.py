@@ -53,7 +53,7 @@ def deployments() -> list[dict[str, Any]]:
             "name": r.name,
             "description": f"Table 1 column {r.gan} / {r.dataset} ({r.resolution} px), labelled "
             f"by {r.segmenter}; pass generator_checkpoint ({r.checkpoint}) and "
-            "segmenter_checkpoint (README, 'Recipes').",
+            "segmenter_checkpoint (docs/models.md, 'Recipes').",
             "entrypoint": "flows/recipes.py:recipe",
             "parameters": {"recipe": r.name},
             "work_pool": {"name": POOL, "work_queue_name": "default", "job_variables": {}},

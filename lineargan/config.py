@@ -17,7 +17,7 @@ from lineargan.errors import LinearGanError, UnknownNameError
 from lineargan.store_policy import StorePolicy
 
 ExtractorName = Literal["LSE", "NSE-1", "NSE-2"]
-# Where the paper and the authors' code disagree, which one a run follows (README).
+# Where the paper and the authors' code disagree, which one a run follows (docs/protocol.md).
 ProtocolName = Literal["paper", "authors"]
 ALL_EXTRACTORS: tuple[ExtractorName, ...] = ("LSE", "NSE-1", "NSE-2")
 
@@ -357,7 +357,7 @@ class RunConfig(ModelChoice):
     protocol: ProtocolName = Field(
         "paper",
         description="where the paper and the authors' code disagree, which to follow "
-        "(README, 'Paper vs the authors' code'): authors = softplus layer weights in the "
+        "(docs/protocol.md, 'Paper vs the authors' code'): authors = softplus layer weights in the "
         "LSE and NSE-1 fits",
     )
     fit_methods: tuple[FitMethod, ...] = Field(
@@ -382,7 +382,7 @@ class RunConfig(ModelChoice):
     n_workers: PositiveInt = 2
     store_policy: StorePolicy = Field(
         default_factory=StorePolicy,
-        description="what the stores keep of the generator's features (README, 'Store "
+        description="what the stores keep of the generator's features (docs/models.md, 'Store "
         'policies\'): e.g. {"features": "regenerate"} or {"max_resolution": 64}',
     )
     # Optional overrides of the profile's sizes.

@@ -5,7 +5,7 @@ face parsing for CelebAHQ and FFHQ, DeepLabV3 (ResNeSt-200, ADE20K) restricted t
 class subset for LSUN bedroom and church (Appx E, ``figure/selected_labels.csv``). A recipe
 fixes those choices and leaves the user only the two checkpoint paths; ``RunConfig`` fields
 (profile, sizes, roots, options) can still be overridden. The weights cannot ship with the
-project: the README says where each one comes from.
+project: docs/models.md says where each one comes from.
 
 Features are regenerated on read by default: at the paper's 51,200 images even a 256-px
 StyleGAN2 would need terabytes of float16 features (``storage.size`` prints the estimate),

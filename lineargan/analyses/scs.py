@@ -65,7 +65,7 @@ class SCSParams(EditSpace):
     fit_method: FitMethod = Field(
         "converged",
         description="which few-shot LSEs of Table 2: converged (default) or the paper's "
-        "schedule, whose quick-profile fits predict little but skin (README, Table 2)",
+        "schedule, whose quick-profile fits predict little but skin (docs/results.md, Table 2)",
     )
     baseline: Literal["unet", "reference", "none"] = Field(
         "unet",
