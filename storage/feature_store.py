@@ -35,7 +35,6 @@ from storage.spec import (  # noqa: F401 - re-exported: the store API names them
     _describe,
     check_same_models,
 )
-from storage.store_models import regenerate_features
 from storage.target import Target
 from storage.zarr_store import MissingChunkObject, strict_store
 
@@ -264,7 +263,7 @@ class FeatureStore:
         if not features:
             feats = []
         elif self.spec.regenerates:
-            feats = regenerate_features(self, latents)
+            feats = self._regenerated_features(latents)
         else:
             feats = [
                 self._read(f"features/{n}", g["features"][n], sl) for n in self.spec.layer_names
@@ -275,6 +274,14 @@ class FeatureStore:
             labels=self._read("labels", g["labels"], sl),
             detected=self._read("detected", g["detected"], sl),
             features=feats,
+        )
+
+    def _regenerated_features(self, latents: np.ndarray) -> list[np.ndarray]:
+        """A regenerate-policy store holds no features: running its generator is pipeline
+        work (``tasks.feature_source.FeatureSource`` overrides this), never the storage's."""
+        raise TypeError(
+            f"store {self.target.url} regenerates its features instead of storing them; read "
+            "features through tasks.feature_source.FeatureSource, which runs its generator"
         )
 
     def _read(self, name: str, arr: zarr.Array, sl: slice) -> np.ndarray:

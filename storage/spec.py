@@ -1,7 +1,7 @@
 """A store's fingerprint: everything that determines its content.
 
-Kept apart from the Zarr code so the model loaders (:mod:`storage.store_models`) can read a
-store's identity without importing the store itself.
+Kept apart from the Zarr code: a store's identity (what the model loaders of
+:mod:`tasks.store_models` check) is plain data, readable without opening a store.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from lineargan.models.registry import cached_generator, cached_segmenter
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import dataset_store
 from storage.size import StoreSize, check_run_budget, check_store_budget, estimated_bytes
-from storage.store_models import store_generator, store_segmenter
 from storage.target import Target
 from tasks.process import tune_process
+from tasks.store_models import store_generator, store_segmenter
 
 
 def spec_for(cfg: DatasetConfig) -> StoreSpec:

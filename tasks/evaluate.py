@@ -9,9 +9,10 @@ from lineargan.errors import FingerprintMismatchError
 from lineargan.evaluate import evaluate_subsets
 from lineargan.metrics import IoUResult
 from storage.checkpoints import load_extractor
-from storage.feature_store import FeatureStore, StoreSpec
+from storage.feature_store import StoreSpec
 from storage.tables import read_table_part, run_metadata, write_table_part
 from storage.target import Target
+from tasks.feature_source import FeatureSource
 from tasks.process import tune_process
 
 IOU_TABLE = "iou_per_class"
@@ -32,7 +33,7 @@ def evaluate_fit(
     images the segmenter's detector labelled ("detected"); both parts are written, and reused
     when already there."""
     tune_process()
-    store = FeatureStore.open(Target(eval_url), require_complete=True)
+    store = FeatureSource.open(Target(eval_url), require_complete=True)
     spec = store.spec
     if list(spec.class_names) != list(fit_meta["class_names"]):
         raise FingerprintMismatchError(

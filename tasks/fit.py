@@ -34,6 +34,7 @@ from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
 from storage.stream import ChunkStream
 from storage.target import Target
+from tasks.feature_source import FeatureSource
 from tasks.process import tune_process
 
 SourceFactory = Callable[[], AbstractContextManager[BatchSource]]
@@ -315,7 +316,7 @@ def fit_extractor(
     progress: ProgressFn | None = None,
 ) -> dict:
     """Table 1's fit of ``cfg.extractor`` on all classes of the store at ``train_url``."""
-    store = FeatureStore.open(Target(train_url), require_complete=True)
+    store = FeatureSource.open(Target(train_url), require_complete=True)
     prefix = fit_label(cfg.extractor, cfg.method).replace(":", "-")
     job = FitJob(cfg=cfg, prefix=prefix, class_names=store.spec.class_names)
     return fit_or_reuse(store, train_url, job, results_root, device=device, progress=progress)

@@ -20,6 +20,7 @@ from storage.target import Target
 from tasks.analyses.contract import AnalysisResult
 from tasks.analyses.report import TABLE1, render_experiment
 from tasks.evaluate import IOU_DETECTED_TABLE, IOU_TABLE
+from tasks.feature_source import FeatureSource
 
 TABLE1_SCHEMA = schema(
     **MODELS,
@@ -108,7 +109,7 @@ def render_figure3(
     device: str = "auto",
 ) -> list[str]:
     """Image, segmenter label and each extractor's prediction for the first evaluation samples."""
-    store = FeatureStore.open(Target(eval_url), require_complete=True)
+    store = FeatureSource.open(Target(eval_url), require_complete=True)
     spec = store.spec
     chunk = store.read_chunk(0, features=True, images=True)
     k = min(n_samples, len(chunk.labels))

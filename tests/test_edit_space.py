@@ -15,13 +15,13 @@ from lineargan.cache import render_images
 from lineargan.config import DatasetConfig, RunConfig
 from lineargan.errors import LinearGanError
 from storage.feature_store import FeatureStore
-from storage.store_models import store_generator, store_segmenter
 from storage.tables import read_table_part
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.registry import resolve_analyses
 from tasks.analyses.runner import run_and_finish
 from tasks.cache import build_store
+from tasks.store_models import store_generator, store_segmenter
 from tests.test_stylegan2_genforce import random_state
 
 FEWSHOT = FewShotParams(shots=(1,), iterations=(5,), repeats=1, methods=("converged",))

@@ -11,12 +11,12 @@ import torch
 from lineargan.config import DatasetConfig, FitConfig, Schedule
 from lineargan.errors import FingerprintMismatchError, LinearGanError
 from lineargan.store_policy import StorePolicy, with_policy
-from storage.feature_store import FeatureStore
-from storage.store_models import store_generator
 from storage.target import Target
 from tasks.cache import build_store, compute_chunk, prepare_store, size_stores
 from tasks.evaluate import evaluate_fit
+from tasks.feature_source import FeatureSource
 from tasks.fit import fit_extractor
+from tasks.store_models import store_generator
 
 N, CHUNK = 32, 16
 # 32 × (4 layers of float16 features + latent + image + label) bytes, before compression
@@ -72,9 +72,20 @@ def test_default_policy_leaves_the_store_identity_alone():
     assert dataset(features="regenerate").store_variant != ""
 
 
+def test_storage_alone_never_runs_the_generator(stores):
+    """The storage layer serves a regenerate-policy store's bytes (labels, latents, images) but
+    refuses to make features: the generator runs only in tasks.feature_source, above it."""
+    from storage.feature_store import FeatureStore
+
+    store = FeatureStore.open(Target(stores["regenerate"]["train"]))
+    assert store.read_chunk(0, features=False).labels.shape[0] == store.spec.chunk_size
+    with pytest.raises(TypeError, match="tasks.feature_source.FeatureSource"):
+        store.read_chunk(0)
+
+
 def test_regenerated_features_equal_stored_ones(stores):
-    stored = FeatureStore.open(Target(stores["all"]["train"]))
-    regen = FeatureStore.open(Target(stores["regenerate"]["train"]))
+    stored = FeatureSource.open(Target(stores["all"]["train"]))
+    regen = FeatureSource.open(Target(stores["regenerate"]["train"]))
     assert "block0_4x4" not in regen.group["features"]  # nothing written
     for i in range(stored.spec.n_chunks):
         a, b = stored.read_chunk(i), regen.read_chunk(i)
@@ -85,7 +96,7 @@ def test_regenerated_features_equal_stored_ones(stores):
 
 
 def test_capped_subset_store_serves_what_the_live_generator_gives(stores):
-    store = FeatureStore.open(Target(stores["capped-subset"]["train"]))
+    store = FeatureSource.open(Target(stores["capped-subset"]["train"]))
     assert store.spec.layer_names == ("block1_8x8", "block3_32x32")
     assert store.spec.layer_shapes == ((256, 8, 8), (64, 16, 16))
     g = store_generator(store, "cpu")  # what SCS/SIE call: the same served features
@@ -140,7 +151,7 @@ def test_a_runs_stores_are_refused_together_over_the_free_space(tmp_path, monkey
     assert not Target(root).fs.glob(f"{root}/stores/*/*.zarr")
     assert size_stores([train], root) == STORE_BYTES  # alone it fits
     url, _, _ = prepare_store(train, root)  # created, no chunk computed yet
-    store = FeatureStore.open(Target(url))
+    store = FeatureSource.open(Target(url))
     store.write_chunk(0, compute_chunk(store, 0, "cpu"))
     # half of train is written: 4.2 + 8.4 MB still to go, over the 9.0 MB budget
     with pytest.raises(LinearGanError, match=r"12.6 MB \(train 4.2 MB, eval 8.4 MB\)"):
@@ -173,7 +184,7 @@ def test_bfloat16_generator_regenerates_what_it_stored(tmp_path):
         for kind, policy in (("stored", {}), ("regen", {"features": "regenerate"}))
     }
     assert len(set(urls.values())) == 4  # four stores side by side
-    read = {k: FeatureStore.open(Target(u)).read_chunk(0).features for k, u in urls.items()}
+    read = {k: FeatureSource.open(Target(u)).read_chunk(0).features for k, u in urls.items()}
     for a, b in zip(read["bfloat16", "stored"], read["bfloat16", "regen"], strict=True):
         np.testing.assert_array_equal(a, b)
     # and bfloat16 is really used: its features differ from float32's, if only a little
@@ -184,15 +195,15 @@ def test_bfloat16_generator_regenerates_what_it_stored(tmp_path):
 
 def test_micro_batched_generation_regenerates_the_same_features(tmp_path, monkeypatch):
     import lineargan.cache
-    import storage.store_models
+    import tasks.store_models
 
-    for module in (lineargan.cache, storage.store_models):  # 16-sample chunks in calls of 5
+    for module in (lineargan.cache, tasks.store_models):  # 16-sample chunks in calls of 5
         monkeypatch.setattr(module, "generator_batch", lambda resolution: 5)
     root = str(tmp_path / "data")
     stored = build_store(dataset(), root, "cpu")
     regen = build_store(dataset(features="regenerate"), root, "cpu")
-    a = FeatureStore.open(Target(stored)).read_chunk(1)
-    b = FeatureStore.open(Target(regen)).read_chunk(1)
+    a = FeatureSource.open(Target(stored)).read_chunk(1)
+    b = FeatureSource.open(Target(regen)).read_chunk(1)
     np.testing.assert_array_equal(a.labels, b.labels)
     for fa, fb in zip(a.features, b.features, strict=True):
         np.testing.assert_array_equal(fa, fb)
@@ -205,9 +216,9 @@ def test_generator_batch_shrinks_with_resolution():
 
 
 def test_a_store_relabelled_by_other_segmenter_weights_is_refused(stores, monkeypatch):
-    import storage.store_models as sm
+    import tasks.store_models as sm
 
-    store = FeatureStore.open(Target(stores["all"]["train"]))
+    store = FeatureSource.open(Target(stores["all"]["train"]))
     real = sm.store_segmenter(store)
 
     class Retrained:
@@ -274,7 +285,7 @@ def test_an_lse_from_a_policy_store_reads_a_raw_generator_through_that_policy(
     meta = fit_extractor(stores["capped-subset"]["train"], cfg, str(tmp_path), "cpu")
     predictor, _ = load_lse(meta["fit_dir"], generator)  # the raw, uncapped DCGAN
     model, _ = load_extractor(meta["fit_dir"], torch.device("cpu"))
-    chunk = FeatureStore.open(Target(stores["capped-subset"]["train"])).read_chunk(0)
+    chunk = FeatureSource.open(Target(stores["capped-subset"]["train"])).read_chunk(0)
     with torch.no_grad():
         live = predictor(generator(torch.from_numpy(chunk.latents)), 64)
         stored = model([torch.from_numpy(f).float() for f in chunk.features], 64)

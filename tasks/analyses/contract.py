@@ -29,6 +29,7 @@ from lineargan.models import GeneratorAdapter, Segmenter
 from storage.feature_store import FeatureStore, check_same_models
 from storage.tables import PartialUnits
 from storage.target import Target
+from tasks.feature_source import FeatureSource
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -51,10 +52,10 @@ class AnalysisContext:
     device: str = "auto"
 
     def train_store(self) -> FeatureStore:
-        return FeatureStore.open(Target(self.train_url), require_complete=True)
+        return FeatureSource.open(Target(self.train_url), require_complete=True)
 
     def eval_store(self) -> FeatureStore:
-        return FeatureStore.open(Target(self.eval_url), require_complete=True)
+        return FeatureSource.open(Target(self.eval_url), require_complete=True)
 
     def stores(self) -> tuple[FeatureStore, FeatureStore]:
         """(train, eval), checked to come from the same models before any work starts."""

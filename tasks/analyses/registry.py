@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from lineargan.config import ALL_EXTRACTORS, Frozen, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace
-from storage.store_models import options_in_latent_space
 from tasks.analyses import (
     baseline_segmenter,
     category_selection,
@@ -32,6 +31,7 @@ from tasks.analyses import (
     sie,
 )
 from tasks.analyses.contract import AnalysisSpec
+from tasks.store_models import options_in_latent_space
 
 ANALYSES: dict[str, AnalysisSpec] = {
     fewshot.SPEC.name: fewshot.SPEC,

@@ -32,7 +32,6 @@ from lineargan.render import miou_from_rows
 from storage.feature_store import FeatureStore
 from storage.layout import write_figure
 from storage.manifests import load_manifest, save_manifest
-from storage.store_models import store_generator, store_segmenter
 from storage.tables import PartialUnits, read_table_part, run_metadata, write_table_part
 from storage.target import Target
 from tasks.analyses.contract import (
@@ -45,6 +44,7 @@ from tasks.analyses.contract import (
 from tasks.analyses.registry import get_analysis
 from tasks.analyses.report import render_experiment
 from tasks.process import tune_process
+from tasks.store_models import store_generator, store_segmenter
 
 KEY_COLUMNS = ("key", "analysis_key")  # the analysis key, under the name a schema gives it
 

@@ -28,11 +28,11 @@ from lineargan.predictors import (
 )
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
-from storage.store_models import store_generator
 from tasks.analyses.contract import AnalysisContext, Inputs
 from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.analyses.fewshot.step import fit_fewshot
 from tasks.baseline import unet_or_reuse
+from tasks.store_models import store_generator
 
 BASELINE = "UNet"
 REUSED = ("fewshot", "baseline_segmenter")  # the analyses whose checkpoints SCS and SIE reuse

@@ -1,14 +1,16 @@
 """The models that made a store, loaded and checked against its fingerprint.
 
 A store records its generator and segmenter by name, options and weights hash; whoever reads
-it again (the cache filling a chunk, SCS calling G, a regenerate-policy store recomputing its
-features) gets exactly those models, seen through the store's policy, or a one-line error.
+it again (the cache filling a chunk, SCS calling G, a regenerate-policy store's
+:class:`~tasks.feature_source.FeatureSource` recomputing its features) gets exactly those
+models, seen through the store's policy, or a one-line error. Loading and running models is
+pipeline work, so it lives here, above ``storage/``, which only holds the bytes.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,16 +22,7 @@ from lineargan.errors import FingerprintMismatchError, LinearGanError
 from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator, cached_segmenter, check_generator_options
 from lineargan.store_policy import StorePolicy, with_policy
-from storage.spec import StoreSpec
-
-
-class FeatureStore(Protocol):
-    """What is read of a store here (the Zarr store calls :func:`regenerate_features`, so
-    this module cannot import it)."""
-
-    spec: StoreSpec
-    group: Any
-    target: Any
+from storage.feature_store import FeatureStore
 
 
 def store_policy(store: FeatureStore) -> StorePolicy:
