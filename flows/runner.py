@@ -13,6 +13,7 @@ chunks, fits and analyses never share a card. Start an external cluster the same
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterator
@@ -70,8 +71,25 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
     )
     try:
         yield cluster.scheduler_address
+    except KeyboardInterrupt:
+        _stop_workers_now(cluster)
+        raise
     finally:
         cluster.close()
+
+
+def _stop_workers_now(cluster) -> None:
+    """Stop the workers of a run that was interrupted, without waiting for their tasks.
+
+    A plain close lets each worker finish its running task for 4 s, then kills it; the work of
+    an interrupted run is abandoned anyway (whatever finished is on disk, a partial chunk, fit
+    or analysis is redone by the rerun), so the workers get under a second.
+    """
+
+    async def close_workers() -> None:
+        await asyncio.gather(*(nanny.close(timeout=1) for nanny in cluster.workers.values()))
+
+    cluster.sync(close_workers)
 
 
 def _check_gpu_slots(address: str) -> None:
