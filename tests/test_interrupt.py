@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from tests.e2e_helpers import ROOT
+from tests.e2e_helpers import ROOT, kill_command
 
 SUPERVISOR = (
     "import os, sys; from flows.interrupt import Supervisor; "
@@ -39,20 +39,31 @@ signal.signal(signal.SIGINT, stop)
 if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 print(helper.pid, flush=True)
-while True:
-    time.sleep(0.05)
+time.sleep(120)  # (a test that fails leaves nothing running for long)
 """
 
 
-def start(mode: str, grace_s: float = 10.0) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR, str(grace_s), sys.executable, "-c", CHILD, mode],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # the terminal's foreground process group
-    )
+@pytest.fixture
+def start():
+    """Start the supervisor of a child in ``mode``; whatever is left is killed afterwards."""
+    started: list[subprocess.Popen] = []
+
+    def start_(mode: str, grace_s: float = 10.0) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISOR, str(grace_s), sys.executable, "-c", CHILD, mode],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # the terminal's foreground process group
+        )
+        started.append(proc)
+        return proc
+
+    yield start_
+    for proc in started:
+        kill_command(proc)
+        proc.communicate()
 
 
 def ctrl_c(proc: subprocess.Popen) -> None:
@@ -67,13 +78,13 @@ def gone(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("code", [0, 1, 2])
-def test_exit_code_and_output_pass_through_unchanged(code):
+def test_exit_code_and_output_pass_through_unchanged(start, code):
     proc = start(f"exit{code}")
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, out, err) == (code, "out\n", "err\n")
 
 
-def test_ctrl_c_reaches_the_child_alone_which_stops_on_its_own():
+def test_ctrl_c_reaches_the_child_alone_which_stops_on_its_own(start):
     proc = start("clean")
     helper = int(proc.stdout.readline())
     ctrl_c(proc)
@@ -84,7 +95,7 @@ def test_ctrl_c_reaches_the_child_alone_which_stops_on_its_own():
     assert gone(helper)  # what the child left behind is removed
 
 
-def test_a_child_that_does_not_stop_is_ended_after_the_grace_period():
+def test_a_child_that_does_not_stop_is_ended_after_the_grace_period(start):
     proc = start("ignores-sigint", grace_s=1.0)
     helper = int(proc.stdout.readline())
     t0 = time.monotonic()
@@ -97,7 +108,7 @@ def test_a_child_that_does_not_stop_is_ended_after_the_grace_period():
     assert gone(helper)
 
 
-def test_a_second_ctrl_c_ends_everything_at_once():
+def test_a_second_ctrl_c_ends_everything_at_once(start):
     proc = start("stubborn", grace_s=60.0)  # ignores SIGINT and SIGTERM
     helper = int(proc.stdout.readline())
     ctrl_c(proc)
@@ -111,7 +122,7 @@ def test_a_second_ctrl_c_ends_everything_at_once():
     assert gone(helper)
 
 
-def test_ctrl_z_and_fg_reach_the_child():
+def test_ctrl_z_and_fg_reach_the_child(start):
     proc = start("clean")
     helper = psutil.Process(int(proc.stdout.readline()))
     child = helper.parent()
@@ -134,7 +145,7 @@ def wait_for_status(proc: psutil.Process, *wanted: str) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_the_child_stops_when_its_supervisor_is_killed():
+def test_the_child_stops_when_its_supervisor_is_killed(start):
     proc = start("clean")
     helper = int(proc.stdout.readline())
     child = psutil.Process(helper).parent()
