@@ -6,6 +6,11 @@ or a kill resumes where it stopped. Memory per worker is a few chunks, whatever 
 
 from __future__ import annotations
 
+from flows.interrupt import supervise
+
+if __name__ == "__main__":
+    supervise()  # before the heavy imports: the terminal's Ctrl-C reaches a small supervisor
+
 from prefect import flow, unmapped
 
 from flows.cli import parse_config, run_cli

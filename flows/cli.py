@@ -25,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict, SettingsError
 
+from flows.interrupt import exit_interrupted, interrupted_line, stop_runs_on_interrupt
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
 
@@ -123,9 +124,14 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 
 def run_cli(fn: Callable[[], None]) -> None:
-    """Run ``fn``; a user error (anywhere, also wrapped by Prefect) becomes one line, exit 2."""
+    """Run ``fn``; a user error (anywhere, also wrapped by Prefect) becomes one line, exit 2;
+    Ctrl-C one line saying what finished and how to resume, exit 130 (see flows.interrupt)."""
+    stop_runs_on_interrupt()
     try:
         fn()
+    except KeyboardInterrupt:
+        print(interrupted_line(), file=sys.stderr)
+        exit_interrupted()
     except (LinearGanError, ValidationError) as exc:
         _fail(exc)
     except Exception as exc:  # Prefect may wrap the task's error: unwrap user errors

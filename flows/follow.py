@@ -8,7 +8,9 @@ Polls the Prefect API (``PREFECT_API_URL``) every ~2 s and prints each new log l
 state change of the flow run and of its subflow runs (found through their parent task runs,
 at any depth). Exits 0 when the flow run ends Completed (last line, as with
 ``prefect deployment run --watch``: "Flow run finished successfully in 'Completed'."), 1 with a
-one-line error on stderr otherwise.
+one-line error on stderr otherwise. Ctrl-C exits 130: a run this command started
+(``--deployment``) is cancelled first (:meth:`Follower.cancel`), a run it only follows keeps
+running.
 
 Log lines reach the API in batches from several processes (the flow run, Dask workers), so a
 line can arrive after later-stamped ones: each poll re-reads a short window (``LOOKBACK_S``)
@@ -38,6 +40,10 @@ MAX_NAMES = 10_000
 API_FAILURES = 15  # consecutive failed polls (~30 s) before giving up on the API
 DRAIN_S = 6.0  # after the final state, keep reading lines still in flight for up to this long
 WAITING_HINT_S = 60.0
+# Ctrl-C: how long to wait for the worker to stop a cancelled run and record it Cancelled
+# (it loads the flow for its cancellation hooks first: ~10 s on 2 cores), and how often to look
+CANCEL_WAIT_S = 20.0
+CANCEL_POLL_S = 0.5
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 WAITING = {"SCHEDULED", "PENDING"}
 
@@ -329,6 +335,38 @@ class Follower:
                 )
             self.sleep(self.poll_s)
 
+    def cancel(self, wait_s: float = CANCEL_WAIT_S) -> int:
+        """Ctrl-C on a run this command started: cancel it through the API, wait (at most
+        ``wait_s``; a second Ctrl-C stops waiting) for its worker to stop it and record it
+        Cancelled, say so, and return 130 (the shell's code for Ctrl-C). Finished work is
+        kept on disk, so running the deployment again resumes."""
+        from prefect.states import Cancelling
+
+        run, deadline = None, self.clock() + wait_s
+        try:
+            self.client.set_flow_run_state(self.root_id, Cancelling(message="Ctrl-C"))
+            print(
+                f"\nfollow: cancelling flow run {self.root_id}; waiting for its worker to stop "
+                "it (Ctrl-C again to stop waiting)",
+                file=sys.stderr,
+                flush=True,
+            )
+            while self.clock() < deadline:
+                run = self.client.read_flow_run(self.root_id)
+                if _type(run.state) in FINAL:
+                    break
+                self.sleep(CANCEL_POLL_S)
+        except KeyboardInterrupt:
+            pass
+        which = f"'{run.name}' {run.state.name}" if run else str(self.root_id)
+        print(
+            f"interrupted: flow run {which}; run the deployment again to resume (finished "
+            "work is reused)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
+
     def _drain(self) -> None:
         """Lines sent just before the end can reach the API a moment after the final state."""
         deadline, quiet = self.clock() + DRAIN_S, 0
@@ -380,14 +418,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from prefect.client.orchestration import get_client
 
+    run_id = None
     try:
         if args.deployment:
             run = start_deployment(args.deployment)
+            run_id = run.id
             print(
                 f"follow: started flow run '{run.name}' ({run.id}) of deployment {args.deployment}",
                 flush=True,
             )
-            run_id = run.id
         else:
             try:
                 run_id = UUID(args.flow_run_id)
@@ -396,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         with get_client(sync_client=True) as client:
             return Follower(client, run_id, poll_s=args.poll, level=level).run(args.timeout)
     except KeyboardInterrupt:
+        if args.deployment and run_id is not None:  # the run this command started: stop it
+            try:
+                with get_client(sync_client=True) as client:
+                    return Follower(client, run_id).cancel()
+            except Exception as exc:  # the API is gone: nothing more to do here
+                return _fail(f"could not cancel flow run {run_id}: {one_line(str(exc)) or exc!r}")
         print("\nfollow: interrupted; the flow run keeps running on its worker", file=sys.stderr)
         return 130
     except Exception as exc:

@@ -15,6 +15,7 @@ from prefect import get_run_logger
 from prefect.futures import PrefectFuture, wait
 from tqdm import tqdm
 
+from flows.interrupt import raise_if_stopping, record
 from lineargan.errors import LinearGanError
 
 POLL_S = 10.0
@@ -47,14 +48,17 @@ def wait_with_progress(futures: Iterable[PrefectFuture], label: str) -> list:
     step = max(1, total // 10)
     pending, done = list(futures), 0
     workerless_since: float | None = None
+    record(label, done, total)
     # The Prefect log lines are the record (UI, files); the bar is only for a person watching.
     with tqdm(total=total, desc=label, disable=not sys.stderr.isatty()) as bar:
         while pending:
+            raise_if_stopping()
             finished, still = wait(pending, timeout=POLL_S)
             for fut in finished:
                 fut.result()  # raise the first failure here
                 done += 1
                 bar.update(1)
+                record(label, done, total)
                 if done % step == 0 or done == total:
                     logger.info("%s: %d/%d", label, done, total)
             pending = list(still)

@@ -15,6 +15,11 @@ The recipe (``lineargan.recipes``) fixes generator, segmenter, class subset and 
 
 from __future__ import annotations
 
+from flows.interrupt import supervise
+
+if __name__ == "__main__":
+    supervise()  # before the heavy imports: the terminal's Ctrl-C reaches a small supervisor
+
 import sys
 from typing import Any
 

@@ -9,6 +9,11 @@ killed run resumes with only the unfinished work.
 
 from __future__ import annotations
 
+from flows.interrupt import supervise
+
+if __name__ == "__main__":
+    supervise()  # before the heavy imports: the terminal's Ctrl-C reaches a small supervisor
+
 import json
 from typing import Any
 

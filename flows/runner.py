@@ -16,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 
 import dask
 import torch
+from prefect.exceptions import TerminationSignal
 from prefect_dask import DaskTaskRunner
 
 from lineargan.errors import LinearGanError
@@ -64,20 +67,59 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
         n_workers = gpus
     _limit_threads(n_workers)
     _share_api_url()
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.WARNING,
-        # offered whenever tasks ask for it (also when LINEARGAN_GPU_RESOURCES=1 on a CPU box)
-        resources=GPU_RESOURCE if gpus or gpu_resources_enabled() else None,
-    )
+    with _workers_ignore_sigterm():
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.WARNING,
+            # offered whenever tasks ask for it (also when LINEARGAN_GPU_RESOURCES=1 on a CPU box)
+            resources=GPU_RESOURCE if gpus or gpu_resources_enabled() else None,
+        )
     try:
         yield cluster.scheduler_address
+    except (KeyboardInterrupt, TerminationSignal):  # Ctrl-C (flows.interrupt), a cancellation
+        _stop_workers_now(cluster)
+        raise
     finally:
         cluster.close()
+
+
+@contextmanager
+def _workers_ignore_sigterm() -> Iterator[None]:
+    """Start the cluster's worker processes with SIGTERM ignored (they inherit it).
+
+    Prefect cancels a deployment's flow run with SIGTERM to the run's whole process group. A
+    worker that dies of it under a running flow is restarted by its nanny (seconds: a new
+    process imports torch), and the cluster cannot close before the restart is done. The flow
+    process handles the SIGTERM and closes its cluster at once instead; its workers never
+    outlive it (each exits when its parent's pipe closes).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (signal dispositions can only be changed from the main thread)
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers_now(cluster) -> None:
+    """Stop the workers of a run that was interrupted or cancelled, without waiting for their
+    tasks.
+
+    A plain close lets each worker finish its running task for 4 s, then kills it; the work of
+    an interrupted run is abandoned anyway (whatever finished is on disk, a partial chunk, fit
+    or analysis is redone by the rerun), so the workers get under a second.
+    """
+
+    async def close_workers() -> None:
+        await asyncio.gather(*(nanny.close(timeout=1) for nanny in cluster.workers.values()))
+
+    cluster.sync(close_workers)
 
 
 def check_scheduler(address: str, timeout: float = SCHEDULER_TIMEOUT_S) -> None:

@@ -27,6 +27,8 @@ mkdir -p "$LOGS"
 SERVER_PID=""
 WORKER_PID=""
 stop() {
+  # a Ctrl-C while stopping: no more waiting
+  trap 'kill -9 $WORKER_PID $SERVER_PID 2>/dev/null; exit 130' INT
   # worker first (it was started with job control, so SIGTERM ends it promptly), then server
   for pid in $WORKER_PID $SERVER_PID; do
     if kill -0 "$pid" 2>/dev/null; then
@@ -109,6 +111,9 @@ set +e
 "$BIN/python" -m flows.follow --deployment "reproduce/$PROFILE"
 rc=$?
 set -e
+if [ "$rc" -eq 130 ]; then
+  exit 130  # Ctrl-C: follow cancelled the flow run and said so; stop() ends worker and server
+fi
 if [ "$rc" -ne 0 ]; then
   echo "error: flow run did not complete (exit $rc); see $LOGS/worker.log" >&2
   tail -n 30 "$LOGS/worker.log" >&2 || true

@@ -1,4 +1,4 @@
-"""Kill the cache flow midway (the whole process group, like Ctrl-C + kill -9), rerun it, and
+"""Kill the cache flow midway (all its processes at once, like kill -9), rerun it, and
 check that finished chunks are not recomputed and that the resumed store holds exactly the
 bytes of a clean, uninterrupted build of the same dataset.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import zarr
 from storage.feature_store import FeatureStore
 from storage.layout import store_target
 from storage.target import Target
-from tests.e2e_helpers import ROOT, isolated_env, run_module
+from tests.e2e_helpers import ROOT, isolated_env, kill_command, run_module
 
 N, CHUNK = 256, 16
 N_CHUNKS = N // CHUNK  # 16
@@ -81,7 +80,7 @@ def test_cache_flow_resumes_after_kill_to_the_clean_build(tmp_path):
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the kill takes Dask and Prefect too
+            start_new_session=True,  # kill_command ends this group and the flow's own
         )
     try:
         deadline = time.monotonic() + STARTUP_DEADLINE_S
@@ -91,8 +90,7 @@ def test_cache_flow_resumes_after_kill_to_the_clean_build(tmp_path):
                 pytest.fail(f"the flow made no progress (rc={proc.poll()}):\n{tail}")
             time.sleep(0.01)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        kill_command(proc)
 
     killed = FeatureStore.open(Target(target.url))
     finished_before = int(killed.done_mask().sum())

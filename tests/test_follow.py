@@ -190,6 +190,9 @@ class FakeAPI:
     def read_flow(self, flow_id):
         return self.flows[flow_id]
 
+    def set_flow_run_state(self, run_id, state):
+        self.runs[run_id].state = state
+
 
 def follower(api, root, lines):
     clock = iter(range(0, 10**6))
@@ -317,6 +320,33 @@ def test_a_run_never_picked_up_gets_a_hint_and_a_timeout(capsys):
     assert follower(api, root, lines).run(timeout_s=follow.WAITING_HINT_S + 5) == 1
     assert any("is a worker polling its work pool?" in ln for ln in lines)
     assert "still Scheduled after" in capsys.readouterr().err
+
+
+def test_ctrl_c_cancels_the_run_and_waits_for_its_worker_to_stop_it(capsys):
+    api = FakeAPI()
+    root = api.add_flow_run("reproduce", "brave-otter")
+    api.set_state(root, StateType.RUNNING, 0)
+    api.script = [
+        lambda a: None,  # the worker sees the cancellation and stops the run's processes
+        lambda a: a.set_state(root, StateType.CANCELLED, 5, message="cancelled successfully"),
+    ]
+    assert follower(api, root, []).cancel() == 130
+    assert root.state.type == StateType.CANCELLED
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"follow: cancelling flow run {root.id}")
+    assert err[1:] == [
+        "interrupted: flow run 'brave-otter' Cancelled; run the deployment again to resume "
+        "(finished work is reused)"
+    ]
+
+
+def test_ctrl_c_waits_for_a_cancellation_only_so_long(capsys):
+    api = FakeAPI()
+    root = api.add_flow_run("reproduce", "stuck-run")
+    api.set_state(root, StateType.RUNNING, 0)
+    assert follower(api, root, []).cancel(wait_s=10) == 130
+    assert root.state.type == StateType.CANCELLING  # what this command asked for
+    assert "flow run 'stuck-run' Cancelling;" in capsys.readouterr().err
 
 
 def test_main_rejects_a_bad_id(capsys):
