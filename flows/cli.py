@@ -8,6 +8,8 @@ a deployment's parameters are. ``lineargan`` (this module's :func:`main`) querie
 lineargan render NAME|all [--profile quick] [--results-root DIR]
     print a paper table of the newest run, rendered from its Parquet files alone
 lineargan table NAME [--results-root DIR]                  print any result table
+lineargan compare RESULTS_A RESULTS_B                      every measured number of two runs
+                                                           (times, run ids, paths left out)
 lineargan verify STORE_URL [--repair]                      check every finished chunk: all
                                                            objects present, CRC32C intact
 """
@@ -201,6 +203,22 @@ def _cmd_verify(args: argparse.Namespace) -> None:
         sys.exit(1)
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from storage.results import compare_results
+
+    verdicts = compare_results(args.results_a, args.results_b)
+    if not verdicts:
+        raise LinearGanError(
+            f"no result tables under {args.results_a}", "pass the results root of a finished run"
+        )
+    for name, verdict in verdicts.items():
+        print(f"{name}: {verdict}")
+    differ = [name for name, verdict in verdicts.items() if verdict != "same"]
+    print(f"{len(verdicts) - len(differ)} of {len(verdicts)} tables identical")
+    if differ:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     from tasks.render import paper_tables
 
@@ -221,6 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("store")
     p.add_argument("--repair", action="store_true")
     p.set_defaults(fn=_cmd_verify)
+    p = sub.add_parser(
+        "compare", help="compare every measured number of two runs' tables (exit 1 if any differs)"
+    )
+    p.add_argument("results_a")
+    p.add_argument("results_b")
+    p.set_defaults(fn=_cmd_compare)
     args = parser.parse_args(argv)
     try:
         args.fn(args)
