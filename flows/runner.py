@@ -114,7 +114,14 @@ def _stop_workers_now(cluster) -> None:
     A plain close lets each worker finish its running task for 4 s, then kills it; the work of
     an interrupted run is abandoned anyway (whatever finished is on disk, a partial chunk, fit
     or analysis is redone by the rerun), so the workers get under a second.
+
+    The scheduler (in this process) then reports each closed worker stream at INFO level, at
+    times with the ``CommClosedError`` traceback attached: expected here, and noise beside the
+    one line that says what the run finished, so Dask's loggers drop to warnings first.
     """
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(max(logging.getLogger(name).level, logging.WARNING))
 
     async def close_workers() -> None:
         await asyncio.gather(*(nanny.close(timeout=1) for nanny in cluster.workers.values()))

@@ -20,6 +20,7 @@ from storage.feature_store import FeatureStore, StoreSpec
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.cache import build_store
+from tests.e2e_helpers import isolated_env, run_module
 
 SMALL_N = 64
 SMALL_CHUNK = 16
@@ -150,3 +151,13 @@ def memory_url():
     target = Target(root)
     if target.exists():
         target.fs.rm(target.path, recursive=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One uninterrupted ``python -m flows.reproduce --profile smoke`` in ephemeral mode, shared
+    by the end-to-end tests that need one (a smoke run is a minute of the suite): its root
+    (``results/`` and ``data/`` below it), environment and finished process."""
+    root = tmp_path_factory.mktemp("smoke-run")
+    env = isolated_env(root)
+    return root, env, run_module("flows.reproduce", ["--profile", "smoke"], env)

@@ -8,18 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.e2e_helpers import isolated_env, run_module
+from tests.e2e_helpers import run_module
 
 
 @pytest.mark.slow
-def test_smoke_reproduce_then_rerun_reuses_everything(tmp_path):
-    env = isolated_env(tmp_path)
-    first = run_module("flows.reproduce", ["--profile", "smoke"], env)
+def test_smoke_reproduce_then_rerun_reuses_everything(smoke_run):
+    root, env, first = smoke_run
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout + first.stderr
     assert "computed 5 chunks, 0 already done" in out
 
-    results = tmp_path / "results"
+    results = root / "results"
     t1 = pd.read_parquet(results / "tables" / "table1")
     assert sorted(zip(t1.method, t1.extractor, strict=True)) == [
         (m, e) for m in ("converged", "schedule") for e in ("LSE", "NSE-1", "NSE-2")

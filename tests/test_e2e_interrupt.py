@@ -83,7 +83,7 @@ def assert_stopped(rc: int, output: str, processes: list[psutil.Process]) -> str
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_a_run_in_seconds_and_a_rerun_completes_it(tmp_path):
+def test_ctrl_c_stops_a_run_in_seconds_and_a_rerun_completes_it(tmp_path, smoke_run):
     env = isolated_env(tmp_path / "run")
     results = tmp_path / "run" / "results"
     log = tmp_path / "interrupted.log"
@@ -108,9 +108,9 @@ def test_ctrl_c_stops_a_run_in_seconds_and_a_rerun_completes_it(tmp_path):
     assert "computed 0 chunks, 5 already done" in out
     assert re.search(r"\b(LSE|NSE-1|NSE-2)(:converged)? reused\b", out), out[-3000:]
 
-    whole = run_module("flows.reproduce", SMOKE, isolated_env(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stderr[-3000:]
-    assert table_rows(results) == table_rows(tmp_path / "whole" / "results")
+    whole, _, uninterrupted = smoke_run  # the same run, never interrupted
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    assert table_rows(results) == table_rows(whole / "results")
 
 
 @pytest.mark.slow
