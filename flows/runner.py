@@ -25,6 +25,7 @@ from contextlib import contextmanager, nullcontext
 
 import dask
 import torch
+from distributed.diagnostics.plugin import WorkerPlugin
 from prefect.exceptions import TerminationSignal
 from prefect_dask import DaskTaskRunner
 
@@ -75,6 +76,7 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
             host="127.0.0.1",
             dashboard_address=None,
             silence_logs=logging.WARNING,
+            plugins=(QuietClosingComms(),),
             # offered whenever tasks ask for it (also when LINEARGAN_GPU_RESOURCES=1 on a CPU box)
             resources=GPU_RESOURCE if gpus or gpu_resources_enabled() else None,
         )
@@ -105,6 +107,43 @@ def _workers_ignore_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+class QuietClosingComms(WorkerPlugin):
+    """Keeps a closing worker from printing the traceback of a comm it closed itself.
+
+    A worker stopped mid-task (Ctrl-C, a cancellation) closes its connections while a heartbeat
+    to the scheduler may be in flight; Dask then logs "Failed to communicate with scheduler
+    during heartbeat" at ERROR level with the ``CommClosedError`` traceback, in the worker's
+    process, where the flow's logging settings do not reach. It is expected there, and noise
+    beside the one line that says what the run finished. Connection errors of a worker that is
+    not closing still print.
+    """
+
+    name = "lineargan-quiet-closing-comms"
+
+    def setup(self, worker) -> None:
+        self._filter = _ClosingCommFilter(worker)
+        logging.getLogger("distributed.worker").addFilter(self._filter)
+
+    def teardown(self, worker) -> None:
+        logging.getLogger("distributed.worker").removeFilter(self._filter)
+
+
+class _ClosingCommFilter(logging.Filter):
+    """Drops records carrying a connection error (OSError, which CommClosedError is) while the
+    worker closes."""
+
+    def __init__(self, worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.core import Status
+
+        closing = self.worker.status in (Status.closing, Status.closed, Status.closing_gracefully)
+        error = record.exc_info[0] if record.exc_info else None
+        return not (closing and error is not None and issubclass(error, OSError))
 
 
 def _stop_workers_now(cluster) -> None:
