@@ -14,18 +14,18 @@ if __name__ == "__main__":
 from prefect import flow, unmapped
 
 from flows.cli import parse_config, run_cli
-from flows.preflight import check_inputs
+from flows.preflight import check_inputs, checked_once
 from flows.progress import wait_with_progress
 from flows.runner import dask_cluster, dask_runner, device_tasks
 from lineargan.config import DatasetConfig
 from lineargan.paths import default_data_root
-from tasks.prefect_tasks import cache_chunk, finalize_store, prepare_store, size_stores
+from tasks.prefect_tasks import cache_chunk, finalize_store, prepare_store
 
 
 @flow(name="cache-stage")
 def cache_stage(datasets: list[DatasetConfig], data_root: str, device: str = "auto") -> list[str]:
-    """Fill the stores of ``datasets`` (runs under a Dask task runner set by the caller)."""
-    size_stores(datasets, data_root)
+    """Fill the stores of ``datasets`` (runs under a Dask task runner set by the caller; the
+    caller checked and sized them: ``flows.preflight``)."""
     prepared = [prepare_store(cfg, data_root) for cfg in datasets]
     futures = []
     with device_tasks():
@@ -56,9 +56,19 @@ def cache(
 ) -> str:
     """Build (or resume) one dataset's feature/label store; returns its URL."""
     root = data_root or default_data_root()
-    check_inputs([dataset], root, dask_address=dask_address)
+    check_cache(dataset, root, dask_address)
     with dask_cluster(dask_address, n_workers) as address:
         return run_cache_stage([dataset], root, device, address)[0]
+
+
+def check_cache(
+    dataset: DatasetConfig, data_root: str, dask_address: str | None, *, keep: bool = False
+) -> None:
+    """The cache flow's pre-flight (:func:`flows.preflight.check_inputs`), once per run."""
+    key = f"cache:{dataset.model_dump_json()}:{data_root}:{dask_address}"
+    checked_once(
+        key, lambda: check_inputs([dataset], data_root, dask_address=dask_address), keep=keep
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             DatasetConfig, argv, "python -m flows.cache", cache.__doc__ or "", **fields
         )
         root = own["data_root"] or default_data_root()
-        check_inputs([dataset], root, dask_address=own["dask_address"])  # before any server
+        check_cache(dataset, root, own["dask_address"], keep=True)  # before any server
         print(cache(dataset, **own))
 
     run_cli(go)

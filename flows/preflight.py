@@ -1,19 +1,40 @@
-"""Pre-flight: the inputs of a run that can be checked without running it, checked before any
-Prefect server or Dask cluster starts.
+"""Pre-flight: the inputs of a run that can be checked without running it, checked once, before
+any Prefect server or Dask cluster starts.
 
-A command line calls :func:`check_inputs` before it calls its flow, so a mistake is one line
-within seconds instead of a traceback after the server, the cluster and hundreds of log lines;
-the flows call it too, for runs started as deployments, whose parameters no command line saw.
-Rerun inside the flow of a command line it is cheap: the models it loads stay cached in the
-process for the cache stage, which would load them there anyway.
+A command line checks its run (:func:`check_run`, :func:`check_inputs`) before it calls its
+flow, so a mistake is one line within seconds instead of a traceback after the server, the
+cluster and hundreds of log lines. A flow started as a deployment has had no command line, so
+the flow checks too; when its own command line has just checked the same run in this process,
+the flow takes that result instead of checking again (:func:`checked_once`), so every check,
+store sizing included, runs once per run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from flows.runner import check_scheduler
-from lineargan.config import DatasetConfig
+from lineargan.config import DatasetConfig, Frozen, RunConfig
+from lineargan.paths import default_data_root, default_results_root
 from storage.target import Target
+from tasks.analyses.registry import resolve_analyses
 from tasks.cache import size_stores
+
+T = TypeVar("T")
+_CHECKED: dict[str, object] = {}
+
+
+def checked_once(key: str, check: Callable[[], T], *, keep: bool = False) -> T:
+    """``check()``, unless this process checked ``key`` with ``keep=True`` and nobody has taken
+    the result yet: the command line keeps its result for the flow it starts next, the flow
+    takes it (a later run checks afresh: the disk may have changed)."""
+    if not keep and key in _CHECKED:
+        return _CHECKED.pop(key)  # type: ignore[return-value]
+    result = check()
+    if keep:
+        _CHECKED[key] = result
+    return result
 
 
 def check_inputs(
@@ -21,15 +42,33 @@ def check_inputs(
     data_root: str,
     results_root: str | None = None,
     dask_address: str | None = None,
-) -> None:
+) -> int:
     """Refuse, with one :class:`~lineargan.errors.LinearGanError`, a run whose roots cannot be
     written (a file, a read-only place, an object store without credentials or out of reach),
     whose Dask scheduler does not answer, or whose stores cannot be made as asked: a checkpoint
     that is no torch file or pickles code, a store policy naming layers the generator lacks, a
     store already at the run's path made for another dataset (chunk size, weights), a store
-    over its budget. The cheap checks go first."""
+    over its budget. The cheap checks go first. Prints what each store will write and returns
+    the bytes to go."""
     for root in dict.fromkeys(r for r in (data_root, results_root) if r):
         Target(root).ensure_writable(quick=True)
     if dask_address:
         check_scheduler(dask_address)
-    size_stores(datasets, data_root, announce=False)
+    return size_stores(datasets, data_root)
+
+
+def check_run(config: RunConfig, *, keep: bool = False) -> dict[str, Frozen]:
+    """Check everything a run of ``config`` can check before it starts: analysis names and
+    parameters (and edit spaces the generator must take), then :func:`check_inputs`. Returns
+    the run's analyses with their parameters. ``keep``: the command line's check, taken by the
+    flow it starts (:func:`checked_once`)."""
+
+    def check() -> dict[str, Frozen]:
+        analyses = resolve_analyses(config)
+        datasets = [config.dataset("train"), config.dataset("eval")]
+        data_root = config.data_root or default_data_root()
+        results_root = config.results_root or default_results_root()
+        check_inputs(datasets, data_root, results_root, config.dask_address)
+        return analyses
+
+    return checked_once(f"run:{config.model_dump_json()}", check, keep=keep)

@@ -28,7 +28,8 @@ from prefect import flow
 from pydantic import BaseModel, Field
 
 from flows.cli import parse_config, run_cli
-from flows.reproduce import check_run, reproduce
+from flows.preflight import check_run
+from flows.reproduce import reproduce
 from lineargan.recipes import RECIPES, get_recipe
 
 POOL = "lineargan-process"
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> None:
             parsed.profile,
             **parsed.overrides,
         )
-        check_run(config)  # the recipe flow's run, checked before any server or cluster starts
+        check_run(
+            config, keep=True
+        )  # the recipe flow's run, checked before any server or cluster starts
         recipe(chosen.name, **parsed.model_dump())
 
     run_cli(go)

@@ -65,10 +65,9 @@ def size_stores(datasets: list[DatasetConfig], data_root: str, announce: bool = 
     budget or the stores together exceed the free space of ``data_root`` (a resumed store
     counts only its missing chunks). Returns the bytes to go.
 
-    The command lines' pre-flight calls it with ``announce=False`` before any server starts;
-    the models it loads stay cached for the cache stage's own call."""
+    The run's pre-flight calls it once (``flows.preflight``), before any server starts; the
+    models it loads stay cached in the process for the cache stage."""
     root = Target(data_root)
-    root.ensure_writable()
     sizes: dict[str, StoreSize] = {}
     for cfg in datasets:
         target = dataset_store(data_root, cfg)
@@ -89,8 +88,7 @@ def size_stores(datasets: list[DatasetConfig], data_root: str, announce: bool = 
 def prepare_store(cfg: DatasetConfig, data_root: str) -> tuple[str, list[int], int]:
     """Create (or reopen) the store for ``cfg``; returns its URL, the chunks still to do and
     the total number of chunks. Size it first (:func:`size_stores`, with the run's other
-    stores)."""
-    Target(data_root).ensure_writable()
+    stores); the run's pre-flight checked that ``data_root`` can be written."""
     spec = spec_for(cfg)
     target = dataset_store(data_root, cfg)
     g, _ = _models(cfg)

@@ -11,7 +11,7 @@ import base64
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact
 
 from lineargan.config import DatasetConfig, FitConfig, fit_label
 from storage.target import Target
@@ -19,17 +19,11 @@ from tasks import cache as cache_steps
 from tasks import evaluate as eval_steps
 from tasks import fit as fit_steps
 from tasks import index as index_steps
-from tasks import table1 as table1_steps
 from tasks.analyses import runner
-from tasks.analyses.contract import AnalysisContext, AnalysisResult
+from tasks.analyses.contract import AnalysisResult
+from tasks.run_context import RunContext
 
 # -- cache ------------------------------------------------------------------------------------
-
-
-@task(name="size-stores")
-def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
-    """Print each store's size; refuse the run over its budget before anything is written."""
-    return cache_steps.size_stores(datasets, data_root)
 
 
 @task(name="prepare-store", task_run_name="prepare-{cfg.split}-n{cfg.n}")
@@ -54,8 +48,9 @@ def finalize_store(store_url: str) -> dict:
 
 
 @task(name="fit-extractor", task_run_name="fit-{cfg.extractor}")
-def fit_extractor(train_url: str, cfg: FitConfig, results_root: str, device: str = "auto") -> dict:
-    """Train (or reuse) one extractor; logs iteration and loss every ~10% of the fit."""
+def fit_extractor(cfg: FitConfig, ctx: RunContext) -> dict:
+    """Train (or reuse) one of the run's Table 1 extractors on its training store; logs
+    iteration and loss every ~10% of the fit."""
     logger = get_run_logger()
     logged = [-1]  # last decile logged
     label = fit_label(cfg.extractor, cfg.method)
@@ -66,7 +61,9 @@ def fit_extractor(train_url: str, cfg: FitConfig, results_root: str, device: str
             logged[0] = decile
             logger.info("%s: iteration %d/%d, loss %.4f", label, it, total, loss)
 
-    meta = fit_steps.fit_extractor(train_url, cfg, results_root, device, progress=progress)
+    meta = fit_steps.fit_extractor(
+        ctx.train_url, cfg, ctx.results_root, ctx.device, progress=progress
+    )
     logger.info(
         "%s %s (%s)%s",
         label,
@@ -91,58 +88,18 @@ def stopping_note(meta: dict) -> str:
 
 
 @task(name="evaluate-extractor", task_run_name="evaluate-{fit_meta[fit_label]}")
-def evaluate_extractor(
-    fit_meta: dict,
-    eval_url: str,
-    results_root: str,
-    profile: str,
-    run_id: str,
-    device: str = "auto",
-) -> pd.DataFrame:
-    """Per-class IoU of one fit on the evaluation store (a DataFrame of a few rows)."""
-    return eval_steps.evaluate_fit(fit_meta, eval_url, results_root, profile, run_id, device)["all"]
-
-
-TABLE1_ARTIFACT_COLUMNS = [
-    "extractor",
-    "method",
-    "miou",
-    "rel_diff",
-    "n_train",
-    "n_eval",
-    "iterations",
-]
-
-
-@task(name="write-table1")
-def write_table1(results_root, fit_metas, iou_frames, train_url, eval_url, profile, run_id) -> dict:
-    summary, result = table1_steps.write_table1(
-        results_root, fit_metas, iou_frames, train_url, eval_url, profile, run_id
-    )
-    create_markdown_artifact(
-        key=f"table1-{profile}", markdown=result.markdown, description="Tables 1 and 6"
-    )
-    create_table_artifact(
-        key=f"table1-rows-{profile}",
-        table=summary[TABLE1_ARTIFACT_COLUMNS].round(4).to_dict(orient="records"),
-    )
-    return result.to_dict()
-
-
-@task(name="render-figure3")
-def render_figure3(results_root, eval_url, fit_metas, n_samples, profile, device="auto") -> list:
-    urls = table1_steps.render_figure3(
-        results_root, eval_url, fit_metas, n_samples, f"fig3-{profile}", device
-    )
-    publish_figures(urls)
-    return urls
+def evaluate_extractor(fit_meta: dict, ctx: RunContext) -> pd.DataFrame:
+    """Per-class IoU of one fit on the run's evaluation store (a DataFrame of a few rows)."""
+    return eval_steps.evaluate_fit(
+        fit_meta, ctx.eval_url, ctx.results_root, ctx.profile, ctx.run_id, ctx.device
+    )["all"]
 
 
 # -- analyses -------------------------------------------------------------------------------------
 
 
 @task(name="run-analysis", task_run_name="{name}")
-def run_analysis(name: str, ctx: AnalysisContext, params, fits: dict | None = None) -> dict:
+def run_analysis(name: str, ctx: RunContext, params, fits: dict | None = None) -> dict:
     """The work of one registered analysis (reused when finished with the same key)."""
     result = runner.run_analysis(name, ctx, params, fits)
     get_run_logger().info("%s %s (key %s)", name, "reused" if result.reused else "done", result.key)
@@ -151,7 +108,7 @@ def run_analysis(name: str, ctx: AnalysisContext, params, fits: dict | None = No
 
 @task(name="finish-analysis", task_run_name="{name}-report")
 def finish_analysis(
-    name: str, ctx: AnalysisContext, params, result: dict, reference: dict | None = None
+    name: str, ctx: RunContext, params, result: dict, reference: dict | None = None
 ) -> dict:
     """Summary with Table 1's reference numbers, the rendered report and its artifacts."""
     done = runner.finish_analysis(name, ctx, params, AnalysisResult(**result), reference)
@@ -164,12 +121,16 @@ def finish_analysis(
 
 
 @task(name="write-results-index")
-def write_results_index(results: list[dict], results_root: str, profile: str, run_id: str) -> str:
+def write_results_index(results: list[dict], ctx: RunContext) -> str:
     """The combined report (one artifact) and the index of every file of this run."""
     parsed = [AnalysisResult(**r) for r in results]
-    part, combined = index_steps.write_index_and_report(parsed, results_root, profile, run_id)
+    part, combined = index_steps.write_index_and_report(
+        parsed, ctx.results_root, ctx.profile, ctx.run_id
+    )
     create_markdown_artifact(
-        key=f"paper-tables-{profile}", markdown=combined, description="All paper tables of this run"
+        key=f"paper-tables-{ctx.profile}",
+        markdown=combined,
+        description="All paper tables of this run",
     )
     return part
 

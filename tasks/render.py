@@ -6,7 +6,7 @@ from __future__ import annotations
 from lineargan.errors import LinearGanError
 from lineargan.paths import default_results_root
 from storage.results import latest_index, run_tables
-from tasks.analyses.report import experiment_tables, paper_tables, section
+from tasks.analyses.report import paper_tables, section
 
 __all__ = ["paper_tables", "render"]
 
@@ -18,7 +18,7 @@ def render(name: str, results_root: str | None = None, profile: str | None = Non
         raise LinearGanError(f"unknown paper table {name!r}", f"use one of: {', '.join(tables)}")
     experiment, table = tables[name]
     index = latest_index(results_root or default_results_root(), profile)
-    data = experiment_tables(experiment, run_tables(index, experiment))
+    data = run_tables(index, experiment)
     return section(
         table.title, index["profile"].iloc[0], index["run_id"].iloc[0], table.render(data)
     )

@@ -18,8 +18,8 @@ from lineargan.config import DatasetConfig
 from lineargan.models.registry import cached_generator, cached_segmenter
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.target import Target
-from tasks.analyses.contract import AnalysisContext
 from tasks.cache import build_store
+from tasks.run_context import RunContext
 from tests.e2e_helpers import isolated_env, run_module
 
 SMALL_N = 64
@@ -71,9 +71,9 @@ def eval_store_url(data_root, generator, segmenter) -> str:
 
 
 @pytest.fixture
-def ctx(tmp_path, train_store_url, eval_store_url) -> AnalysisContext:
+def ctx(tmp_path, train_store_url, eval_store_url) -> RunContext:
     """An analysis context over the small real stores, with this test's own results root."""
-    return AnalysisContext(
+    return RunContext(
         train_url=train_store_url,
         eval_url=eval_store_url,
         results_root=str(tmp_path / "results"),

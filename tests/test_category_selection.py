@@ -32,11 +32,11 @@ from tasks.analyses.category_selection.science import (
     select_classes,
 )
 from tasks.analyses.category_selection.step import SUMMARY_TABLE, TABLE
-from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.runner import run_and_finish
 from tasks.cache import build_store
 from tasks.evaluate import evaluate_fit
 from tasks.fit import fit_extractor
+from tasks.run_context import RunContext
 from tests.conftest import build_synthetic_store, synthetic_spec
 
 TINY = Schedule(phases=((1, 2),), samples_per_epoch=4)  # 2 iterations of batch 2
@@ -187,7 +187,7 @@ def template(tmp_path_factory, train_store_url, small_eval_url):
     """Table 1's round-1 fits and evaluations, then a selection with a threshold that drops
     classes, in a results root that each test copies (tests never share what they write)."""
     results = str(tmp_path_factory.mktemp("results"))
-    ctx = AnalysisContext(train_store_url, small_eval_url, results, "smoke", "run-a", "cpu")
+    ctx = RunContext(train_store_url, small_eval_url, results, "smoke", "run-a", "cpu")
     fits = tuple(FitConfig(extractor=e, schedule=TINY) for e in EXTRACTORS)
     best = np.zeros(len(NAMES))
     metas = {}
@@ -211,7 +211,7 @@ def selection(template, tmp_path):
     ctx, params, result, best, metas = template
     root = tmp_path / "results"
     shutil.copytree(ctx.results_root, root)
-    moved = AnalysisContext(ctx.train_url, ctx.eval_url, str(root), "smoke", "run-a", "cpu")
+    moved = RunContext(ctx.train_url, ctx.eval_url, str(root), "smoke", "run-a", "cpu")
     return moved, params, result, best, metas
 
 

@@ -183,7 +183,7 @@ def test_unknown_analysis_name_rejected():
         resolve_analyses(RunConfig(analysis_params={"cosine": {"t1": 5}}))
     with pytest.raises(LinearGanError, match="unknown analysis 'nope'"):
         resolve_analyses(RunConfig(analyses=("fewshot", "nope")))
-    assert list(resolve_analyses(RunConfig(analyses=()))) == []
+    assert list(resolve_analyses(RunConfig(analyses=()))) == ["table1"]  # every run has Table 1
     # every registered analysis, in registry order (no second list to keep up to date)
     assert list(resolve_analyses(RunConfig())) == list(ANALYSES)
 

@@ -17,10 +17,10 @@ from lineargan.errors import LinearGanError
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
-from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.registry import resolve_analyses
 from tasks.analyses.runner import run_and_finish
 from tasks.cache import build_store
+from tasks.run_context import RunContext
 from tasks.store_models import store_generator, store_segmenter
 from tests.test_stylegan2_genforce import random_state
 
@@ -28,7 +28,7 @@ FEWSHOT = FewShotParams(shots=(1,), iterations=(5,), repeats=1, methods=("conver
 
 
 @pytest.fixture(scope="module")
-def style_ctx(tmp_path_factory) -> AnalysisContext:
+def style_ctx(tmp_path_factory) -> RunContext:
     root = tmp_path_factory.mktemp("edit-space")
     torch.save(random_state("genforce"), root / "g.pth")
     torch.manual_seed(0)
@@ -48,7 +48,7 @@ def style_ctx(tmp_path_factory) -> AnalysisContext:
         )
         return build_store(cfg, str(root / "data"), device="cpu")
 
-    return AnalysisContext(
+    return RunContext(
         train_url=store("train", 0),
         eval_url=store("eval", 1),
         results_root=str(root / "results"),

@@ -460,13 +460,13 @@ def test_train_eval_pair_must_come_from_the_same_models():
 
 
 def test_analysis_context_refuses_mismatched_stores(tmp_path):
-    from tasks.analyses.contract import AnalysisContext
+    from tasks.analyses.contract import RunContext
 
     train = build_synthetic_store(str(tmp_path / "train.zarr"), synthetic_spec())
     evals = build_synthetic_store(
         str(tmp_path / "eval.zarr"), synthetic_spec(split="eval", generator_sha256="e" * 64)
     )
-    ctx = AnalysisContext(train.target.url, evals.target.url, str(tmp_path / "r"), "smoke", "r")
+    ctx = RunContext(train.target.url, evals.target.url, str(tmp_path / "r"), "smoke", "r")
     with pytest.raises(FingerprintMismatchError, match="generator_sha256"):
         ctx.stores()
 

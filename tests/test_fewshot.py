@@ -25,10 +25,10 @@ from lineargan.extractors import build_extractor
 from lineargan.training import ScheduledAdam
 from storage.feature_store import FeatureStore
 from storage.target import Target
-from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.fewshot import step as jobs
 from tasks.analyses.fewshot.render import render_table2
 from tasks.analyses.runner import run_and_finish
+from tasks.run_context import RunContext
 from tests.conftest import build_synthetic_store, synthetic_spec
 
 # -- science ----------------------------------------------------------------------------------
@@ -196,13 +196,11 @@ def test_params_for_profile():
 
 # -- the analysis job -------------------------------------------------------------------------
 
-PARAMS = FewShotParams(
-    shots=(1, 4), iterations=(10, 10), repeats=2, seed=0, methods=("schedule",)
-)
+PARAMS = FewShotParams(shots=(1, 4), iterations=(10, 10), repeats=2, seed=0, methods=("schedule",))
 
 
-def _ctx(train_url: str, eval_url: str, root: Path) -> AnalysisContext:
-    return AnalysisContext(train_url, eval_url, str(root), "smoke", "test-run", device="cpu")
+def _ctx(train_url: str, eval_url: str, root: Path) -> RunContext:
+    return RunContext(train_url, eval_url, str(root), "smoke", "test-run", device="cpu")
 
 
 def _forbid(monkeypatch, training: bool = True, evaluation: bool = False) -> None:
@@ -217,8 +215,10 @@ def _forbid(monkeypatch, training: bool = True, evaluation: bool = False) -> Non
         monkeypatch.setattr(jobs, "evaluate_subsets", boom)
 
 
-def _run(ctx: AnalysisContext, params: FewShotParams, reference: float | None = None):
-    return run_and_finish("fewshot", ctx, params, reference={"LSE": reference} if reference else None)
+def _run(ctx: RunContext, params: FewShotParams, reference: float | None = None):
+    return run_and_finish(
+        "fewshot", ctx, params, reference={"LSE": reference} if reference else None
+    )
 
 
 def test_run_fewshot_tables_resume_and_determinism(
@@ -255,7 +255,11 @@ def test_run_fewshot_tables_resume_and_determinism(
         assert s.max_dev == pytest.approx((vals - vals.mean()).abs().max())
         assert s.ratio_to_full == pytest.approx(vals.mean() / 0.5)
     assert "Table 2" in res.markdown and "±" in res.markdown
-    assert any(line.split("|")[1].strip() == "4 (paper schedule)" for line in res.markdown.splitlines() if "±" in line and line.startswith("|"))
+    assert any(
+        line.split("|")[1].strip() == "4 (paper schedule)"
+        for line in res.markdown.splitlines()
+        if "±" in line and line.startswith("|")
+    )
     fits = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "a" / "fits").iterdir())
     assert fits == ["fewshot-n1-r0", "fewshot-n1-r1", "fewshot-n4-r0", "fewshot-n4-r1"]
     assert res.reports == [str(tmp_path / "a" / "reports" / f"table2-smoke-{res.key[:8]}.md")]
@@ -296,12 +300,14 @@ def test_converged_fewshot_rows_beside_the_schedule(train_store_url, eval_store_
     assert conv.converged.all() and (conv.grad_norm <= params.solver.grad_tol).all()
     assert sched.converged.isna().all()
     # the same training images per repeat, whichever the method
-    assert conv.sort_values("repeat").train_indices.tolist() == sched.sort_values(
-        "repeat"
-    ).train_indices.tolist()
-    assert (conv.sort_values("repeat").final_loss.to_numpy() < sched.sort_values(
-        "repeat"
-    ).final_loss.to_numpy()).all()
+    assert (
+        conv.sort_values("repeat").train_indices.tolist()
+        == sched.sort_values("repeat").train_indices.tolist()
+    )
+    assert (
+        conv.sort_values("repeat").final_loss.to_numpy()
+        < sched.sort_values("repeat").final_loss.to_numpy()
+    ).all()
     summary = pd.read_parquet(tmp_path / "tables" / "fewshot_summary").set_index("method")
     assert summary.loc["converged", "reference_miou"] == 0.8
     assert summary.loc["converged", "ratio_to_full"] == pytest.approx(conv.miou.mean() / 0.8)

@@ -21,10 +21,10 @@ from lineargan.training import ScheduledAdam, to_tensors
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.target import Target
-from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.layerwise import step as jobs
 from tasks.analyses.layerwise.science import LayerwiseParams
 from tasks.analyses.runner import run_and_finish
+from tasks.run_context import RunContext
 
 CPU = torch.device("cpu")
 
@@ -81,7 +81,7 @@ def test_params_for_profile_use_the_profile_schedule():
 def test_run_layerwise_tables_figures_and_resume(
     train_store_url, eval_store_url, tmp_path, monkeypatch
 ):
-    ctx = AnalysisContext(
+    ctx = RunContext(
         train_store_url, eval_store_url, str(tmp_path), "smoke", "test-run", device="cpu"
     )
     params = LayerwiseParams(

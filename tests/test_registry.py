@@ -48,14 +48,15 @@ def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
 
     submitted = {args[0]: args for args in run.calls}
     assert set(submitted) == set(ANALYSES)
-    # only category selection waits for Table 1's fits (and their evaluations, which it
-    # reuses instead of racing them); nothing else waits for anything
-    assert submitted["category_selection"][3] == fits
-    assert run.waits["category_selection"] == list(evals.values())
+    # only Table 1 and category selection wait for Table 1's fits (and their evaluations,
+    # which they reuse instead of racing them); nothing else waits for anything
+    for name in ("table1", "category_selection"):
+        assert submitted[name][3] == fits and run.waits[name] == list(evals.values())
     # SCS and SIE reuse Table 2's few-shot LSEs and the baseline UNet: they start after those
     assert run.waits["scs"] == ["run:fewshot", "run:baseline_segmenter"]
     assert run.waits["sie"] == ["run:fewshot", "run:baseline_segmenter", "run:scs"]
-    others = [name for name in submitted if name not in ("category_selection", "scs", "sie")]
+    waiting = ("table1", "category_selection", "scs", "sie")
+    others = [name for name in submitted if name not in waiting]
     assert all(submitted[name][3] is None and run.waits[name] == [] for name in others)
     # the reference numbers go to the finish step only, and only the ones declared
     finished = {args[0]: args for args in finish.calls}
@@ -70,14 +71,17 @@ def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
     free = [n for n in order if not ANALYSES[n].needs.after]
     costs = [ANALYSES[n].cost for n in free]
     assert costs == sorted(costs, reverse=True)
-    assert futures == [f"finish:{args[0]}" for args in finish.calls]
+    # the finished results come back in registry order: the report's order, Table 1 first
+    assert futures == [f"finish:{name}" for name in params] and list(params)[0] == "table1"
 
 
-def test_table1_only_submits_nothing(monkeypatch):
-    run = Recorder("run")
+def test_table1_only_submits_table1(monkeypatch):
+    run, finish = Recorder("run"), Recorder("finish")
     monkeypatch.setattr(dag, "run_analysis", run)
-    assert dag.submit_analyses(resolve_analyses(RunConfig(analyses=())), "ctx", {}, {}) == []
-    assert run.calls == []
+    monkeypatch.setattr(dag, "finish_analysis", finish)
+    params = resolve_analyses(RunConfig(analyses=()))
+    assert dag.submit_analyses(params, "ctx", {}, {}) == ["finish:table1"]
+    assert [args[0] for args in run.calls] == ["table1"]
 
 
 def test_an_overridden_run_gets_its_own_key_report_and_figure(ctx):
@@ -152,10 +156,10 @@ def test_a_new_analysis_plugs_in_through_the_registry_alone(ctx, monkeypatch):
         analysis_params={"pixel_share": {"max_images": 8}},
     )
     params = resolve_analyses(config)
-    assert params == {"pixel_share": PixelShareParams(max_images=8)}
-    assert resolve_analyses(config.model_copy(update={"analysis_params": {}})) == {
-        "pixel_share": PixelShareParams(max_images=16)
-    }
+    assert list(params) == ["table1", "pixel_share"]
+    assert params["pixel_share"] == PixelShareParams(max_images=8)
+    defaults = resolve_analyses(config.model_copy(update={"analysis_params": {}}))
+    assert defaults["pixel_share"] == PixelShareParams(max_images=16)
     assert "pixel_share" in paper_tables()
 
     result = run_and_finish("pixel_share", ctx, params["pixel_share"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lineargan.render import table1_summary
+from tasks.analyses.table1.science import table1_summary
 
 WILD = 1000.0  # an IoU no real class can have: any mean that includes it is far off
 
@@ -69,7 +69,7 @@ def test_methods_are_compared_within_themselves_and_rendered_apart():
     """Converged rows get their own best: a converged LSE at 0.6 is bold among the converged
     fits even though a scheduled NSE-1 (0.7) beats it; Table 1 labels both row kinds and shows
     the detected-only grid and the certificates under them."""
-    from lineargan.render import render_table1
+    from tasks.analyses.table1.render import render_table1
 
     iou = pd.DataFrame(
         rows("g", "LSE", [0.4, 0.4])

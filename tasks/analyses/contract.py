@@ -26,10 +26,9 @@ import pyarrow as pa
 
 from lineargan.config import Frozen, RunConfig
 from lineargan.models import GeneratorAdapter, Segmenter
-from storage.feature_store import FeatureStore, check_same_models
+from storage.feature_store import FeatureStore
 from storage.tables import PartialUnits
-from storage.target import Target
-from tasks.feature_source import FeatureSource
+from tasks.run_context import RunContext
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,30 +37,6 @@ if TYPE_CHECKING:
 # Bumped when what a finished analysis writes changes (2: PNG + PDF figures, rendered reports,
 # fit checkpoints listed), so results written by older code are recomputed, not reused.
 RESULT_FORMAT = 2
-
-
-@dataclass(frozen=True)
-class AnalysisContext:
-    """Where an analysis reads and writes, and the run it belongs to."""
-
-    train_url: str
-    eval_url: str
-    results_root: str
-    profile: str
-    run_id: str
-    device: str = "auto"
-
-    def train_store(self) -> FeatureStore:
-        return FeatureSource.open(Target(self.train_url), require_complete=True)
-
-    def eval_store(self) -> FeatureStore:
-        return FeatureSource.open(Target(self.eval_url), require_complete=True)
-
-    def stores(self) -> tuple[FeatureStore, FeatureStore]:
-        """(train, eval), checked to come from the same models before any work starts."""
-        train, evals = self.train_store(), self.eval_store()
-        check_same_models(train.spec, evals.spec)
-        return train, evals
 
 
 @dataclass(frozen=True)
@@ -155,12 +130,14 @@ class AnalysisSpec:
     name: str
     params: type[Frozen]
     defaults: Callable[[RunConfig, Mapping[str, Frozen]], Frozen]
-    compute: Callable[[AnalysisContext, Any, Inputs], Output]
+    compute: Callable[[RunContext, Any, Inputs], Output]
     tables: Mapping[str, pa.Schema]
     renderers: Mapping[str, PaperTable]
     needs: Needs = Needs()
     summarize: Summarizer | None = None
     cost: int = 1  # relative run time: expensive analyses are submitted first
+    # tables other steps write that its renderers read too (Table 1: the evaluations' rows)
+    reads: tuple[str, ...] = ()
 
 
 def unchanged(stored: float, new: float | None) -> bool:

@@ -29,11 +29,16 @@ from tasks.analyses import (
     layerwise,
     scs,
     sie,
+    table1,
 )
 from tasks.analyses.contract import AnalysisSpec
 from tasks.store_models import options_in_latent_space
 
+# Every run makes Table 1: its fits are the extractors the other analyses reuse.
+TABLE1 = table1.SPEC.name
+
 ANALYSES: dict[str, AnalysisSpec] = {
+    TABLE1: table1.SPEC,
     fewshot.SPEC.name: fewshot.SPEC,
     category_selection.SPEC.name: category_selection.SPEC,
     class_centers.SPEC.name: class_centers.SPEC,
@@ -52,9 +57,11 @@ def get_analysis(name: str) -> AnalysisSpec:
 
 
 def selected_analyses(config: RunConfig) -> list[str]:
-    """The analyses ``config`` runs (None: every registered one), names checked."""
-    names = list(ANALYSES) if config.analyses is None else list(dict.fromkeys(config.analyses))
-    for name in [*names, *config.analysis_params]:
+    """The analyses ``config`` runs, names checked: Table 1 and those ``config.analyses``
+    lists (None: every registered one), in registry order (the order of the report)."""
+    chosen = set(ANALYSES) if config.analyses is None else {TABLE1, *config.analyses}
+    names = [name for name in ANALYSES if name in chosen]
+    for name in [*(config.analyses or ()), *config.analysis_params]:
         get_analysis(name)
     return names
 

@@ -30,20 +30,14 @@ from pydantic import BaseModel
 from lineargan.errors import LinearGanError
 from lineargan.render import miou_from_rows
 from storage.feature_store import FeatureStore
-from storage.layout import write_figure
+from storage.layout import table_dir, write_figure
 from storage.manifests import load_manifest, save_manifest
 from storage.tables import PartialUnits, read_table_part, run_metadata, write_table_part
-from storage.target import Target
-from tasks.analyses.contract import (
-    RESULT_FORMAT,
-    AnalysisContext,
-    AnalysisResult,
-    AnalysisSpec,
-    Inputs,
-)
+from tasks.analyses.contract import RESULT_FORMAT, AnalysisResult, AnalysisSpec, Inputs
 from tasks.analyses.registry import get_analysis
 from tasks.analyses.report import render_experiment
 from tasks.process import tune_process
+from tasks.run_context import RunContext
 from tasks.store_models import store_generator, store_segmenter
 
 KEY_COLUMNS = ("key", "analysis_key")  # the analysis key, under the name a schema gives it
@@ -66,13 +60,13 @@ def analysis_key(name: str, params: BaseModel, stores: tuple[FeatureStore, Featu
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def figure_name(stem: str, ctx: AnalysisContext, key: str) -> str:
+def figure_name(stem: str, ctx: RunContext, key: str) -> str:
     """``<stem>-<profile>-<key[:8]>``: a run with other parameters (``analysis_params``) writes
     its own figure instead of replacing the one of the defaults."""
     return f"{stem}-{ctx.profile}-{key[:8]}"
 
 
-def load_finished(ctx: AnalysisContext, name: str, key: str) -> AnalysisResult | None:
+def load_finished(ctx: RunContext, name: str, key: str) -> AnalysisResult | None:
     """The stored result of a finished analysis with this key, if any."""
     data = load_manifest(ctx.results_root, f"{name}-{key}")
     if data is None:
@@ -81,7 +75,7 @@ def load_finished(ctx: AnalysisContext, name: str, key: str) -> AnalysisResult |
     return AnalysisResult(**{**{k: v for k, v in data.items() if k in fields}, "reused": True})
 
 
-def read_finished_part(ctx: AnalysisContext, table: str, result: AnalysisResult) -> pd.DataFrame:
+def read_finished_part(ctx: RunContext, table: str, result: AnalysisResult) -> pd.DataFrame:
     """A table part a finished analysis wrote; its absence means the results were tampered
     with, which a one-line error says how to repair (recompute that analysis)."""
     part = read_table_part(ctx.results_root, table, result.key)
@@ -94,9 +88,7 @@ def read_finished_part(ctx: AnalysisContext, table: str, result: AnalysisResult)
     return part
 
 
-def write_part(
-    ctx: AnalysisContext, table: str, key: str, df: pd.DataFrame, schema: pa.Schema
-) -> str:
+def write_part(ctx: RunContext, table: str, key: str, df: pd.DataFrame, schema: pa.Schema) -> str:
     """Write ``df`` as the part ``key`` of ``table``, with the key column its schema declares
     and the run metadata it does not already carry (rows read back keep their own)."""
     df = df.copy()
@@ -110,7 +102,7 @@ def write_part(
 
 
 def _inputs(
-    spec: AnalysisSpec, ctx: AnalysisContext, train, evals, key: str, fits: dict | None
+    spec: AnalysisSpec, ctx: RunContext, train, evals, key: str, fits: dict | None
 ) -> Inputs:
     inputs = Inputs(
         train=train,
@@ -126,14 +118,13 @@ def _inputs(
 
 
 def run_analysis(
-    name: str, ctx: AnalysisContext, params: BaseModel, fits: dict[str, dict] | None = None
+    name: str, ctx: RunContext, params: BaseModel, fits: dict[str, dict] | None = None
 ) -> AnalysisResult:
     """Run analysis ``name`` (or return its finished result); ``fits``: Table 1's fit metadata
     by extractor, for analyses that declare ``Needs.fits``."""
     spec = get_analysis(name)
     params = spec.params.model_validate(params)
     tune_process()
-    Target(ctx.results_root).ensure_writable()
     train, evals = ctx.stores()
     key = analysis_key(name, params, (train, evals))
     if (done := load_finished(ctx, name, key)) is not None:
@@ -147,6 +138,7 @@ def run_analysis(
         table: write_part(ctx, table, key, df, spec.tables[table])
         for table, df in out.tables.items()
     }
+    tables.update({table: table_dir(ctx.results_root, table).url for table in spec.reads})
     figures = [
         url
         for stem, image in out.figures.items()
@@ -160,7 +152,7 @@ def run_analysis(
 
 def finish_analysis(
     name: str,
-    ctx: AnalysisContext,
+    ctx: RunContext,
     params: BaseModel,
     result: AnalysisResult,
     reference: dict[str, pd.DataFrame | float] | None = None,
@@ -185,7 +177,7 @@ def finish_analysis(
 
 def run_and_finish(
     name: str,
-    ctx: AnalysisContext,
+    ctx: RunContext,
     params: BaseModel,
     fits: dict[str, dict] | None = None,
     reference: dict[str, pd.DataFrame | float] | None = None,

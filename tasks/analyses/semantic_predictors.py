@@ -28,10 +28,11 @@ from lineargan.predictors import (
 )
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
-from tasks.analyses.contract import AnalysisContext, Inputs
+from tasks.analyses.contract import Inputs
 from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.analyses.fewshot.step import fit_fewshot
 from tasks.baseline import unet_or_reuse
+from tasks.run_context import RunContext
 from tasks.store_models import store_generator
 
 BASELINE = "UNet"
@@ -64,7 +65,7 @@ class PredictorEntry:
 
 
 def fewshot_predictors(
-    ctx: AnalysisContext,
+    ctx: RunContext,
     train: FeatureStore,
     fewshot: FewShotParams,
     shots: tuple[int, ...],
@@ -95,7 +96,7 @@ def fewshot_predictors(
 
 
 def baseline_predictor(
-    ctx: AnalysisContext, train: FeatureStore, params: UNetParams, device: torch.device
+    ctx: RunContext, train: FeatureStore, params: UNetParams, device: torch.device
 ) -> PredictorEntry:
     """The baseline UNet (trained on the training store's image/label pairs, or reused)."""
     segmenter, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, str(device))
@@ -105,7 +106,7 @@ def baseline_predictor(
 
 
 def edit_generator(
-    ctx: AnalysisContext, inputs: Inputs, edit_space: str | None
+    ctx: RunContext, inputs: Inputs, edit_space: str | None
 ) -> tuple[GeneratorAdapter, bool]:
     """The frozen generator SCS/SIE optimise through, and whether it is the store's own
     (``edit_space`` None or the store's space) rather than the same weights taking latents of
@@ -156,7 +157,7 @@ def reference_labels(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:
 
 
 def control_predictors(
-    ctx: AnalysisContext,
+    ctx: RunContext,
     train: FeatureStore,
     fewshot: FewShotParams,
     shots: tuple[int, ...],

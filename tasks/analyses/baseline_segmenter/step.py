@@ -21,8 +21,9 @@ import pyarrow as pa
 
 from lineargan.baseline import UNetParams
 from storage.tables import CLASS_IOU, MODELS, schema
-from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.contract import Inputs, Output
 from tasks.baseline import evaluate_segmenter, unet_or_reuse
+from tasks.run_context import RunContext
 
 TABLE = "baseline_segmenter"
 
@@ -46,7 +47,7 @@ TABLES = {
 }
 
 
-def compute(ctx: AnalysisContext, params: UNetParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: UNetParams, inputs: Inputs) -> Output:
     """Train or reuse the baseline UNet and its per-class IoU on the evaluation split."""
     train, evals = inputs.train, inputs.evals
     segmenter, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, ctx.device)

@@ -48,9 +48,10 @@ from tasks.analyses.category_selection.science import (
     evaluate_remapped,
     select_classes,
 )
-from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.contract import Inputs, Output
 from tasks.evaluate import evaluate_fit
 from tasks.fit import FitJob, fit_extractor, fit_or_reuse
+from tasks.run_context import RunContext
 
 TABLE = "category_selection"
 SUMMARY_TABLE = "category_selection_summary"
@@ -135,7 +136,7 @@ def _miou(iou: np.ndarray, images: np.ndarray, classes: list[int]) -> float:
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _round1_fit(ctx: AnalysisContext, cfg: FitConfig, given: dict[str, dict]) -> dict:
+def _round1_fit(ctx: RunContext, cfg: FitConfig, given: dict[str, dict]) -> dict:
     """Table 1's fit of ``cfg`` when the DAG handed it over, else fit (or reuse) it here."""
     meta = given.get(cfg.extractor)
     if meta is not None and meta.get("fit_config") == cfg.model_dump(mode="json"):
@@ -143,7 +144,7 @@ def _round1_fit(ctx: AnalysisContext, cfg: FitConfig, given: dict[str, dict]) ->
     return fit_extractor(ctx.train_url, cfg, ctx.results_root, ctx.device)
 
 
-def compute(ctx: AnalysisContext, params: CategorySelectionParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: CategorySelectionParams, inputs: Inputs) -> Output:
     """Appx E on ``ctx``'s stores: round 1 on all classes, selection, round 2 on the kept ones."""
     train, evals = inputs.train, inputs.evals
     spec = evals.spec

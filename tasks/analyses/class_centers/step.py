@@ -51,7 +51,8 @@ from lineargan.metrics import IoUResult, SubsetIoU
 from storage.feature_store import FeatureStore
 from storage.tables import CLASS_IOU, MODELS, schema
 from tasks.analyses.class_centers.science import ClassCentersParams
-from tasks.analyses.contract import AnalysisContext, Inputs, Output, unchanged
+from tasks.analyses.contract import Inputs, Output, unchanged
+from tasks.run_context import RunContext
 
 IOU_TABLE = "class_centers_iou"
 SUMMARY_TABLE = "class_centers_summary"
@@ -146,7 +147,7 @@ def segment_store(
     return acc.results(), fig
 
 
-def compute(ctx: AnalysisContext, params: ClassCentersParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: ClassCentersParams, inputs: Inputs) -> Output:
     """Class centers from the training store, nearest-center segmentation of the evaluation
     store (Table 1's LSE mIoU is added by :func:`summarize`, so this never waits for it)."""
     train, evals = inputs.train, inputs.evals

@@ -57,8 +57,9 @@ from lineargan.device import resolve_device
 from lineargan.figures import heatmap
 from storage.feature_store import FeatureStore
 from storage.tables import MODELS, schema
-from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.contract import Inputs, Output
 from tasks.analyses.cosine_similarity.science import CosineSimilarityParams
+from tasks.run_context import RunContext
 
 SIM_TABLE = "cosine_similarity"
 POOLS_TABLE = "cosine_pools"
@@ -127,7 +128,7 @@ def fair_sample(
     return sampler
 
 
-def compute(ctx: AnalysisContext, params: CosineSimilarityParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: CosineSimilarityParams, inputs: Inputs) -> Output:
     """Fig 9: fair pools per class, then the matrix of mean pairwise cosines."""
     store = inputs.train if params.split == "train" else inputs.evals
     spec = store.spec

@@ -40,9 +40,10 @@ from lineargan.evaluate import evaluate_subsets
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.tables import CLASS_IOU, MODELS, schema
-from tasks.analyses.contract import AnalysisContext, Inputs, Output, unchanged
+from tasks.analyses.contract import Inputs, Output, unchanged
 from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.fit import FitJob, fit_or_reuse, full_batch
+from tasks.run_context import RunContext
 
 NAME = "fewshot"
 RUNS_TABLE = "fewshot"
@@ -95,7 +96,7 @@ TABLES = {
 
 
 def fit_fewshot(
-    ctx: AnalysisContext,
+    ctx: RunContext,
     params: FewShotParams,
     train: FeatureStore,
     run: tuple[FitMethod, int, int, int, np.ndarray],
@@ -130,7 +131,7 @@ def fit_fewshot(
 
 
 def _fit_all(
-    ctx: AnalysisContext, params: FewShotParams, train: FeatureStore
+    ctx: RunContext, params: FewShotParams, train: FeatureStore
 ) -> tuple[list[dict], list[dict]]:
     """Every (N, repeat) fit; (records, fit metas)."""
     spec = train.spec
@@ -161,7 +162,7 @@ def _fit_all(
     return records, metas
 
 
-def compute(ctx: AnalysisContext, params: FewShotParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: FewShotParams, inputs: Inputs) -> Output:
     """Train every (N, repeat) few-shot LSE and evaluate them all in one pass (Table 2 rows)."""
     train, evals = inputs.train, inputs.evals
     records, metas = _fit_all(ctx, params, train)

@@ -36,9 +36,10 @@ from lineargan.extractors.base import LayerView
 from lineargan.figures import comparison_grid, layer_miou_plot
 from storage.checkpoints import load_extractor
 from storage.tables import CLASS_IOU, MODELS, schema
-from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.contract import Inputs, Output
 from tasks.analyses.layerwise.science import LayerwiseParams
 from tasks.fit import FitJob, fit_or_reuse
+from tasks.run_context import RunContext
 
 NAME = "layerwise"
 TABLE = "layerwise"
@@ -71,7 +72,7 @@ TABLES = {
 }
 
 
-def compute(ctx: AnalysisContext, params: LayerwiseParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: LayerwiseParams, inputs: Inputs) -> Output:
     """Train the Eq. 8 LSE, score every layer alone and the sum; tables and figures."""
     train, evals = inputs.train, inputs.evals
     spec = evals.spec

@@ -48,7 +48,7 @@ from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
 from lineargan.models import GeneratorAdapter, Segmenter
 from storage.tables import MODELS, schema
-from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.contract import Inputs, Output
 from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
@@ -56,6 +56,7 @@ from tasks.analyses.semantic_predictors import (
     reference_labels,
     row_metadata,
 )
+from tasks.run_context import RunContext
 
 SAMPLES_TABLE = "scs_samples"
 SUMMARY_TABLE = "scs_summary"
@@ -152,7 +153,7 @@ def _sample_rows(
     ).astype({"n_shot": "Int64", "repeat": "Int64"})
 
 
-def compute(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: SCSParams, inputs: Inputs) -> Output:
     """Table 3: SCS with every few-shot LSE and the baseline, scored by the reference
     segmenter (resumes after the last finished predictor)."""
     train, evals = inputs.train, inputs.evals

@@ -47,7 +47,7 @@ from lineargan.latent_search import color_loss, optimize_latents, semantic_loss
 from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.protocols import images_to_unit
 from storage.tables import MODELS, schema
-from tasks.analyses.contract import AnalysisContext, Inputs, Output
+from tasks.analyses.contract import Inputs, Output
 from tasks.analyses.semantic_predictors import (
     PredictorEntry,
     control_predictors,
@@ -57,6 +57,7 @@ from tasks.analyses.semantic_predictors import (
     row_metadata,
 )
 from tasks.analyses.sie.science import edit_set, fused_targets
+from tasks.run_context import RunContext
 
 EDITS_TABLE = "sie_edits"
 SUMMARY_TABLE = "sie_summary"
@@ -160,7 +161,7 @@ def _method_rows(
     return pd.DataFrame(rows).astype({"n_shot": "Int64"})
 
 
-def compute(ctx: AnalysisContext, params: SIEParams, inputs: Inputs) -> Output:
+def compute(ctx: RunContext, params: SIEParams, inputs: Inputs) -> Output:
     """The SIE edit set with the few-shot LSE, the baseline UNet and the colour edit."""
     train, evals = inputs.train, inputs.evals
     generator, store_space = edit_generator(ctx, inputs, params.edit_space)
