@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def isolated_env(tmp: Path) -> dict[str, str]:
-    """Environment with its own Prefect home and data/results roots under ``tmp``."""
+    """Environment with its own Prefect home and data/results roots under ``tmp`` (and no
+    other Prefect setting: the flows' own defaults, ``flows/__init__.py``, are under test)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     (tmp / "prefect").mkdir(parents=True, exist_ok=True)
     env.update(
         PREFECT_HOME=str(tmp / "prefect"),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
         LINEARGAN_DATA=str(tmp / "data"),
         LINEARGAN_RESULTS=str(tmp / "results"),
     )
