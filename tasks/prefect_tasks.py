@@ -81,7 +81,7 @@ def stopping_note(meta: dict) -> str:
     how = f"; converged={meta['converged']} after {meta['iterations']} iterations"
     if meta.get("grad_norm") is not None:
         return how + (
-            f" (L-BFGS certificate: |grad|_inf={meta['grad_norm']:.2e}, relative loss change "
+            f" (L-BFGS stationarity tolerance met: |grad|_inf={meta['grad_norm']:.2e}, relative loss change "
             f"{meta['rel_change']:.2e})"
         )
     return how + f" (held-out loss plateau at {meta['heldout_loss']:.5f})"

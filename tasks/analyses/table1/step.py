@@ -64,8 +64,7 @@ def compute(ctx: RunContext, params: Table1Params, inputs: Inputs) -> Output:
     summary = table1_summary(pd.concat([e["all"] for e in evaluations], ignore_index=True))
     by_key = {m["fit_key"]: m for m in metas}
     detected = {
-        m["fit_key"]: miou_from_rows(e["detected"])
-        for m, e in zip(metas, evaluations, strict=True)
+        m["fit_key"]: miou_from_rows(e["detected"]) for m, e in zip(metas, evaluations, strict=True)
     }
     summary["eval_digest"] = evals.spec.digest()
     summary["miou_detected"] = summary["fit_key"].map(detected)
