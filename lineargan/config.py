@@ -217,7 +217,7 @@ class SolverParams(Frozen):
 
 FitMethod = Literal["schedule", "converged"]
 ALL_FIT_METHODS: tuple[FitMethod, ...] = ("schedule", "converged")
-# Extractors with a converged fit: the LSE's loss is convex (L-BFGS to a certificate); the
+# Extractors with a converged fit: the LSE's loss is convex (L-BFGS to a stationarity tolerance); the
 # NSEs train until their held-out loss plateaus.
 CONVERGED_EXTRACTORS: tuple[ExtractorName, ...] = ("LSE", "NSE-1", "NSE-2")
 
@@ -252,7 +252,7 @@ class FitConfig(Frozen):
     """One extractor fit on one cached training set.
 
     ``method``: ``schedule`` trains with Adam under ``schedule`` (Appx D); ``converged`` trains
-    to the optimum and stops on ``solver``'s certificate (``schedule`` is then unused).
+    towards the optimum and stops on ``solver``'s stopping rule (``schedule`` is then unused).
     """
 
     extractor: ExtractorName = "LSE"
@@ -363,7 +363,8 @@ class RunConfig(ModelChoice):
     fit_methods: tuple[FitMethod, ...] = Field(
         ALL_FIT_METHODS,
         description="Table 1 / Table 2 row kinds: schedule = the paper's Adam schedule; "
-        "converged = trained to a certified optimum (extractors that have one)",
+        "converged = trained until a stopping rule says it converged: L-BFGS stationarity for "
+        "the LSE, a held-out plateau for the NSEs",
     )
     converged_extractors: tuple[ExtractorName, ...] | None = Field(
         None,
