@@ -145,6 +145,88 @@ def test_table3_reports_each_repeat_aggregated_then_averaged():
         assert row["authors_max_dev"] == pytest.approx(spread)
 
 
+def _their_evaluation(targets: np.ndarray, samples: np.ndarray) -> float:
+    """The authors' pipeline as their code reads, written out independently: per pair,
+    pytorch-lightning's iou(dt, gt, num_classes=samples.max() + 1, ignore_index=0,
+    absent_score=-1) (labels at or above num_classes go to a dropped extra bin), then
+    aggregate_iou: per class the mean of the values > -0.1, -1 for a class with none, and the
+    mean of the classes > -0.1."""
+    n_class = int(samples.max()) + 1
+    scores = []
+    for gt, dt in zip(targets, samples, strict=True):
+        gt, dt = np.minimum(gt.ravel(), n_class), np.minimum(dt.ravel(), n_class)
+        row = []
+        for c in range(1, n_class):  # class 0 is the ignore_index
+            tp = int(((dt == c) & (gt == c)).sum())
+            fp = int(((dt == c) & (gt != c)).sum())
+            fn = int(((dt != c) & (gt == c)).sum())
+            row.append(-1.0 if (gt == c).sum() + tp + fp == 0 else tp / (tp + fp + fn))
+        scores.append(row)
+    per_class = []
+    for column in np.array(scores).T:
+        kept = column[column > -0.1]
+        per_class.append(-1.0 if len(kept) == 0 else kept.mean())
+    per_class = np.array(per_class)
+    return float(per_class[per_class > -0.1].mean())
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_authors_agreement_equals_their_pipeline_on_random_masks(seed):
+    rng = np.random.default_rng(seed)
+    n_class = 6
+    targets = rng.integers(0, n_class, size=(7, 5, 5))
+    # samples with a random highest class, so some classes are beyond their num_classes
+    samples = rng.integers(0, rng.integers(2, n_class + 1), size=(7, 5, 5))
+    inter, union = pair_counts(targets, samples, n_class)
+    expected = _their_evaluation(targets, samples)
+    assert authors_miou(inter, union, class_pixels(samples, n_class)) == pytest.approx(expected)
+
+
+def test_table3_leads_with_the_protocols_aggregation():
+    from tasks.analyses.scs.render import render_table3
+
+    summary = pd.DataFrame(
+        {
+            "predictor": ["UNet", "LSE"],
+            "n_shot": pd.array([None, 4], dtype="Int64"),
+            "repeats": [1, 2],
+            "pairs": [6, 6],
+            "agreement": [0.4, 0.3],
+            "max_dev": [0.0, 0.01],
+            "authors": [0.5, 0.35],
+            "authors_max_dev": [0.0, 0.02],
+            "pooled": [0.45, 0.33],
+            "pooled_max_dev": [0.0, 0.01],
+            "agreement_initial": [0.2, 0.1],
+            "headline": "authors",
+        }
+    )
+    samples = pd.DataFrame(
+        {
+            "protocol": ["authors"],
+            "edit_space": ["z"],
+            "target": [0],
+            "sample": [0],
+            "n_init": [100],
+        }
+    )
+    md = render_table3({"scs_summary": summary, "scs_samples": samples})
+    header = md.splitlines()[0]
+    assert header.index("aggregate_iou, authors") < header.index("Eq. 7, paper")
+    rows = {
+        cells[0]: cells[1:]
+        for line in md.splitlines()
+        if line.startswith("| SCS")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
+    assert rows["SCS (4-shot LSE)"][:3] == ["35.0 ± 2.0", "30.0 ± 1.0", "10.0"]
+    assert list(rows) == ["SCS (4-shot LSE)", "SCS (UNet)"]  # few-shot N first, then P
+    # a table written before the authors' aggregation was stored still renders, named honestly
+    old = summary.drop(columns=["authors", "authors_max_dev"]).assign(headline="pooled")
+    md = render_table3({"scs_summary": old, "scs_samples": samples.assign(protocol="authors")})
+    assert "pooled Σ∩/Σ∪, neither's" in md and "neither protocol's aggregation" in md
+
+
 def test_best_candidate_is_the_most_agreeing_one():
     counts = torch.tensor([[3, 9, 9, 1], [0, 0, 0, 5]])
     assert best_candidates(counts).tolist() == [1, 3]  # the highest score, not the lowest

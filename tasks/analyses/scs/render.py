@@ -9,6 +9,8 @@ from lineargan.render import Tables, markdown_grid, pct, predictor_label
 HEADLINES = {
     "paper": "Eq. 7, the mean of per-pair mIoU",
     "authors": "the authors' aggregate_iou, each class over the pairs where it occurs",
+    # tables written before the authors' aggregation was stored led with the pooled one
+    "pooled": "Σ∩/Σ∪ per class over all pairs, which is neither protocol's aggregation",
 }
 
 
@@ -27,10 +29,11 @@ def render_table3(tables: Tables) -> str:
     def spread(mean: str, dev: str) -> list[str]:
         return [f"{pct(a)} ± {pct(d)}" for a, d in zip(summary[mean], summary[dev], strict=True)]
 
-    columns = {
-        "paper": ("Eq. 7, paper (%)", spread("agreement", "max_dev")),
-        "authors": ("aggregate_iou, authors (%)", spread("authors", "authors_max_dev")),
-    }
+    columns = {"paper": ("Eq. 7, paper (%)", spread("agreement", "max_dev"))}
+    if "authors" in summary:  # not in tables written before it was stored
+        columns["authors"] = ("aggregate_iou, authors (%)", spread("authors", "authors_max_dev"))
+    else:
+        columns["pooled"] = ("pooled Σ∩/Σ∪, neither's (%)", spread("pooled", "pooled_max_dev"))
     order = [headline, *(k for k in columns if k != headline)]
     grid = pd.DataFrame(
         {
