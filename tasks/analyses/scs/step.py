@@ -202,7 +202,7 @@ def compute(ctx: AnalysisContext, params: SCSParams, inputs: Inputs) -> Output:
         )
         if seconds is not None:  # one line per predictor: the run's log and the terminal
             print(
-                f"scs {j}/{len(entries)} {entry.slug}: agreement "
+                f"scs {j}/{len(entries)} {entry.slug}: Eq. 7 agreement "
                 f"{100 * rows['agreement'].mean():.1f}% (initial candidates "
                 f"{100 * rows['agreement_initial'].mean():.1f}%), {len(rows)} samples, "
                 f"{seconds:.0f} s"
