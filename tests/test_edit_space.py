@@ -16,6 +16,8 @@ from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
 from lineargan.config import DatasetConfig, RunConfig
 from lineargan.errors import LinearGanError
+from lineargan.models.registry import get_generator
+from lineargan.store_policy import StorePolicy, with_policy
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
@@ -24,7 +26,7 @@ from tasks.analyses.registry import resolve_analyses
 from tasks.analyses.runner import run_and_finish
 from tasks.cache import build_store
 from tasks.store_models import store_generator, store_segmenter
-from tests.test_stylegan2_genforce import Z_DIM, random_state
+from tests.test_stylegan2_genforce import Z_DIM, random_state, to_authors_layout
 
 FEWSHOT = FewShotParams(shots=(1,), iterations=(5,), repeats=1, methods=("converged",))
 
@@ -132,6 +134,17 @@ def test_authors_scs_samples_one_z_per_image(style_ctx):
     assert params.schedule(mixwp.latent_vectors).prior_weight == pytest.approx(
         1e-3 / mixwp.latent_vectors
     )
+
+
+@pytest.mark.parametrize("space, vectors", [("z", 1), ("w", 1), ("mixwp", 8), ("trunc-wp", 8)])
+def test_the_recipe_adapter_counts_its_latent_vectors(tmp_path, space, vectors):
+    """The StyleGAN2 recipes' adapter (the authors' layout): 8 w+ entries at 32 px (one per
+    conv, 7, and the last ToRGB's)."""
+    torch.save(to_authors_layout(random_state("genforce")), tmp_path / "g.pth")
+    g = get_generator("stylegan2-lineargan", checkpoint=str(tmp_path / "g.pth"), latent_space=space)
+    assert (g.latent_vectors, g.latent_dim) == (vectors, vectors * Z_DIM)
+    policy = with_policy(g, StorePolicy(features="regenerate", max_resolution=16))
+    assert policy is not g and policy.latent_vectors == vectors  # a store's view keeps it
 
 
 def test_authors_scs_on_the_dcgan_samples_in_its_only_space(ctx):
