@@ -9,13 +9,15 @@ memory; each sub-batch has its own optimiser, which changes nothing for the same
 
 Loss terms (Appx G), each per latent:
 
-- L_n = ‖z − z_0‖² (neighbour regularisation), L_z = ‖z‖² (prior regularisation);
+- L_n = ‖z − z_0‖² (neighbour regularisation), L_z = ‖z‖² (prior regularisation; the
+  authors' code uses ‖z‖²/L for a latent stacking L vectors, which the callers' schedules
+  fold into ``prior_weight``);
 - the edit loss, given by the caller as a function of the generator output (the semantic
   cross-entropy L_s, or the colour losses L_c + L_p).
 
 The space the latents live in is the generator's (:class:`EditSpace`): the store's by default,
-or another one of the same weights, e.g. the authors' ``mixwp`` for a store sampled in
-truncated w+.
+or another one of the same weights, e.g. the authors' ``mixwp`` (SIE) or ``z`` (SCS) for a
+store sampled in truncated w+.
 """
 
 from __future__ import annotations
@@ -38,19 +40,21 @@ ProgressFn = Callable[[int, int], None]
 class EditSpace(Frozen):
     """Where SCS and SIE optimise: the latent space of the generator they run.
 
-    ``edit_space`` None is the store's own space (its images, its latents). Another space
-    loads the same weights taking latents of that space, so a store sampled in truncated w+
-    (``trunc-wp``, the StyleGAN default) can be edited in the authors' ``mixwp`` (one z per
-    synthesis layer, each mapped alone, untruncated: the prior and neighbour terms then act on
-    standard-normal variables). The extractors do not care: they read the features of
+    ``edit_space`` None is the store's own space (its images, its latents; SCS under
+    ``protocol=authors``: z, their SCS space). Another space loads the same weights taking
+    latents of that space, so a store sampled in truncated w+ (``trunc-wp``, the StyleGAN
+    default) can be edited in the authors' SIE space ``mixwp`` (one z per synthesis layer, each
+    mapped alone, untruncated: the prior and neighbour terms then act on standard-normal
+    variables) or sampled in ``z`` (one z mapped to the same untruncated w on every layer). The extractors do not care: they read the features of
     whatever latent made the image. Left out of the dump when None, so results keyed before the
     option existed keep their keys.
     """
 
     edit_space: LatentSpace | None = Field(
         None,
-        description="latent space SCS/SIE optimise in (None: the store's; mixwp: the authors' "
-        "for StyleGANs); needs a generator with a latent_space option",
+        description="latent space SCS/SIE optimise in (None: the store's, or for SCS under "
+        "protocol=authors z; mixwp: the authors' SIE space for StyleGANs); needs a generator "
+        "with a latent_space option",
     )
 
     @model_serializer(mode="wrap")

@@ -7,6 +7,10 @@ fixes those choices and leaves the user only the two checkpoint paths; ``RunConf
 (profile, sizes, roots, options) can still be overridden. The weights cannot ship with the
 project: docs/models.md says where each one comes from.
 
+A recipe also fixes what the paper sets per dataset: SCS's number of candidates (Appx H: 10
+for faces, 100 for scenes; the authors' launcher ``submit.py::scs``: 10 bedroom, 100 church,
+100 FFHQ), per protocol, as the run's ``scs.n_init_per_protocol``.
+
 Features are regenerated on read by default: at the paper's 51,200 images even a 256-px
 StyleGAN2 would need terabytes of float16 features (``storage.size`` prints the estimate),
 and regeneration is what the authors' training loop does anyway.
@@ -18,12 +22,18 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lineargan.config import RunConfig
+from lineargan.analyses.scs import FACE_N_INIT
+from lineargan.config import ProtocolName, RunConfig
 from lineargan.errors import UnknownNameError
 from lineargan.store_policy import StorePolicy
 
 FACE_PARSER = "face-parser-unet"
 DEEPLAB = "deeplabv3-ade20k"
+# SCS candidates per protocol for the LSUN scenes (faces: FACE_N_INIT, 10 / 100)
+SCENE_N_INIT: dict[str, dict[ProtocolName, int]] = {
+    "bedroom": {"paper": 100, "authors": 10},
+    "church": {"paper": 100, "authors": 100},
+}
 
 
 class Recipe(BaseModel):
@@ -41,6 +51,10 @@ class Recipe(BaseModel):
     segmenter_options: dict[str, Any] = Field(default_factory=dict)
     store_policy: StorePolicy = StorePolicy(features="regenerate")
     checkpoint: str = Field(description="the authors' file name of the generator weights")
+    scs_n_init: dict[ProtocolName, int] = Field(
+        default_factory=lambda: dict(FACE_N_INIT),
+        description="SCS candidates per protocol for this dataset",
+    )
 
     def run_config(
         self,
@@ -50,7 +64,8 @@ class Recipe(BaseModel):
         **overrides: Any,
     ) -> RunConfig:
         """The ``RunConfig`` of this column; ``overrides`` are any other RunConfig fields
-        (option dicts are merged into the recipe's, not replaced)."""
+        (option dicts are merged into the recipe's, not replaced; ``analysis_params`` per
+        analysis, so a user's SCS settings keep the recipe's candidate counts)."""
         fields: dict[str, Any] = {
             "profile": profile,
             "generator": self.generator,
@@ -60,10 +75,16 @@ class Recipe(BaseModel):
             "segmenter_checkpoint": segmenter_checkpoint,
             "segmenter_options": self.segmenter_options,
             "store_policy": self.store_policy.model_dump(exclude_defaults=True),
+            "analysis_params": {"scs": {"n_init_per_protocol": dict(self.scs_n_init)}},
         }
         for key, value in overrides.items():
             if key in ("generator_options", "segmenter_options", "store_policy"):
                 fields[key] = {**fields[key], **value}
+            elif key == "analysis_params":
+                merged = dict(fields[key])
+                for name, params in value.items():
+                    merged[name] = {**merged.get(name, {}), **params}
+                fields[key] = merged
             else:
                 fields[key] = value
         return RunConfig(**fields)
@@ -79,6 +100,7 @@ def _lsun(gan: str, scene: str, resolution: int, generator: str, checkpoint: str
         segmenter=DEEPLAB,
         segmenter_options={"classes": f"{gan.lower()}_{scene}"},
         checkpoint=checkpoint,
+        scs_n_init=SCENE_N_INIT[scene],
     )
 
 

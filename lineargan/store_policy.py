@@ -127,10 +127,11 @@ class PolicyGenerator(GeneratorAdapter):
         self.policy = policy
         self.precision = precision
         self.index = policy.layer_indices(base.layer_names)
-        self.name, self.latent_dim, self.latent_space = (
+        self.name, self.latent_dim, self.latent_space, self.latent_vectors = (
             base.name,
             base.latent_dim,
             base.latent_space,
+            base.latent_vectors,
         )
         self.resolution, self.weights_sha256 = base.resolution, base.weights_sha256
         self.layer_names = tuple(base.layer_names[i] for i in self.index)

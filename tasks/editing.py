@@ -488,9 +488,8 @@ def edit_sample(
     target = load_mask_png(mask_png, class_names, generator.resolution, generator.weights_sha256)
     device = next(generator.parameters()).device
     goal = torch.from_numpy(target).long()[None].to(device)
-    search = optimize_latents(
-        generator, latent[None], semantic_loss(predictor, goal), params.schedule()
-    )
+    schedule = params.schedule(generator.latent_vectors)
+    search = optimize_latents(generator, latent[None], semantic_loss(predictor, goal), schedule)
     z = search.latents[0]
     after = _predict(predictor, generator, z[None])[0].numpy()
     before = _predict(predictor, generator, latent[None])[0].numpy()

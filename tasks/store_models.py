@@ -58,16 +58,29 @@ def store_generator(
 def options_in_latent_space(generator: str, options: dict[str, Any], latent_space: str) -> str:
     """The generator's load options with ``latent_space`` set, as canonical JSON; a one-line
     error for a generator that has no latent spaces (runs check this before any work)."""
-    merged = {**options, "latent_space": latent_space}
-    try:
-        check_generator_options(generator, merged)
-    except LinearGanError as exc:
+    if not takes_latent_space(generator, options):
         raise LinearGanError(
             f"generator {generator!r} cannot take latents of another space "
             f"(edit_space {latent_space!r}): it has no latent_space option",
             "leave edit_space unset to edit in the store's own latent space",
-        ) from exc
-    return options_json(merged)
+        )
+    return options_json({**options, "latent_space": latent_space})
+
+
+def takes_latent_space(generator: str, options: dict[str, Any]) -> bool:
+    """Whether ``generator`` (with its load ``options``) has a ``latent_space`` option, i.e.
+    latent spaces besides its own (the DCGAN has only z)."""
+    try:
+        check_generator_options(generator, {**options, "latent_space": "z"})
+    except LinearGanError:
+        return False
+    return True
+
+
+def store_takes_latent_space(store: FeatureStore) -> bool:
+    """:func:`takes_latent_space` for the generator that made ``store``."""
+    options = store.group.attrs.get("generator_load_options", store.spec.generator_options)
+    return takes_latent_space(store.spec.generator, json.loads(options))
 
 
 def store_segmenter(store: FeatureStore) -> Segmenter:

@@ -87,6 +87,37 @@ def test_overrides_merge_into_the_recipe_options(checkpoints):
     assert cfg.store_policy.regenerate and cfg.resolved_profile.n_train == 8
 
 
+@pytest.mark.parametrize(
+    "name, paper, authors",
+    [
+        ("stylegan2-ffhq", 10, 100),  # Appx H: 10 for faces; submit.py::scs: 100 for FFHQ
+        ("stylegan2-bedroom", 100, 10),  # 100 for scenes; the launcher: 10 for bedroom
+        ("stylegan2-church", 100, 100),
+        ("pggan-celebahq", 10, 100),
+    ],
+)
+def test_scs_candidates_follow_the_recipes_dataset_and_protocol(name, paper, authors):
+    from tasks.analyses.registry import analysis_params
+
+    r = get_recipe(name)
+    for protocol, expected in (("paper", paper), ("authors", authors)):
+        cfg = r.run_config("g.pth", "p.pth", "quick", protocol=protocol)
+        assert analysis_params(cfg, "scs").candidates() == expected
+        # a user's SCS settings merge into the recipe's, keeping its candidate counts
+        mine = r.run_config(
+            "g.pth", "p.pth", "quick", protocol=protocol, analysis_params={"scs": {"targets": 3}}
+        )
+        assert analysis_params(mine, "scs").candidates() == expected
+        assert analysis_params(mine, "scs").targets == 3
+    # the analysis's own protocol switch picks the recipe's count too
+    switched = r.run_config(
+        "g.pth", "p.pth", "quick", analysis_params={"scs": {"protocol": "authors"}}
+    )
+    assert analysis_params(switched, "scs").candidates() == authors
+    explicit = r.run_config("g.pth", "p.pth", "quick", analysis_params={"scs": {"n_init": 7}})
+    assert analysis_params(explicit, "scs").candidates() == 7
+
+
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_recipe_runs_table1_end_to_end(name, checkpoints, cluster, tmp_path):
     r = RECIPES[name]

@@ -63,7 +63,9 @@ def test_scs_analysis_writes_table3_and_resumes(ctx):
     summary = read_table_part(ctx.results_root, "scs_summary", result.key)
     assert len(samples) == 3 * 2 * 2  # (1-shot, 4-shot, UNet) × 2 targets × 2 samples
     assert set(summary["predictor"]) == {"LSE", "UNet"}
-    assert summary["agreement"].between(0, 1).all() and summary["pooled"].between(0, 1).all()
+    for column in ("agreement", "authors", "pooled"):
+        assert summary[column].between(0, 1).all()
+    assert set(summary["headline"]) == {"paper"} and set(samples["edit_space"]) == {"z"}
     assert "Table 3" in result.markdown and "SCS (4-shot LSE)" in result.markdown
     assert all(len(lat) == 100 for lat in samples["latent"])  # every sample regenerable
     assert result.figures and result.figures[0].endswith(".png")

@@ -6,32 +6,40 @@ highest score), then run Adam on the cross-entropy between P(G(z)) and Y. Every 
 sample) pair draws its candidates from its own seed, so all predictors P start from the same
 candidate pool and a pair's result never depends on how pairs are batched.
 
-Agreement with the target (evaluated by the reference segmenter P*, Eq. 7): the paper averages
-each (target, sample) pair's mIoU; the authors' evaluation sums intersections and unions per
-class over all pairs before averaging over classes. Both are computed from the same per-pair,
-per-class counts (background ignored, Appx A; a class absent from both masks does not count).
+Agreement with the target, evaluated by the reference segmenter P* from the same per-pair,
+per-class counts (background ignored, Appx A):
 
-Where the paper and the authors' code differ (``protocol``):
+- ``paper``, Eq. 7: the mean over pairs of each pair's mIoU (the classes in either mask);
+- ``authors``: what ``figure/fewshot_scs.py`` computes with ``evaluate.py::aggregate_iou``
+  over ``evaluate_predictions``: each class's IoU averaged over the pairs where the class is
+  in the target or the sample's mask, then the mean over classes;
+- ``pooled``: Σ∩ / Σ∪ per class over all pairs, then the class mean. Neither the paper's nor
+  the authors' aggregation; kept as a third view of the same counts.
+
+Where the paper and the authors' code (AtlantixJJ/LinearGAN at a5767a7, ``manipulation/scs.py``,
+``manipulation/strategy.py``, ``submit.py::scs``) differ (``protocol``):
 
 | setting | paper (default) | authors |
 |---|---|---|
-| Adam learning rate | 1e-3 (Appx H) | 0.01 (``manipulation/scs.py``) |
-| candidates n_init | 10 for faces | 100 (their FFHQ launcher) |
-| loss | cross-entropy | + 1e-3·‖z − z₀‖² |
-| headline agreement | mean of per-pair mIoU | pooled over pairs |
+| Adam learning rate | 1e-3 (Appx H) | 0.01 (``sseg_se``'s default: ``--base-lr`` is never passed on) |
+| candidates n_init | 10 for faces, 100 for scenes | 10 bedroom, 100 church, 100 FFHQ |
+| loss | cross-entropy | + 1e-3·‖z − z₀‖² + 1e-3·‖z‖²/L (L latent vectors) |
+| latent space | the store's | z: one z, mapped untruncated to every layer's w |
+| headline agreement | Eq. 7 | ``aggregate_iou`` |
 
-Both agreements are always stored; ``protocol`` picks the rest.
+All three agreements are always stored; ``protocol`` picks the rest. n_init comes from
+``n_init_per_protocol`` (faces by default; a scene recipe sets its own, ``lineargan.recipes``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
 from lineargan.baseline import UNetParams
@@ -39,14 +47,38 @@ from lineargan.config import FitMethod, ProtocolName, get_profile
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
 from lineargan.models.protocols import GeneratorAdapter
+from lineargan.models.style_latents import LatentSpace
 from lineargan.predictors import SemanticPredictor
 
-# (learning rate, candidates, neighbour weight) per protocol
-PROTOCOL_SCS = {"paper": (1e-3, 10, 0.0), "authors": (1e-2, 100, 1e-3)}
+
+@dataclass(frozen=True)
+class SCSProtocol:
+    """The optimisation one protocol prescribes (n_init is per dataset: ``n_init_per_protocol``)."""
+
+    lr: float
+    neighbor_weight: float
+    prior_weight: float  # of ‖z‖²/L, L = the latent vectors of a sample (1 in z)
+    space: LatentSpace | None  # None: the store's own latent space
+    headline: str  # which agreement Table 3 leads with
+
+
+PROTOCOL_SCS = {
+    "paper": SCSProtocol(
+        lr=1e-3, neighbor_weight=0.0, prior_weight=0.0, space=None, headline="paper"
+    ),
+    "authors": SCSProtocol(
+        lr=1e-2, neighbor_weight=1e-3, prior_weight=1e-3, space="z", headline="authors"
+    ),
+}
+# Candidates for a face generator (Appx H: 10; the authors' FFHQ launcher: 100). Scene recipes
+# set their own (lineargan.recipes).
+FACE_N_INIT: dict[ProtocolName, int] = {"paper": 10, "authors": 100}
 
 
 class SCSParams(EditSpace):
-    """Table 3's settings. ``lr``/``n_init``/``neighbor_weight`` None: the protocol's value."""
+    """Table 3's settings. ``lr``/``n_init``/``neighbor_weight``/``prior_weight`` None: the
+    protocol's value; ``edit_space`` None: the protocol's space (authors: z where the generator
+    has one besides its own, else its own)."""
 
     protocol: ProtocolName = "paper"
     targets: PositiveInt = Field(100, description="target masks, drawn from the eval store")
@@ -54,7 +86,15 @@ class SCSParams(EditSpace):
     steps: int = Field(50, ge=0)
     lr: float | None = Field(None, gt=0)
     n_init: PositiveInt | None = None
+    n_init_per_protocol: dict[ProtocolName, PositiveInt] = Field(
+        default_factory=lambda: dict(FACE_N_INIT),
+        description="candidates per protocol when n_init is None: the dataset's (faces by "
+        "default; a scene recipe sets paper 100, authors 10 for bedroom / 100 for church)",
+    )
     neighbor_weight: float | None = Field(None, ge=0)
+    prior_weight: float | None = Field(
+        None, ge=0, description="weight of ‖z‖²/L (L: latent vectors per sample)"
+    )
     target_source: Literal["detected", "all"] = Field(
         "detected",
         description="draw targets among the eval images whose labels came from the reference "
@@ -78,18 +118,39 @@ class SCSParams(EditSpace):
     batch: PositiveInt = Field(64, description="latents per generator call")
     figure_targets: PositiveInt = 4
 
-    def schedule(self) -> LatentSchedule:
-        lr, _, neighbor = PROTOCOL_SCS[self.protocol]
+    @property
+    def settings(self) -> SCSProtocol:
+        return PROTOCOL_SCS[self.protocol]
+
+    def schedule(self, latent_vectors: int = 1) -> LatentSchedule:
+        """The Adam run for latents that stack ``latent_vectors`` vectors each (the
+        generator's ``latent_vectors``): the prior term is ‖z‖²/L as in the authors' code."""
+        prior = self.prior_weight if self.prior_weight is not None else self.settings.prior_weight
+        neighbor = self.neighbor_weight
         return LatentSchedule(
             steps=self.steps,
-            lr=self.lr if self.lr is not None else lr,
-            neighbor_weight=self.neighbor_weight if self.neighbor_weight is not None else neighbor,
-            prior_weight=0.0,
+            lr=self.lr if self.lr is not None else self.settings.lr,
+            neighbor_weight=neighbor if neighbor is not None else self.settings.neighbor_weight,
+            prior_weight=prior / latent_vectors,
             batch=self.batch,
         )
 
+    @field_validator("n_init_per_protocol")
+    @classmethod
+    def _every_protocol(cls, value: dict[ProtocolName, int]) -> dict[ProtocolName, int]:
+        missing = [p for p in get_args(ProtocolName) if p not in value]
+        if missing:
+            raise ValueError(f"no candidate count for protocol(s) {missing}")
+        return value
+
     def candidates(self) -> int:
-        return self.n_init if self.n_init is not None else PROTOCOL_SCS[self.protocol][1]
+        """n_init: the explicit one, else the protocol's for this dataset."""
+        return self.n_init if self.n_init is not None else self.n_init_per_protocol[self.protocol]
+
+    def space(self) -> LatentSpace | None:
+        """The latent space SCS samples in: ``edit_space`` when given, else the protocol's
+        (None: the store's)."""
+        return self.edit_space if self.edit_space is not None else self.settings.space
 
     @classmethod
     def for_profile(cls, profile: str, protocol: ProtocolName = "paper", **fields) -> SCSParams:
@@ -186,8 +247,9 @@ def conditional_sample(
     agree = _agreeing_pixels(generator, predictor, cands, targets, owner, params.batch)
     chosen = best_candidates(agree)
     z0 = cands[torch.arange(len(pairs)), chosen.cpu()].to(device)
+    schedule = params.schedule(generator.latent_vectors)
     search = optimize_latents(
-        generator, z0, semantic_loss(predictor, targets, owner), params.schedule(), progress
+        generator, z0, semantic_loss(predictor, targets, owner), schedule, progress
     )
     n_pixels = targets[0].numel()
     return SCSRun(
@@ -200,7 +262,7 @@ def conditional_sample(
     )
 
 
-# -- agreement (Eq. 7 and the authors' pooled variant) ------------------------------------------
+# -- agreement (Eq. 7, the authors' aggregate_iou, pooled) --------------------------------------
 
 
 def pair_counts(
@@ -219,29 +281,69 @@ def pair_counts(
     return inter, union
 
 
+def class_pixels(labels: np.ndarray, n_class: int) -> np.ndarray:
+    """(images, n_class) pixel count of each class in each label map (the authors' class
+    range is set by the highest class any sample's mask shows: :func:`authors_miou`)."""
+    flat = labels.reshape(len(labels), -1).astype(np.int64)
+    return np.stack([(flat == k).sum(1) for k in range(n_class)], axis=1).astype(np.int64)
+
+
+def pair_ious(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """(pairs, n_class - 1) IoU of each non-background class per pair; NaN where the class
+    is in neither mask (it does not count), 0 where it is in one mask only."""
+    i, u = inter[:, 1:].astype(np.float64), union[:, 1:].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(u > 0, i / np.where(u > 0, u, 1), np.nan)
+
+
+def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray | float:
+    """Mean over the non-NaN entries; NaN where there are none (no warning)."""
+    counted = ~np.isnan(values)
+    n = counted.sum(axis)
+    total = np.where(counted, values, 0.0).sum(axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 def pair_miou(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
     """mIoU of each pair (Appx A): mean IoU over the non-background classes present in the
-    target or the prediction (NaN for a pair with none)."""
-    i, u = inter[:, 1:].astype(np.float64), union[:, 1:].astype(np.float64)
-    counted = u > 0
-    iou = np.divide(i, u, out=np.zeros_like(i), where=counted)
-    n = counted.sum(1)
-    with np.errstate(invalid="ignore"):
-        return np.where(n > 0, iou.sum(1) / np.maximum(n, 1), np.nan)
+    target or the prediction (NaN for a pair with none): the terms of Eq. 7."""
+    return np.asarray(_nanmean(pair_ious(inter, union), axis=1), dtype=np.float64)
+
+
+def paper_miou(inter: np.ndarray, union: np.ndarray) -> float:
+    """Eq. 7: the mean over pairs of each pair's mIoU."""
+    return float(_nanmean(pair_miou(inter, union)))
+
+
+def authors_miou(inter: np.ndarray, union: np.ndarray, predicted: np.ndarray) -> float:
+    """The authors' SCS agreement (``figure/fewshot_scs.py``): ``evaluate_predictions`` takes
+    each pair's per-class IoU with background ignored and -1 for a class in neither mask
+    (pytorch-lightning's ``iou(absent_score=-1, ignore_index=0)``); ``aggregate_iou`` then
+    averages each class over the pairs where it is not -1 and averages the classes that have
+    any. Their class range is ``sample_labels.max() + 1`` over all pairs, so a class above the
+    highest one any sample's mask shows (``predicted``: per-pair class pixel counts of P*'s
+    masks) is left out, even where targets have it."""
+    shown = np.flatnonzero(predicted.sum(0) > 0)
+    n_class = int(shown.max()) + 1 if len(shown) else 1
+    per_class = _nanmean(pair_ious(inter[:, :n_class], union[:, :n_class]), axis=0)
+    return float(_nanmean(np.asarray(per_class, dtype=np.float64)))
 
 
 def pooled_miou(inter: np.ndarray, union: np.ndarray) -> float:
-    """The authors' aggregation: per class Σ∩ / Σ∪ over all pairs, then the mean over the
-    non-background classes that occur."""
+    """Σ∩ / Σ∪ per class over all pairs, then the mean over the non-background classes that
+    occur (neither the paper's nor the authors' aggregation: a third view of the counts)."""
     i, u = inter[:, 1:].sum(0).astype(np.float64), union[:, 1:].sum(0).astype(np.float64)
     counted = u > 0
     return float((i[counted] / u[counted]).mean()) if counted.any() else float("nan")
 
 
-def agreement(inter: np.ndarray, union: np.ndarray) -> dict[str, float]:
-    """Both agreements of a set of pairs: ``paper`` (Eq. 7) and ``pooled`` (authors)."""
+def agreement(inter: np.ndarray, union: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """The three agreements of a set of pairs: ``paper`` (Eq. 7), ``authors``
+    (``aggregate_iou``) and ``pooled``."""
     return {
-        "paper": float(np.nanmean(pair_miou(inter, union))),
+        "paper": paper_miou(inter, union),
+        "authors": authors_miou(inter, union, predicted),
         "pooled": pooled_miou(inter, union),
     }
 
@@ -262,32 +364,30 @@ def choose_targets(
 
 
 def summarize_scs(samples: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """Table 3 from the per-pair rows: per (predictor, N), each repeat's Eq. 7 agreement and
-    pooled agreement, then their mean and maximum absolute deviation over repeats."""
+    """Table 3 from the per-pair rows: per (predictor, N), each repeat's three agreements
+    (over all its targets × samples, as the authors score one result file), then their mean
+    and maximum absolute deviation over repeats."""
     rows = []
     keys = samples.assign(n_shot=samples["n_shot"].astype("Int64"))
     for (predictor, n_shot), group in keys.groupby(["predictor", "n_shot"], dropna=False):
         per_repeat = []
         for _, rep in group.groupby(group["repeat"].fillna(-1)):
-            inter, union = np.stack(rep["inter"].to_numpy()), np.stack(rep["union"].to_numpy())
+            counts = [np.stack(rep[c].to_numpy()) for c in ("inter", "union", "predicted")]
             per_repeat.append(
-                {**agreement(inter, union), "initial": float(rep["agreement_initial"].mean())}
+                {**agreement(*counts), "initial": float(rep["agreement_initial"].mean())}
             )
-        paper = [r["paper"] for r in per_repeat]
-        pooled = [r["pooled"] for r in per_repeat]
-        rows.append(
-            {
-                "predictor": predictor,
-                "n_shot": None if pd.isna(n_shot) else int(n_shot),
-                "repeats": len(per_repeat),
-                "pairs": len(group) // len(per_repeat),
-                "agreement": float(np.mean(paper)),
-                "max_dev": max_deviation(paper),
-                "pooled": float(np.mean(pooled)),
-                "pooled_max_dev": max_deviation(pooled),
-                "agreement_initial": float(np.mean([r["initial"] for r in per_repeat])),
-                "headline": "paper" if protocol == "paper" else "pooled",
-            }
-        )
+        row = {
+            "predictor": predictor,
+            "n_shot": None if pd.isna(n_shot) else int(n_shot),
+            "repeats": len(per_repeat),
+            "pairs": len(group) // len(per_repeat),
+        }
+        for name, column in (("paper", "agreement"), ("authors", "authors"), ("pooled", "pooled")):
+            values = [r[name] for r in per_repeat]
+            dev = "max_dev" if name == "paper" else f"{column}_max_dev"
+            row |= {column: float(np.mean(values)), dev: max_deviation(values)}
+        row["agreement_initial"] = float(np.mean([r["initial"] for r in per_repeat]))
+        row["headline"] = PROTOCOL_SCS[protocol].headline
+        rows.append(row)
     out = pd.DataFrame(rows)
     return out.astype({"n_shot": "Int64"})

@@ -8,7 +8,8 @@ prediction P(G(z)) matches the edited mask:
 
 (the appendix prints these two totals swapped; the text and the authors' code agree on the
 above). Adam, 50 steps; learning rate 0.01 in the paper, 0.002 in the authors' code
-(``protocol``).
+(``protocol``), whose L_z is ‖z‖²/L for a latent of L stacked vectors (mixwp: one z per
+synthesis layer; ``manipulation/sie.py``).
 
 To measure editing rather than show it, the edits are generated: a reproducible set of
 operations on a mask (enlarge a part, move it, remove it, add one) applied to the reference
@@ -85,12 +86,16 @@ class SIEParams(EditSpace):
     seed: int = Field(0, ge=0)
     batch: PositiveInt = 64
 
-    def schedule(self) -> LatentSchedule:
+    def schedule(self, latent_vectors: int = 1) -> LatentSchedule:
+        """The Adam run for latents stacking ``latent_vectors`` vectors each (the generator's
+        ``latent_vectors``): the authors' code divides L_z by it (``priorloss = 1e-3 * (z **
+        2).sum() / z.shape[0]``, one z per layer in mixwp), the paper's L_z = ‖z‖² does not."""
+        divisor = latent_vectors if self.protocol == "authors" else 1
         return LatentSchedule(
             steps=self.steps,
             lr=self.lr if self.lr is not None else PROTOCOL_SIE_LR[self.protocol],
             neighbor_weight=self.neighbor_weight,
-            prior_weight=self.prior_weight,
+            prior_weight=self.prior_weight / divisor,
             batch=self.batch,
         )
 

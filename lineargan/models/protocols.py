@@ -39,11 +39,14 @@ class GeneratorAdapter(nn.Module, ABC):
     a plain GAN; ``w``, ``wp`` or ``trunc-wp`` for a style-based one, flattened to
     ``latent_dim`` floats): that is the space the cache samples and stores, and the space
     SCS and SIE optimise in, so choosing a strategy is one adapter option.
+    ``latent_vectors`` is how many vectors one latent stacks (one per synthesis layer in w+
+    or mixwp, else 1): the authors' SCS/SIE prior term ‖z‖² is divided by it.
     """
 
     name: str = ""
     latent_dim: int = 0
     latent_space: str = "z"
+    latent_vectors: int = 1
     resolution: int = 0
     layer_names: tuple[str, ...] = ()
     weights_sha256: str = "random-init"

@@ -56,6 +56,12 @@ class StyleLatents:
             return self.num_layers * self.z_dim
         return {"z": self.z_dim, "w": self.w_dim}.get(self.space, self.num_layers * self.w_dim)
 
+    @property
+    def vectors(self) -> int:
+        """Latent vectors per sample: 1 in ``z`` and ``w``, one per synthesis layer in the
+        others (the adapter's ``latent_vectors``; the authors divide their prior term by it)."""
+        return 1 if self.space in ("z", "w") else self.num_layers
+
     def sample(self, z: torch.Tensor, mapping: Mapping, w_avg: torch.Tensor) -> torch.Tensor:
         """Standard-normal ``z`` (B, z_dim) → latents of this space, (B, :attr:`dim`)."""
         if self.space == "z":

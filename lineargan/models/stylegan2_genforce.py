@@ -198,7 +198,7 @@ class StyleGAN2Generator(GeneratorAdapter):
         )
         self.randomize_noise = randomize_noise
         self.latent_space = latent_space
-        self.latent_dim = self.latents.dim
+        self.latent_dim, self.latent_vectors = self.latents.dim, self.latents.vectors
         self.resolution = arch.resolution
         self.layer_names = tuple(
             f"layer{i}_{layer_resolution(i)}x{layer_resolution(i)}"

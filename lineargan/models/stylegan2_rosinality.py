@@ -371,7 +371,7 @@ class StyleGAN2Rosinality(GeneratorAdapter):
         self.style_latents = style
         self.randomize_noise = randomize_noise
         self.register_buffer("w_avg", w_avg.reshape(-1).float(), persistent=False)
-        self.latent_dim = style.dim
+        self.latent_dim, self.latent_vectors = style.dim, style.vectors
         self.latent_space = style.space
         self.resolution = generator.size
         self.layer_names = tuple(

@@ -273,6 +273,7 @@ class StyleGANGenerator(BlockGenerator):
             latent_space, arch.z_dim, arch.w_dim, 2 * self.num_blocks, truncation, truncation_layers
         )
         self.latent_space, self.latent_dim = latent_space, self.style.dim
+        self.latent_vectors = self.style.vectors
         self.randomize_noise, self.final_tanh = randomize_noise, final_tanh
         self.mapping = MappingNet(arch, layout)
         self.truncation = Truncation(arch.w_dim)

@@ -33,7 +33,7 @@ from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.analyses.fewshot.step import fit_fewshot
 from tasks.baseline import unet_or_reuse
 from tasks.run_context import RunContext
-from tasks.store_models import store_generator
+from tasks.store_models import store_generator, store_takes_latent_space
 
 BASELINE = "UNet"
 REUSED = ("fewshot", "baseline_segmenter")  # the analyses whose checkpoints SCS and SIE reuse
@@ -106,13 +106,17 @@ def baseline_predictor(
 
 
 def edit_generator(
-    ctx: RunContext, inputs: Inputs, edit_space: str | None
+    ctx: RunContext, inputs: Inputs, edit_space: str | None, required: bool = True
 ) -> tuple[GeneratorAdapter, bool]:
     """The frozen generator SCS/SIE optimise through, and whether it is the store's own
     (``edit_space`` None or the store's space) rather than the same weights taking latents of
-    ``edit_space`` (e.g. the authors' mixwp for a trunc-wp store)."""
+    ``edit_space`` (e.g. the authors' mixwp for a trunc-wp store). ``required`` False: a
+    generator with no latent spaces (the DCGAN, whose only space is z; a denoiser's x_t) uses
+    its own instead of refusing, as a protocol's preferred space asks."""
     assert inputs.generator is not None
     if edit_space is None or edit_space == inputs.generator.latent_space:
+        return freeze(inputs.generator), True
+    if not required and not store_takes_latent_space(ctx.train_store()):
         return freeze(inputs.generator), True
     device = str(next(inputs.generator.parameters()).device)
     return freeze(store_generator(ctx.train_store(), device, latent_space=edit_space)), False

@@ -17,13 +17,16 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
   chosen initial latent), n_init, p_pixels_initial (pixels where P's mask of the initial
   image equals the target, fraction), loss_initial / loss_final (cross-entropy under P),
   agreement_initial / agreement (per-pair mIoU of P*'s mask of the initial / final image with
-  the target: the terms of Eq. 7), inter / union (per-class pixel counts of the final image,
-  the authors' pooled agreement sums these), latent (the sample's final latent: G(latent) is
-  the sample), key.
+  the target: the terms of Eq. 7), inter / union (per-class pixel counts of target ∩ / ∪ P*'s
+  mask of the final image) and predicted (per-class pixel counts of that mask): every
+  aggregation is computed from these, latent (the sample's final latent: G(latent) is the
+  sample), key.
 - ``scs_summary`` (Table 3): generator, segmenter, protocol, edit_space, predictor, n_shot, repeats,
-  pairs, agreement (mean over repeats of Eq. 7), max_dev, pooled (mean over repeats of the
-  authors' pooled agreement), pooled_max_dev, agreement_initial, headline ("paper" or
-  "pooled": which one the protocol reports), key.
+  pairs, agreement (mean over repeats of Eq. 7), max_dev, authors (mean over repeats of the
+  authors' ``aggregate_iou``: per class over the pairs where it occurs, then over classes),
+  authors_max_dev, pooled (Σ∩/Σ∪ per class over all pairs, then over classes: neither
+  protocol's), pooled_max_dev, agreement_initial (Eq. 7 of the chosen candidates), headline
+  ("paper" or "authors": the agreement the protocol reports), key.
 
 Figure ``scs-<profile>-<key8>.png``: per predictor (first repeat) the first targets' masks and
 their conditional samples.
@@ -39,6 +42,7 @@ import torch
 from lineargan.analyses.scs import (
     SCSParams,
     choose_targets,
+    class_pixels,
     conditional_sample,
     pair_counts,
     pair_miou,
@@ -84,6 +88,7 @@ TABLES = {
         agreement=pa.float64(),
         inter=pa.list_(pa.int64()),
         union=pa.list_(pa.int64()),
+        predicted=pa.list_(pa.int64()),
         latent=pa.list_(pa.float32()),
         key=pa.string(),
     ),
@@ -93,6 +98,8 @@ TABLES = {
         pairs=pa.int64(),
         agreement=pa.float64(),
         max_dev=pa.float64(),
+        authors=pa.float64(),
+        authors_max_dev=pa.float64(),
         pooled=pa.float64(),
         pooled_max_dev=pa.float64(),
         agreement_initial=pa.float64(),
@@ -117,20 +124,21 @@ def _sample_rows(
     owner = np.array([t for t, _ in pairs])
     masks = targets.cpu().numpy()
 
-    def score(latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """P*'s per-class ∩/∪ with the targets, ``batch`` images at a time (only the counts
-        are kept: at 1024² a thousand label maps would not fit in memory)."""
-        inter = np.zeros((len(pairs), n_class), np.int64)
-        union = np.zeros((len(pairs), n_class), np.int64)
+    def score(latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """P*'s per-class ∩/∪ with the targets and its per-class pixels, ``batch`` images at
+        a time (only the counts are kept: at 1024² a thousand label maps would not fit in
+        memory)."""
+        inter, union, predicted = (np.zeros((len(pairs), n_class), np.int64) for _ in range(3))
         for s in range(0, len(pairs), params.batch):
             part = slice(s, s + params.batch)
             images = render_images(generator, latents[part], params.batch)
             labels = reference_labels(reference, images)
             inter[part], union[part] = pair_counts(masks[owner[part]], labels, n_class)
-        return inter, union
+            predicted[part] = class_pixels(labels, n_class)
+        return inter, union, predicted
 
-    inter0, union0 = score(run.initial)
-    inter, union = score(run.final)
+    inter0, union0, _ = score(run.initial)
+    inter, union, predicted = score(run.final)
     return pd.DataFrame(
         {
             "predictor": entry.kind,
@@ -148,6 +156,7 @@ def _sample_rows(
             "agreement": pair_miou(inter, union),
             "inter": list(inter),
             "union": list(union),
+            "predicted": list(predicted),
             "latent": list(run.final.numpy().astype(np.float32)),
         }
     ).astype({"n_shot": "Int64", "repeat": "Int64"})
@@ -157,7 +166,11 @@ def compute(ctx: RunContext, params: SCSParams, inputs: Inputs) -> Output:
     """Table 3: SCS with every few-shot LSE and the baseline, scored by the reference
     segmenter (resumes after the last finished predictor)."""
     train, evals = inputs.train, inputs.evals
-    generator, store_space = edit_generator(ctx, inputs, params.edit_space)
+    # the protocol's space (authors: z) falls back to the store's where the generator has no
+    # other; an explicit edit_space must be taken (the run checked it before any work)
+    generator, _ = edit_generator(
+        ctx, inputs, params.space(), required=params.edit_space is not None
+    )
     reference = inputs.segmenter
     assert reference is not None
     device = next(generator.parameters()).device
@@ -190,7 +203,7 @@ def compute(ctx: RunContext, params: SCSParams, inputs: Inputs) -> Output:
         )
         if seconds is not None:  # one line per predictor: the run's log and the terminal
             print(
-                f"scs {j}/{len(entries)} {entry.slug}: agreement "
+                f"scs {j}/{len(entries)} {entry.slug}: Eq. 7 agreement "
                 f"{100 * rows['agreement'].mean():.1f}% (initial candidates "
                 f"{100 * rows['agreement_initial'].mean():.1f}%), {len(rows)} samples, "
                 f"{seconds:.0f} s"

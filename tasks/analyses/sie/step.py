@@ -130,7 +130,7 @@ def _method_rows(
         strokes = images_to_unit(np.stack([e["stroke"] for e in edits]), device)
         masks = torch.from_numpy(np.stack([e["region"] for e in edits])).float().to(device)
         loss = color_loss(strokes, masks[:, None], originals)
-    search = optimize_latents(generator, z0, loss, params.schedule())
+    search = optimize_latents(generator, z0, loss, params.schedule(generator.latent_vectors))
     images = render_images(generator, search.latents, params.batch)
     labels = reference_labels(reference, images)
     goal = np.stack([e["target"] for e in edits])
