@@ -16,7 +16,7 @@ and flips double the distinct training images at no cost.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, PositiveInt
 
-from lineargan.config import Frozen, get_profile
+from lineargan.config import Frozen, RunConfig
 from lineargan.driver import FitMethod, FitResult
 from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUResult, SubsetIoU
@@ -57,7 +57,7 @@ class UNetParams(Frozen):
     seed: int = Field(0, ge=0)
 
     @classmethod
-    def for_profile(cls, profile: str) -> UNetParams:
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> UNetParams:
         """``quick`` (the defaults): 80 s on 2 CPU cores for 2048 images of 64 px; ``smoke``:
         seconds; ``paper``: a 4x wider net on 2x larger batches for 12x the steps (for a GPU;
         not measured).
@@ -70,7 +70,7 @@ class UNetParams(Frozen):
         (56.3 %, plain cross-entropy). In the same time a wider net trains fewer steps and did
         worse: width 16 for 900 steps 56.2 %, width 8 at batch 32 for 900 steps 51.3 %.
         """
-        get_profile(profile)
+        profile = config.profile
         if profile == "smoke":
             return cls(steps=30, batch=8)
         if profile == "quick":

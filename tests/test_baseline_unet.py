@@ -15,6 +15,7 @@ from lineargan.baseline import (
     class_weights,
     segmenter_iou,
 )
+from lineargan.config import RunConfig
 from lineargan.driver import drive
 from lineargan.errors import CheckpointError, LinearGanError
 from lineargan.models import DifferentiableSegmenter, SegmenterOutput
@@ -146,7 +147,7 @@ def test_the_analysis_writes_its_table_and_renders(ctx):
 
 def test_profiles_give_valid_params():
     for profile in ("smoke", "quick", "paper"):
-        params = UNetParams.for_profile(profile)
+        params = UNetParams.for_run(RunConfig(profile=profile))
         assert 64 % 2**params.depth == 0  # the cached images are 64 px
 
 

@@ -19,6 +19,7 @@ from lineargan.analyses.geometry import (
     segment_by_centers,
     unit_pixel_features,
 )
+from lineargan.config import RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.extractors.base import upsample
 from lineargan.metrics import IoUAccumulator
@@ -165,6 +166,6 @@ def test_resolution_above_the_output_is_refused(ctx):
 
 
 def test_profiles_scale_the_number_of_images():
-    assert ClassCentersParams.for_profile("paper").n_images == 3000
-    assert ClassCentersParams.for_profile("quick").n_images == 1024
-    assert ClassCentersParams.for_profile("smoke").n_images == 64
+    assert ClassCentersParams.for_run(RunConfig(profile="paper")).n_images == 3000
+    assert ClassCentersParams.for_run(RunConfig(profile="quick")).n_images == 1024
+    assert ClassCentersParams.for_run(RunConfig(profile="smoke")).n_images == 64

@@ -18,6 +18,7 @@ from lineargan.analyses.geometry import (
     pool_cosine_matrix,
     rows_intra_above_inter,
 )
+from lineargan.config import RunConfig
 from storage.feature_store import FeatureStore
 from storage.tables import read_table_part
 from storage.target import Target
@@ -112,10 +113,10 @@ def test_fair_sampler_refuses_unaccumulated_draws():
 def test_params_validate_thresholds_and_scale_by_profile():
     with pytest.raises(pydantic.ValidationError, match="multiple"):
         CosineSimilarityParams(t1=30, t2=100)
-    assert CosineSimilarityParams.for_profile("paper") == CosineSimilarityParams()
+    assert CosineSimilarityParams.for_run(RunConfig(profile="paper")) == CosineSimilarityParams()
     assert (CosineSimilarityParams().t1, CosineSimilarityParams().pool_size) == (200, 4000)
     for profile in ("smoke", "quick"):  # a lowered T1 keeps the paper's T2 = 20·T1
-        low = CosineSimilarityParams.for_profile(profile)
+        low = CosineSimilarityParams.for_run(RunConfig(profile=profile))
         assert low.t1 < 200 and low.pool_size == 20 * low.t1
     assert CosineSimilarityParams(t1=5, t2=400).pool_size == 400  # unless T2 is given
 

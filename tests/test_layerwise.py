@@ -72,7 +72,7 @@ def test_layer_loss_lowers_every_layers_own_loss(samples):
 
 def test_params_for_profile_use_the_profile_schedule():
     for profile in ("smoke", "quick", "paper"):
-        params = LayerwiseParams.for_profile(profile)
+        params = LayerwiseParams.for_run(RunConfig(profile=profile))
         assert params.schedule == RunConfig(profile=profile).fit("LSE").schedule
         assert params.alpha == 0.1
     assert LayerwiseParams().schedule.iterations() == 6656

@@ -110,8 +110,8 @@ class PixelShareParams(Frozen):  # science.py: parameters with per-profile defau
     max_images: PositiveInt = 64
 
     @classmethod
-    def for_profile(cls, profile: str) -> PixelShareParams:
-        return cls(max_images=16 if profile == "smoke" else 64)
+    def for_run(cls, config: RunConfig, after=None) -> PixelShareParams:
+        return cls(max_images=16 if config.profile == "smoke" else 64)
 
 
 def pixel_share(labels: np.ndarray, n_class: int) -> np.ndarray:  # ... and the math
@@ -140,7 +140,7 @@ def render_pixel_share(tables) -> str:  # render.py
 SPEC = AnalysisSpec(  # __init__.py; the registry lists it in one line
     name="pixel_share",
     params=PixelShareParams,
-    defaults=lambda config, after: PixelShareParams.for_profile(config.profile),
+    defaults=PixelShareParams.for_run,
     compute=compute,
     tables=TABLES,
     renderers={"pixel_share": PaperTable("Label pixel share (%)", render_pixel_share)},

@@ -33,6 +33,7 @@ All three agreements are always stored; ``protocol`` picks the rest. n_init come
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -43,7 +44,7 @@ from pydantic import Field, PositiveInt, field_validator
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
 from lineargan.baseline import UNetParams
-from lineargan.config import FitMethod, ProtocolName, get_profile
+from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
 from lineargan.models.protocols import GeneratorAdapter
@@ -153,12 +154,15 @@ class SCSParams(EditSpace):
         return self.edit_space if self.edit_space is not None else self.settings.space
 
     @classmethod
-    def for_profile(cls, profile: str, protocol: ProtocolName = "paper", **fields) -> SCSParams:
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> SCSParams:
         """``paper``: 100 targets × 10 samples, N ∈ {1, 4, 8, 16} × 5 repeats (Table 3);
         ``quick``: 12 targets × 2 samples, 2 repeats; ``smoke``: 2 targets × 2 samples, 5
-        steps, the smoke few-shot N."""
-        get_profile(profile)
-        fewshot = fields.pop("fewshot", None) or FewShotParams.for_profile(profile)
+        steps, the smoke few-shot N. ``after``: the run's few-shot (Table 2) and baseline UNet
+        parameters, so SCS reads their checkpoints instead of training its own; without them,
+        the profile's."""
+        profile, after = config.profile, after or {}
+        fewshot = after.get("fewshot") or FewShotParams.for_profile(profile)
+        unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
         shots = tuple(n for n in (1, 4, 8, 16) if n in fewshot.shots)
         sizes = {
             "smoke": dict(targets=2, samples=2, steps=5, repeats=1),
@@ -167,11 +171,12 @@ class SCSParams(EditSpace):
         }[profile]
         repeats = min(sizes.pop("repeats", 5), fewshot.repeats)
         return cls(
-            protocol=protocol,
+            protocol=config.protocol,
             shots=shots,
             repeats=repeats,
             fewshot=fewshot,
-            **{**sizes, **fields},
+            unet=unet,
+            **sizes,
         )
 
 

@@ -27,6 +27,7 @@ reference mask, whose disagreements with P elsewhere would pull the whole image.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -35,7 +36,7 @@ from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.baseline import UNetParams
-from lineargan.config import FitMethod, Frozen, ProtocolName, get_profile
+from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.latent_search import EditSpace, LatentSchedule
 
 EditOp = Literal["enlarge", "move", "remove", "add"]
@@ -100,14 +101,18 @@ class SIEParams(EditSpace):
         )
 
     @classmethod
-    def for_profile(cls, profile: str, protocol: ProtocolName = "paper", **fields) -> SIEParams:
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> SIEParams:
         """``paper``: 8 images × 4 edits; ``quick``: 3 images; ``smoke``: 1 image, 5 steps,
-        the largest few-shot N of the smoke profile."""
-        get_profile(profile)
-        fewshot = fields.pop("fewshot", None) or FewShotParams.for_profile(profile)
+        the largest few-shot N of the smoke profile. ``after``: as for SCS
+        (:meth:`~lineargan.analyses.scs.SCSParams.for_run`)."""
+        profile, after = config.profile, after or {}
+        fewshot = after.get("fewshot") or FewShotParams.for_profile(profile)
+        unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
         sizes = {"smoke": dict(images=1, steps=5), "quick": dict(images=3), "paper": {}}[profile]
         n_shot = 8 if 8 in fewshot.shots else max(fewshot.shots)
-        return cls(protocol=protocol, fewshot=fewshot, n_shot=n_shot, **{**sizes, **fields})
+        return cls(
+            protocol=config.protocol, fewshot=fewshot, unet=unet, n_shot=n_shot, **sizes
+        )
 
 
 # -- mask edits ---------------------------------------------------------------------------------

@@ -6,15 +6,13 @@ generator in the chosen ``edit_space``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from lineargan.analyses.fewshot import FewShotParams
-from lineargan.analyses.scs import SCSParams, choose_targets
-from lineargan.analyses.sie import SIEParams
+from lineargan.analyses.scs import choose_targets
 from lineargan.baseline import UNetParams
 from lineargan.cache import SampleBatch, render_images
 from lineargan.config import FitMethod
@@ -37,15 +35,6 @@ from tasks.store_models import store_generator, store_takes_latent_space
 
 BASELINE = "UNet"
 REUSED = ("fewshot", "baseline_segmenter")  # the analyses whose checkpoints SCS and SIE reuse
-
-
-def reusing_defaults(params: type[SCSParams] | type[SIEParams]) -> Callable:
-    """SCS's and SIE's ``defaults``: the profile's, with this run's few-shot LSEs (Table 2) and
-    baseline UNet (``after``: their parameters), so both read the same checkpoints instead of
-    training their own."""
-    return lambda config, after: params.for_profile(
-        config.profile, config.protocol, fewshot=after["fewshot"], unet=after["baseline_segmenter"]
-    )
 
 
 @dataclass

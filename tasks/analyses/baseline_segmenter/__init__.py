@@ -8,7 +8,7 @@ from tasks.analyses.contract import AnalysisSpec, PaperTable
 SPEC = AnalysisSpec(
     name="baseline_segmenter",
     params=UNetParams,
-    defaults=lambda config, after: UNetParams.for_profile(config.profile),
+    defaults=UNetParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

@@ -8,7 +8,7 @@ SPEC = AnalysisSpec(
     name="category_selection",
     params=CategorySelectionParams,
     # round 1 must be Table 1's fits (same schedule and seed), to reuse them
-    defaults=lambda config, after: CategorySelectionParams.for_run(config),
+    defaults=CategorySelectionParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

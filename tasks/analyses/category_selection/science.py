@@ -172,15 +172,10 @@ class CategorySelectionParams(Frozen):
         return fits
 
     @classmethod
-    def for_run(cls, config: RunConfig, **overrides) -> CategorySelectionParams:
-        """The fits of the reproduce flow for ``config``, so round 1 reuses Table 1's fits."""
-        fits = tuple(config.fit(e) for e in config.extractors)
-        return cls(**{"fits": fits, **overrides})
-
-    @classmethod
-    def for_profile(cls, profile: str) -> CategorySelectionParams:
-        """Threshold 10 %, LSE/NSE-1/NSE-2 with the profile's schedule (as in Table 1)."""
-        return cls.for_run(RunConfig(profile=profile))
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> CategorySelectionParams:
+        """Threshold 10 %, the run's extractors fitted as in Table 1 (so round 1 reuses Table 1's
+        fits)."""
+        return cls(fits=tuple(config.fit(e) for e in config.extractors))
 
     @property
     def extractors(self) -> tuple[str, ...]:

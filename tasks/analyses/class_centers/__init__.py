@@ -7,7 +7,7 @@ from tasks.analyses.contract import AnalysisSpec, Needs, PaperTable
 SPEC = AnalysisSpec(
     name="class_centers",
     params=ClassCentersParams,
-    defaults=lambda config, after: ClassCentersParams.for_profile(config.profile),
+    defaults=ClassCentersParams.for_run,
     compute=step.compute,
     summarize=step.summarize,
     tables=step.TABLES,

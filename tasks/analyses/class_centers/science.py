@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import PositiveInt
 
-from lineargan.config import Frozen, get_profile
+from lineargan.config import Frozen, RunConfig
 
 _PROFILE_IMAGES = {"paper": 3000, "quick": 1024, "smoke": 64}
 
@@ -17,9 +19,9 @@ class ClassCentersParams(Frozen):
     figure_samples: PositiveInt = 6
 
     @classmethod
-    def for_profile(cls, profile: str) -> ClassCentersParams:
-        p = get_profile(profile)
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> ClassCentersParams:
+        p = config.resolved_profile
         return cls(
-            n_images=_PROFILE_IMAGES.get(profile, min(3000, p.n_train)),
+            n_images=_PROFILE_IMAGES.get(config.profile, min(3000, p.n_train)),
             figure_samples=p.figure_samples,
         )

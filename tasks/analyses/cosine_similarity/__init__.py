@@ -7,7 +7,7 @@ from tasks.analyses.cosine_similarity.science import CosineSimilarityParams
 SPEC = AnalysisSpec(
     name="cosine_similarity",
     params=CosineSimilarityParams,
-    defaults=lambda config, after: CosineSimilarityParams.for_profile(config.profile),
+    defaults=CosineSimilarityParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

@@ -8,11 +8,12 @@ paper's ratio, T2 = 20·T1 (each pool = T1 vectors from 20 images), unless it is
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, PositiveInt, model_validator
 
-from lineargan.config import Frozen, get_profile
+from lineargan.config import Frozen, RunConfig
 
 _PROFILE_T1 = {"paper": 200, "quick": 5, "smoke": 5}
 PAPER_T2_PER_T1 = 20  # 4000 / 200
@@ -43,6 +44,5 @@ class CosineSimilarityParams(Frozen):
         return self.t2 if self.t2 is not None else PAPER_T2_PER_T1 * self.t1
 
     @classmethod
-    def for_profile(cls, profile: str) -> CosineSimilarityParams:
-        get_profile(profile)
-        return cls(t1=_PROFILE_T1.get(profile, 200))
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> CosineSimilarityParams:
+        return cls(t1=_PROFILE_T1.get(config.profile, 200))

@@ -7,10 +7,7 @@ from tasks.analyses.layerwise.science import LayerwiseParams
 SPEC = AnalysisSpec(
     name="layerwise",
     params=LayerwiseParams,
-    # the run's LSE schedule and fit seed, like Table 1's LSE
-    defaults=lambda config, after: LayerwiseParams(
-        schedule=config.fit("LSE").schedule, seed=config.fit_seed
-    ),
+    defaults=LayerwiseParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

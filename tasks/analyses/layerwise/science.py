@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import Field, PositiveInt
 
 from lineargan.config import Frozen, RunConfig, Schedule
@@ -16,6 +18,6 @@ class LayerwiseParams(Frozen):
     figure_samples: PositiveInt = 3
 
     @classmethod
-    def for_profile(cls, profile: str) -> LayerwiseParams:
-        """The profile's full LSE schedule (the same one Table 1 uses)."""
-        return cls(schedule=RunConfig(profile=profile).fit("LSE").schedule)
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> LayerwiseParams:
+        """The run's full LSE schedule and fit seed (the ones Table 1's LSE uses)."""
+        return cls(schedule=config.fit("LSE").schedule, seed=config.fit_seed)

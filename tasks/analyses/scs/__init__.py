@@ -4,12 +4,12 @@
 from lineargan.analyses.scs import SCSParams
 from tasks.analyses.contract import AnalysisSpec, Needs, PaperTable
 from tasks.analyses.scs import render, step
-from tasks.analyses.semantic_predictors import REUSED, reusing_defaults
+from tasks.analyses.semantic_predictors import REUSED
 
 SPEC = AnalysisSpec(
     name="scs",
     params=SCSParams,
-    defaults=reusing_defaults(SCSParams),
+    defaults=SCSParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

@@ -3,13 +3,13 @@
 
 from lineargan.analyses.sie import SIEParams
 from tasks.analyses.contract import AnalysisSpec, Needs, PaperTable
-from tasks.analyses.semantic_predictors import REUSED, reusing_defaults
+from tasks.analyses.semantic_predictors import REUSED
 from tasks.analyses.sie import render, step
 
 SPEC = AnalysisSpec(
     name="sie",
     params=SIEParams,
-    defaults=reusing_defaults(SIEParams),
+    defaults=SIEParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

@@ -21,7 +21,9 @@ class Table1Params(Frozen):
     figure_samples: PositiveInt = 6
 
     @classmethod
-    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen]) -> Table1Params:
+    def for_run(
+        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
+    ) -> Table1Params:
         return cls(fits=config.table1_fits(), figure_samples=config.resolved_profile.figure_samples)
 
 
