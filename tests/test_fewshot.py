@@ -13,11 +13,15 @@ import tasks.fit
 from lineargan.analyses.fewshot import (
     FewShotParams,
     FixedSamples,
+    authors_iterations,
+    choose_l2,
     choose_train_indices,
     fewshot_schedule,
+    holdout_indices,
     max_deviation,
     summarize_runs,
 )
+from lineargan.config import RunConfig
 from lineargan.driver import drive
 from lineargan.errors import LinearGanError
 from lineargan.evaluate import evaluate, evaluate_many
@@ -28,6 +32,7 @@ from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.fewshot import step as jobs
 from tasks.analyses.fewshot.render import render_table2
+from tasks.analyses.registry import get_analysis
 from tasks.analyses.runner import run_and_finish
 from tests.conftest import build_synthetic_store, synthetic_spec
 
@@ -149,10 +154,47 @@ def test_summary_and_table2_keep_fit_methods_apart():
     md = render_table2({"fewshot_summary": s, "fewshot_per_class": per_class})
     cells = [[c.strip() for c in line.split("|")[1:5]] for line in md.splitlines() if "|" in line]
     assert ["4 (paper schedule)", "30.0 ± 10.0", "60.0%", "2"] in cells
-    assert ["4 (converged)", "60.0 ± 10.0", "75.0%", "2"] in cells
+    assert ["4 (ridge, λ chosen on held-out)", "60.0 ± 10.0", "75.0%", "2"] in cells
     assert ["full (converged)", "80.0", "100%", "–"] in cells
     rows = [c[0] for c in cells]
-    assert rows.index("4 (paper schedule)") < rows.index("4 (converged)")
+    assert rows.index("4 (paper schedule)") < rows.index("4 (ridge, λ chosen on held-out)")
+
+
+def test_table2_shows_the_chosen_ridge_and_the_stopping_rule():
+    """Each row says which λ its fits chose and how many met their stopping rule (a fit that
+    hit the solver's cap is not passed off as converged)."""
+    runs = pd.DataFrame(
+        {
+            "method": ["schedule"] * 3 + ["converged"] * 3,
+            "n_shot": [8] * 6,
+            "miou": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7],
+            "converged": [None] * 3 + [True, False, True],
+            "l2": [None] * 3 + [1e-2, 1e-3, 1e-2],
+        }
+    )
+    s = summarize_runs(runs, {"schedule": 0.5, "converged": 0.8}).set_index("method")
+    assert s.loc["converged", "stopped_by_rule"] == 2 and s.loc["schedule", "stopped_by_rule"] == 3
+    assert s.loc["converged", "l2"] == "1e-03 ×1, 1e-02 ×2" and s.loc["schedule", "l2"] == ""
+    per_class = pd.DataFrame(
+        {
+            "method": ["converged"],
+            "n_shot": [8],
+            "class_index": [1],
+            "class_name": ["skin"],
+            "iou": [0.6],
+        }
+    )
+    md = render_table2({"fewshot_summary": s.reset_index(), "fewshot_per_class": per_class})
+    cells = [[c.strip() for c in line.split("|")[1:-1]] for line in md.splitlines() if "|" in line]
+    header = cells[0]
+
+    def row(label: str) -> dict[str, str]:
+        return dict(zip(header, next(c for c in cells if c[0] == label), strict=True))
+
+    ridge = row("8 (ridge, λ chosen on held-out)")
+    assert ridge["λ (ridge)"] == "1e-03 ×1, 1e-02 ×2" and ridge["stopping rule met"] == "2/3"
+    sched = row("8 (paper schedule)")
+    assert sched["λ (ridge)"] == "–" and sched["stopping rule met"] == "3/3"
 
 
 def test_evaluate_many_matches_evaluate(eval_store_url):
@@ -184,8 +226,23 @@ def test_evaluate_many_matches_evaluate(eval_store_url):
 def test_params_for_profile():
     paper = FewShotParams.for_profile("paper")
     assert paper.shots == (1, 4, 8, 16) and paper.iterations == (2000, 2000, 1000, 500)
-    assert paper.repeats == 5 and paper.lr == 1e-3
+    assert paper.repeats == 5 and paper.lr == 1e-3 and paper.protocol == "paper"
     assert FewShotParams.for_profile("quick").iterations == (500, 500, 250, 125)
+    assert (paper.holdout, FewShotParams.for_profile("quick").holdout) == (512, 128)
+    # the authors' train_fewshot.py: 50 epochs of 128/N accumulated steps
+    assert authors_iterations((1, 4, 8, 16)) == (6400, 1600, 800, 400)
+    assert authors_iterations((3,)) == (50 * 43,)  # the last step of an epoch takes the rest
+    authors = FewShotParams.for_profile("paper", "authors")
+    assert authors.iterations == (6400, 1600, 800, 400) and authors.protocol == "authors"
+    assert FewShotParams.for_profile("quick", "authors").iterations == (1600, 400, 200, 100)
+    # the run's protocol reaches the analysis; the default stays the paper's
+    defaults = get_analysis("fewshot").defaults
+    assert defaults(RunConfig(profile="quick", protocol="authors"), {}).iterations == (
+        1600, 400, 200, 100,
+    )  # fmt: skip
+    assert defaults(RunConfig(profile="quick"), {}).iterations == (500, 500, 250, 125)
+    with pytest.raises(LinearGanError, match="repeated entries in l2_grid"):
+        FewShotParams(l2_grid=(0.1, 0.1))
     smoke = FewShotParams.for_profile("smoke")
     assert (smoke.shots, smoke.iterations, smoke.repeats) == ((1, 4), (20, 20), 2)
     with pytest.raises(LinearGanError):
@@ -196,9 +253,7 @@ def test_params_for_profile():
 
 # -- the analysis job -------------------------------------------------------------------------
 
-PARAMS = FewShotParams(
-    shots=(1, 4), iterations=(10, 10), repeats=2, seed=0, methods=("schedule",)
-)
+PARAMS = FewShotParams(shots=(1, 4), iterations=(10, 10), repeats=2, seed=0, methods=("schedule",))
 
 
 def _ctx(train_url: str, eval_url: str, root: Path) -> AnalysisContext:
@@ -218,7 +273,9 @@ def _forbid(monkeypatch, training: bool = True, evaluation: bool = False) -> Non
 
 
 def _run(ctx: AnalysisContext, params: FewShotParams, reference: float | None = None):
-    return run_and_finish("fewshot", ctx, params, reference={"LSE": reference} if reference else None)
+    return run_and_finish(
+        "fewshot", ctx, params, reference={"LSE": reference} if reference else None
+    )
 
 
 def test_run_fewshot_tables_resume_and_determinism(
@@ -255,7 +312,11 @@ def test_run_fewshot_tables_resume_and_determinism(
         assert s.max_dev == pytest.approx((vals - vals.mean()).abs().max())
         assert s.ratio_to_full == pytest.approx(vals.mean() / 0.5)
     assert "Table 2" in res.markdown and "±" in res.markdown
-    assert any(line.split("|")[1].strip() == "4 (paper schedule)" for line in res.markdown.splitlines() if "±" in line and line.startswith("|"))
+    assert any(
+        line.split("|")[1].strip() == "4 (paper schedule)"
+        for line in res.markdown.splitlines()
+        if "±" in line and line.startswith("|")
+    )
     fits = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "a" / "fits").iterdir())
     assert fits == ["fewshot-n1-r0", "fewshot-n1-r1", "fewshot-n4-r0", "fewshot-n4-r1"]
     assert res.reports == [str(tmp_path / "a" / "reports" / f"table2-smoke-{res.key[:8]}.md")]
@@ -281,12 +342,35 @@ def test_run_fewshot_tables_resume_and_determinism(
     assert s2.ratio_to_full.tolist() == pytest.approx((4 * s2.mean_miou).tolist())
 
 
+def test_holdout_images_avoid_every_draw_and_l2_choice():
+    params = FewShotParams(shots=(1, 4), iterations=(5, 5), repeats=2, holdout=10)
+    held = holdout_indices(64, params)
+    drawn = {int(i) for n in (1, 4) for row in choose_train_indices(64, n, 2, 0) for i in row}
+    assert len(held) == 10 and not drawn & set(held.tolist())
+    assert list(held) == sorted(held) and np.array_equal(held, holdout_indices(64, params))
+    assert len(holdout_indices(12, params)) == 12 - len(
+        {int(i) for n in (1, 4) for row in choose_train_indices(12, n, 2, 0) for i in row}
+    )  # fewer left than asked for: all of them
+    with pytest.raises(LinearGanError, match="none is left to choose the ridge penalty on"):
+        holdout_indices(8, params.model_copy(update={"shots": (4,), "iterations": (5,)}))
+    assert choose_l2({1e-3: 0.2, 1e-2: 0.4, 1e-1: 0.3}) == 1e-2
+    assert choose_l2({1e-3: 0.4, 1e-2: 0.4, 1e-1: float("nan")}) == 1e-2  # tie: larger λ
+
+
 def test_converged_fewshot_rows_beside_the_schedule(train_store_url, eval_store_url, tmp_path):
-    """Each (N, repeat) is also fitted to the certified optimum of the ridge-penalised loss on
-    the same images; its ratio uses the converged full LSE; its loss is below the schedule's
-    (the same objective plus a small penalty, minimised instead of stopped early)."""
+    """Each (N, repeat) is also fitted to the stopping rule of the ridge-penalised loss on the
+    same images, once per candidate λ, and keeps the λ with the best mIoU on held-out
+    training images (never the evaluation ones); its ratio uses the converged full LSE; its
+    loss is below the schedule's (the same objective plus a small penalty, minimised instead
+    of stopped early)."""
     params = PARAMS.model_copy(
-        update={"methods": ("schedule", "converged"), "shots": (4,), "iterations": (10,)}
+        update={
+            "methods": ("schedule", "converged"),
+            "shots": (4,),
+            "iterations": (10,),
+            "l2_grid": (1e-3, 1.0),
+            "holdout": 24,
+        }
     )
     ctx = _ctx(train_store_url, eval_store_url, tmp_path)
     res = run_and_finish("fewshot", ctx, params, reference={"LSE": 0.5, "LSE:converged": 0.8})
@@ -296,23 +380,47 @@ def test_converged_fewshot_rows_beside_the_schedule(train_store_url, eval_store_
     assert conv.converged.all() and (conv.grad_norm <= params.solver.grad_tol).all()
     assert sched.converged.isna().all()
     # the same training images per repeat, whichever the method
-    assert conv.sort_values("repeat").train_indices.tolist() == sched.sort_values(
-        "repeat"
-    ).train_indices.tolist()
-    assert (conv.sort_values("repeat").final_loss.to_numpy() < sched.sort_values(
-        "repeat"
-    ).final_loss.to_numpy()).all()
+    assert (
+        conv.sort_values("repeat").train_indices.tolist()
+        == sched.sort_values("repeat").train_indices.tolist()
+    )
+    assert (
+        conv.sort_values("repeat").final_loss.to_numpy()
+        < sched.sort_values("repeat").final_loss.to_numpy()
+    ).all()
     summary = pd.read_parquet(tmp_path / "tables" / "fewshot_summary").set_index("method")
     assert summary.loc["converged", "reference_miou"] == 0.8
     assert summary.loc["converged", "ratio_to_full"] == pytest.approx(conv.miou.mean() / 0.8)
-    assert "4 (converged)" in res.markdown and "4 (paper schedule)" in res.markdown
+    assert "4 (ridge, λ chosen on held-out)" in res.markdown
+    assert "4 (paper schedule)" in res.markdown
     fits = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "fits").iterdir())
     assert fits == [
         "fewshot-n4-r0",
-        "fewshot-n4-r0-converged",
+        "fewshot-n4-r0-converged-ridge1e+00",
+        "fewshot-n4-r0-converged-ridge1e-03",
         "fewshot-n4-r1",
-        "fewshot-n4-r1-converged",
+        "fewshot-n4-r1-converged-ridge1e+00",
+        "fewshot-n4-r1-converged-ridge1e-03",
     ]
+    # the choice: every candidate scored on held-out training images, the best one kept
+    ridge = pd.read_parquet(tmp_path / "tables" / "fewshot_ridge")
+    assert len(ridge) == 4 and set(ridge.l2) == {1e-3, 1.0}
+    train = FeatureStore.open(Target(train_store_url), require_complete=True)
+    held = holdout_indices(train.spec.n, params)
+    assert (ridge.n_holdout == len(held)).all() and 0 < len(held) <= 24
+    for r in ridge.itertuples():
+        model = jobs.load_extractor(r.fit_dir, torch.device("cpu"))[0]
+        feats, labels = train.read_samples(held)
+        want = evaluate(model, [(feats, labels)], train.spec.class_names, 64, torch.device("cpu"))
+        assert r.holdout_miou == pytest.approx(want.miou)
+    for repeat, cands in ridge.groupby("repeat"):
+        best = cands.sort_values(["holdout_miou", "l2"]).iloc[-1]
+        assert cands.chosen.sum() == 1 and cands[cands.chosen].l2.item() == best.l2
+        row = conv[conv.repeat == repeat].iloc[0]
+        assert row.l2 == best.l2 and row.fit_dir == best.fit_dir
+        assert row.holdout_miou == pytest.approx(best.holdout_miou)
+    assert summary.loc["converged", "stopped_by_rule"] == 2
+    assert summary.loc["converged", "l2"] in {"1e-03 ×2", "1e+00 ×2", "1e-03 ×1, 1e+00 ×1"}
 
 
 def test_run_fewshot_reloads_finished_checkpoints_after_a_crash(

@@ -97,7 +97,7 @@ class SCSParams(EditSpace):
         ``quick``: 12 targets × 2 samples, 2 repeats; ``smoke``: 2 targets × 2 samples, 5
         steps, the smoke few-shot N."""
         get_profile(profile)
-        fewshot = fields.pop("fewshot", None) or FewShotParams.for_profile(profile)
+        fewshot = fields.pop("fewshot", None) or FewShotParams.for_profile(profile, protocol)
         shots = tuple(n for n in (1, 4, 8, 16) if n in fewshot.shots)
         sizes = {
             "smoke": dict(targets=2, samples=2, steps=5, repeats=1),

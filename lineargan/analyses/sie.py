@@ -99,7 +99,7 @@ class SIEParams(EditSpace):
         """``paper``: 8 images × 4 edits; ``quick``: 3 images; ``smoke``: 1 image, 5 steps,
         the largest few-shot N of the smoke profile."""
         get_profile(profile)
-        fewshot = fields.pop("fewshot", None) or FewShotParams.for_profile(profile)
+        fewshot = fields.pop("fewshot", None) or FewShotParams.for_profile(profile, protocol)
         sizes = {"smoke": dict(images=1, steps=5), "quick": dict(images=3), "paper": {}}[profile]
         n_shot = 8 if 8 in fewshot.shots else max(fewshot.shots)
         return cls(protocol=protocol, fewshot=fewshot, n_shot=n_shot, **{**sizes, **fields})
