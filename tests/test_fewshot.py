@@ -11,6 +11,7 @@ import torch
 
 import tasks.fit
 from lineargan.analyses.fewshot import (
+    EpochRefreshedSamples,
     FewShotParams,
     FixedSamples,
     authors_iterations,
@@ -26,15 +27,17 @@ from lineargan.driver import drive
 from lineargan.errors import LinearGanError
 from lineargan.evaluate import evaluate, evaluate_many
 from lineargan.extractors import build_extractor
-from lineargan.training import ScheduledAdam
+from lineargan.training import ScheduledAdam, skip_samples
 from storage.feature_store import FeatureStore
 from storage.target import Target
 from tasks.analyses.contract import AnalysisContext
 from tasks.analyses.fewshot import step as jobs
 from tasks.analyses.fewshot.render import render_table2
+from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.analyses.registry import get_analysis
 from tasks.analyses.runner import run_and_finish
-from tests.conftest import build_synthetic_store, synthetic_spec
+from tasks.store_models import noise_generator
+from tests.conftest import build_synthetic_store, stylegan2_face_store, synthetic_spec
 
 # -- science ----------------------------------------------------------------------------------
 
@@ -234,6 +237,7 @@ def test_params_for_profile():
     assert authors_iterations((3,)) == (50 * 43,)  # the last step of an epoch takes the rest
     authors = FewShotParams.for_profile("paper", "authors")
     assert authors.iterations == (6400, 1600, 800, 400) and authors.protocol == "authors"
+    assert authors.fresh_noise and not paper.fresh_noise
     assert FewShotParams.for_profile("quick", "authors").iterations == (1600, 400, 200, 100)
     # the run's protocol reaches the analysis; the default stays the paper's
     defaults = get_analysis("fewshot").defaults
@@ -473,3 +477,72 @@ def test_store_too_small_for_the_largest_n_fails_before_any_training(
     with pytest.raises(LinearGanError, match="80 training images"):
         _run(ctx, params)
     assert not (tmp_path / "fits").exists()
+
+
+# -- the authors' fresh noise per epoch -------------------------------------------------------
+
+
+def test_epoch_refreshed_samples_refresh_once_per_epoch_and_on_resume():
+    feats, labels = [np.zeros((2, 1, 1, 1), np.float16)], np.zeros((2, 1, 1), np.uint8)
+    calls: list[int] = []
+
+    def refresh(epoch: int) -> list[np.ndarray]:
+        calls.append(epoch)
+        return [np.full((2, 1, 1, 1), epoch, np.float16)]
+
+    src = EpochRefreshedSamples(feats, labels, refresh, epoch_steps=3)
+    seen = [int(src.next_batch(2)[0][0][0, 0, 0, 0]) for _ in range(7)]
+    assert seen == [0, 0, 0, 1, 1, 1, 2] and calls == [1, 2]
+    resumed = EpochRefreshedSamples(feats, labels, refresh, epoch_steps=3)
+    calls.clear()
+    skip_samples(resumed, 5 * 2)  # 5 steps done before the crash: the next is epoch 1's last
+    assert int(resumed.next_batch(2)[0][0][0, 0, 0, 0]) == 1 and calls == [1]
+    assert int(resumed.next_batch(2)[0][0][0, 0, 0, 0]) == 2 and calls == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def noisy_store(tmp_path_factory) -> str:
+    """A StyleGAN2 store (random weights at 32 px, per-layer noise) labelled by a random face
+    parser: a generator whose features change when its noise is drawn afresh."""
+    return stylegan2_face_store(tmp_path_factory.mktemp("noisy"), "train", 0, 8, 8)
+
+
+def test_fresh_noise_regenerates_features_each_epoch(noisy_store, train_store_url, tmp_path):
+    """The authors' schedule draws the N images' per-layer noise afresh every epoch (same
+    latents, same labels): seeded per epoch, so reruns agree; a generator without noise inputs
+    (the embedded DCGAN) trains exactly as without it."""
+    store = FeatureStore.open(Target(noisy_store), require_complete=True)
+    params = FewShotParams(
+        shots=(1,), iterations=(6,), repeats=1, methods=("schedule",), epoch_samples=2
+    )
+    noisy = noise_generator(store, "cpu")
+    assert noisy is not None and getattr(noisy, "base", noisy).randomize_noise
+    src = jobs.fresh_noise_source(store, noisy, np.array([3]), seed=5, steps=2)
+    stored, _ = store.read_samples([3])
+    assert all(np.array_equal(a, b) for a, b in zip(src.features, stored, strict=True))
+    one, again, two = src.refresh(1), src.refresh(1), src.refresh(2)
+    assert all(np.array_equal(a, b) for a, b in zip(one, again, strict=True))  # seeded
+    assert not np.array_equal(one[-1], stored[-1]) and not np.array_equal(one[-1], two[-1])
+
+    def fit(p: FewShotParams, root: Path, url: str = noisy_store) -> dict:
+        ctx = _ctx(url, url, root)
+        target = FeatureStore.open(Target(url), require_complete=True)
+        run = fewshot_runs(p, target.spec.n)[0]
+        return jobs.fit_fewshot(ctx, p, target, run)
+
+    fresh = fit(params.model_copy(update={"fresh_noise": True}), tmp_path / "a")
+    plain = fit(params, tmp_path / "a")
+    rerun = fit(params.model_copy(update={"fresh_noise": True}), tmp_path / "b")
+    assert fresh["fresh_noise_epoch_steps"] == 2 and "fresh_noise_epoch_steps" not in plain
+    w = {
+        k: jobs.load_extractor(m["fit_dir"], torch.device("cpu"))[0].state_dict()
+        for k, m in {"fresh": fresh, "plain": plain, "rerun": rerun}.items()
+    }
+    assert any(not torch.equal(w["fresh"][k], w["plain"][k]) for k in w["fresh"])
+    assert all(torch.equal(w["fresh"][k], w["rerun"][k]) for k in w["fresh"])
+    # the DCGAN has no noise inputs: the same checkpoint whether asked or not
+    dcgan = FeatureStore.open(Target(train_store_url), require_complete=True)
+    assert noise_generator(dcgan, "cpu") is None
+    on = fit(params.model_copy(update={"fresh_noise": True}), tmp_path / "c", train_store_url)
+    off = fit(params, tmp_path / "c", train_store_url)
+    assert on["fit_dir"] == off["fit_dir"]

@@ -6,8 +6,9 @@ Iterations (``protocol``): the paper's 2000 / 2000 / 1000 / 500 for N = 1 / 4 / 
 authors' ``train_fewshot.py`` (AtlantixJJ/LinearGAN at c0627b3, unchanged at a5767a7): 50
 epochs of a 128-sample noise dataset at batch 1 with gradients accumulated over N, i.e.
 50·⌈128/N⌉ full-batch steps (6,400 / 1,600 / 800 / 400). Their per-epoch callback regenerates
-the N images' features with fresh per-layer noise (``randomize_noise=True``), which a generator
-without noise inputs (the embedded DCGAN) does not have; here features are the store's. Adam
+the N images' features with fresh per-layer noise (``randomize_noise=True``, labels kept):
+``fresh_noise`` (:class:`EpochRefreshedSamples`), a no-op for a generator without noise inputs
+(the embedded DCGAN). Adam
 lr 1e-3 divided by 10 after 40 % of the iterations in both: the paper says "the optimizer
 setting is the same as in full supervision", whose drop comes at epoch 20 of 50, and the
 authors' learner steps ``MultiStepLR([20])`` per epoch. Each N is repeated with disjoint,
@@ -23,7 +24,7 @@ linearly separable, and then the plain loss has no minimum). λ is chosen per fi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,7 @@ PROFILE_HOLDOUT = {"smoke": 16, "quick": 128, "paper": 512}
 def authors_iterations(shots: Sequence[int]) -> tuple[int, ...]:
     """The authors' optimiser steps per N: 50 epochs of ⌈128/N⌉ (6,400 / 1,600 / 800 / 400
     for N = 1 / 4 / 8 / 16)."""
-    return tuple(AUTHORS_EPOCHS * math.ceil(AUTHORS_EPOCH_SAMPLES / n) for n in shots)
+    return tuple(AUTHORS_EPOCHS * epoch_steps(n) for n in shots)
 
 
 class FewShotParams(Frozen):
@@ -94,6 +95,15 @@ class FewShotParams(Frozen):
         PROFILE_HOLDOUT["paper"],
         description="training-store images outside every few-shot draw on which λ is chosen",
     )
+    fresh_noise: bool = Field(
+        False,
+        description="the authors' per-epoch callback: every ⌈epoch_samples/N⌉ steps of the "
+        "schedule, the N images' features are generated again with fresh per-layer noise "
+        "(labels kept); a no-op for a generator without noise inputs",
+    )
+    epoch_samples: PositiveInt = Field(
+        AUTHORS_EPOCH_SAMPLES, description="samples of one authors' epoch (fresh_noise)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> FewShotParams:
@@ -116,12 +126,19 @@ class FewShotParams(Frozen):
         holdout = PROFILE_HOLDOUT[profile]
         if profile == "smoke":
             return cls(
-                protocol=protocol, shots=(1, 4), iterations=(20, 20), repeats=2, holdout=holdout
+                protocol=protocol,
+                shots=(1, 4),
+                iterations=(20, 20),
+                repeats=2,
+                holdout=holdout,
+                fresh_noise=protocol == "authors",
             )
         full = PAPER_ITERATIONS if protocol == "paper" else authors_iterations(PAPER_SHOTS)
         if profile == "quick":
             full = tuple(max(1, i // 4) for i in full)
-        return cls(protocol=protocol, iterations=full, holdout=holdout)
+        return cls(
+            protocol=protocol, iterations=full, holdout=holdout, fresh_noise=protocol == "authors"
+        )
 
 
 def choose_train_indices(n_total: int, n_shot: int, repeats: int, seed: int) -> list[np.ndarray]:
@@ -212,6 +229,43 @@ class FixedSamples:
         take = (self._offset + np.arange(batch_size)) % n
         self._offset = int((self._offset + batch_size) % n)
         return [f[take] for f in self.features], self.labels[take]
+
+
+class EpochRefreshedSamples(FixedSamples):
+    """:class:`FixedSamples` whose features are replaced at the start of every epoch of
+    ``epoch_steps`` full batches by ``refresh(epoch)`` (labels kept): the authors' per-epoch
+    callback, which runs the same latents through the generator again with fresh per-layer
+    noise. Epoch 0 serves the features it was given. Counting by samples served, a resumed
+    fit (``skip``) refreshes to the epoch it resumes in."""
+
+    def __init__(
+        self,
+        features: list[np.ndarray],
+        labels: np.ndarray,
+        refresh: Callable[[int], list[np.ndarray]],
+        epoch_steps: int,
+    ) -> None:
+        super().__init__(features, labels)
+        self.refresh = refresh
+        self.epoch_samples = epoch_steps * len(labels)
+        self.served = 0
+        self.epoch = 0
+
+    def skip(self, n: int) -> None:
+        super().skip(n)
+        self.served += n
+
+    def next_batch(self, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
+        epoch = self.served // self.epoch_samples
+        if epoch != self.epoch:
+            self.features, self.epoch = self.refresh(epoch), epoch
+        self.served += batch_size
+        return super().next_batch(batch_size)
+
+
+def epoch_steps(n_shot: int, epoch_samples: int = AUTHORS_EPOCH_SAMPLES) -> int:
+    """Full-batch steps per epoch of the authors' few-shot learner: ⌈epoch_samples / N⌉."""
+    return math.ceil(epoch_samples / n_shot)
 
 
 def max_deviation(values: Sequence[float]) -> float:

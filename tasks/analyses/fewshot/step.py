@@ -31,11 +31,14 @@ from contextlib import nullcontext
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from lineargan.analyses.fewshot import (
+    EpochRefreshedSamples,
     FewShotParams,
     FixedSamples,
     choose_l2,
+    epoch_steps,
     fewshot_schedule,
     holdout_indices,
     repeat_seed,
@@ -44,12 +47,14 @@ from lineargan.analyses.fewshot import (
 from lineargan.config import FitConfig, FitMethod, fit_label
 from lineargan.device import resolve_device
 from lineargan.evaluate import evaluate_many, evaluate_subsets
+from lineargan.models import GeneratorAdapter
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.tables import CLASS_IOU, MODELS, schema
 from tasks.analyses.contract import AnalysisContext, Inputs, Output, unchanged
 from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.fit import FitJob, fit_or_reuse, full_batch
+from tasks.store_models import noise_generator, regenerate_features
 
 NAME = "fewshot"
 RUNS_TABLE = "fewshot"
@@ -183,33 +188,64 @@ def _fit_one(
     run: tuple[FitMethod, int, int, int, np.ndarray],
     l2: float | None,
 ) -> dict:
-    """One checkpoint: the schedule (``l2`` None) or the converged fit with ridge ``l2``."""
+    """One checkpoint: the schedule (``l2`` None) or the converged fit with ridge ``l2``.
+
+    A schedule with ``params.fresh_noise`` on a generator with noise inputs regenerates the N
+    images' features with fresh noise every authors' epoch (:func:`fresh_noise_source`); its
+    key and metadata say so. Without noise inputs it is the plain fit (same checkpoint)."""
     method, n_shot, iterations, repeat, indices = run
     schedule = fewshot_schedule(n_shot, iterations, params.lr, params.lr_drop_at)
     solver = None if l2 is None else params.solver.model_copy(update={"l2": l2})
     suffix = "" if l2 is None else f"-{method}-ridge{l2:.0e}"
+    seed = repeat_seed(params.seed, n_shot, repeat)
+    noisy = noise_generator(train, ctx.device) if l2 is None and params.fresh_noise else None
+    steps = epoch_steps(n_shot, params.epoch_samples)
+    extra = {} if noisy is None else {"fresh_noise_epoch_steps": steps}
+
+    def source() -> nullcontext[FixedSamples]:
+        if noisy is None:
+            return nullcontext(FixedSamples(*train.read_samples(indices)))
+        return nullcontext(fresh_noise_source(train, noisy, indices, seed, steps))
+
     job = FitJob(
         cfg=FitConfig(
             extractor="LSE",
             method=method,
             schedule=schedule,
             solver=solver,
-            seed=repeat_seed(params.seed, n_shot, repeat),
+            seed=seed,
         ),
         prefix=f"fewshot-n{n_shot}-r{repeat}{suffix}",
         class_names=train.spec.class_names,
-        key_extra={"train_indices": indices.tolist()},
-        metadata={"train_indices": indices.tolist()},
+        key_extra={"train_indices": indices.tolist(), **extra},
+        metadata={"train_indices": indices.tolist(), **extra},
     )
     return fit_or_reuse(
         train,
         ctx.train_url,
         job,
         ctx.results_root,
-        source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
+        source=source,
         device=ctx.device,
         chunks=full_batch(train, indices.tolist()) if method == "converged" else None,
     )
+
+
+def fresh_noise_source(
+    train: FeatureStore, generator: GeneratorAdapter, indices: np.ndarray, seed: int, steps: int
+) -> EpochRefreshedSamples:
+    """The N samples (stored features, labels) whose features ``generator`` (drawing fresh
+    noise) makes again every ``steps`` steps; epoch e's noise is seeded by (seed, e), so a
+    fit and its resumed run see the same noise."""
+    batch = train.read_selection(indices, features=True, images=False)
+    device = next(generator.parameters()).device
+
+    def refresh(epoch: int) -> list[np.ndarray]:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+            return regenerate_features(train, batch.latents, generator)
+
+    return EpochRefreshedSamples(batch.features, batch.labels, refresh, steps)
 
 
 def _fit_all(
