@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lineargan.errors import LinearGanError
-from lineargan.models.protocols import GeneratorAdapter, Segmenter
+from lineargan.models.protocols import GeneratorAdapter, Segmenter, clamp_image
 
 
 @dataclass
@@ -28,8 +28,8 @@ class SampleBatch:
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) in [-1, 1] → (B, H, W, 3) uint8."""
-    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    """(B, 3, H, W) generator images → (B, H, W, 3) uint8, clamped to [-1, 1] first."""
+    x = ((clamp_image(images) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 

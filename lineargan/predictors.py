@@ -14,7 +14,7 @@ from torch import nn
 
 from lineargan.errors import LinearGanError
 from lineargan.extractors.base import SemanticExtractor, upsample
-from lineargan.models.protocols import DifferentiableSegmenter, GeneratorOutput
+from lineargan.models.protocols import DifferentiableSegmenter, GeneratorOutput, clamp_image
 from lineargan.store_policy import StorePolicy
 
 
@@ -56,8 +56,10 @@ class ExtractorPredictor(SemanticPredictor):
 
 
 class SegmenterPredictor(SemanticPredictor):
-    """A differentiable image segmenter (the baseline UNet, or a user's network) on G's image;
-    its logits are resized to ``size`` (the logits, never the input image)."""
+    """A differentiable image segmenter (the baseline UNet, or a user's network) on G's image,
+    clamped to [-1, 1] as every segmenter input is (stored images are clamped when quantised,
+    so the segmenter sees in SCS/SIE what it saw in the store); its logits are resized to
+    ``size`` (the logits, never the input image)."""
 
     def __init__(self, segmenter: DifferentiableSegmenter, label: str) -> None:
         super().__init__()
@@ -80,7 +82,7 @@ class SegmenterPredictor(SemanticPredictor):
         self.label = label
 
     def forward(self, output: GeneratorOutput, size: int) -> torch.Tensor:
-        return upsample(self.segmenter.logits(output.image), size)
+        return upsample(self.segmenter.logits(clamp_image(output.image)), size)
 
 
 def freeze(module: nn.Module) -> nn.Module:

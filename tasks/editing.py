@@ -114,7 +114,7 @@ def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredic
         raise LinearGanError(
             f"no trained LSE in {lse_dir}",
             "train one with `lineargan-edit train-fewshot`, or pass a fit directory of a "
-            "reproduce run (results/fits/fewshot-n8-r0-converged-…)",
+            "reproduce run (results/fits/fewshot-n8-r0-converged-ridge…)",
         )
     try:
         model, meta = load_extractor(lse_dir, device)

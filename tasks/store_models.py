@@ -40,6 +40,27 @@ def store_generator(
     options = store.group.attrs.get("generator_load_options", spec.generator_options)
     if latent_space is not None:
         options = options_in_latent_space(spec.generator, json.loads(options), latent_space)
+    return _loaded(store, device, options)
+
+
+def noise_generator(store: FeatureStore, device: str = "auto") -> GeneratorAdapter | None:
+    """:func:`store_generator` drawing fresh per-layer noise on every pass
+    (``randomize_noise``: the authors' few-shot epochs), or None for a generator without
+    noise inputs, which has nothing to draw afresh."""
+    spec = store.spec
+    options = json.loads(store.group.attrs.get("generator_load_options", spec.generator_options))
+    noisy = {**options, "randomize_noise": True}
+    try:
+        check_generator_options(spec.generator, noisy)
+    except LinearGanError:
+        return None
+    return _loaded(store, device, options_json(noisy))
+
+
+def _loaded(store: FeatureStore, device: str, options: str) -> GeneratorAdapter:
+    """The store's generator loaded with ``options`` (canonical JSON), checked against the
+    store's weights and seen through its policy."""
+    spec = store.spec
     g = cached_generator(
         spec.generator,
         str(resolve_device(device)),
@@ -100,10 +121,13 @@ def store_segmenter(store: FeatureStore) -> Segmenter:
     return p
 
 
-def regenerate_features(store: FeatureStore, latents: np.ndarray) -> list[np.ndarray]:
+def regenerate_features(
+    store: FeatureStore, latents: np.ndarray, generator: GeneratorAdapter | None = None
+) -> list[np.ndarray]:
     """The features a stored-feature store would hold for ``latents``: the same generator
-    pass on the same chunk of latents, cast to float16 as the cache casts them."""
-    g = store_generator(store)
+    pass on the same chunk of latents, cast to float16 as the cache casts them (``generator``:
+    another load of the store's generator, e.g. :func:`noise_generator`'s)."""
+    g = generator if generator is not None else store_generator(store)
     device = next(g.parameters()).device
     z = torch.from_numpy(np.ascontiguousarray(latents)).to(device)
     step, parts = generator_batch(g.resolution), []

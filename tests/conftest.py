@@ -26,6 +26,31 @@ SMALL_N = 64
 SMALL_CHUNK = 16
 
 
+def stylegan2_face_store(root: Path, split: str, seed: int, n: int, chunk_size: int) -> str:
+    """A store of a StyleGAN2 (genforce layout, random weights at 32 px, with per-layer noise)
+    labelled by a random face-parsing UNet, built by the real cache stage under ``root``
+    (the weights are written there once, seeded, so every split shares them)."""
+    import lineargan.models.face_parser as fp
+    from tests.test_stylegan2_genforce import random_state
+
+    if not (root / "g.pth").exists():
+        torch.save(random_state("genforce"), root / "g.pth")
+        torch.manual_seed(0)
+        torch.save(fp.FaceParsingUNet(n_classes=15, base_width=4).state_dict(), root / "p.pth")
+    cfg = DatasetConfig(
+        generator="stylegan2-genforce",
+        generator_checkpoint=str(root / "g.pth"),
+        segmenter="face-parser-unet",
+        segmenter_checkpoint=str(root / "p.pth"),
+        segmenter_options={"input_size": 32},
+        split=split,
+        seed=seed,
+        n=n,
+        chunk_size=chunk_size,
+    )
+    return build_store(cfg, str(root / "data"), device="cpu")
+
+
 def small_dataset(split: str = "train", seed: int = 0) -> DatasetConfig:
     return DatasetConfig(split=split, seed=seed, n=SMALL_N, chunk_size=SMALL_CHUNK)
 

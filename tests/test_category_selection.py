@@ -157,7 +157,7 @@ def test_evaluate_remapped_background_vs_ignore():
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "paper"])
-def test_for_profile_matches_the_reproduce_fits(profile):
+def test_for_run_matches_the_reproduce_fits(profile):
     params = CategorySelectionParams.for_run(RunConfig(profile=profile))
     run = RunConfig(profile=profile)
     assert params.threshold == 0.10 and params.dropped_as == "background"

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-import lineargan.models.face_parser as fp
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.analyses.scs import SCSParams, pair_counts, pair_seed
 from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
-from lineargan.config import DatasetConfig, RunConfig
+from lineargan.config import RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.models.registry import get_generator
 from lineargan.store_policy import StorePolicy, with_policy
@@ -23,9 +22,9 @@ from storage.tables import read_table_part
 from storage.target import Target
 from tasks.analyses.registry import resolve_analyses
 from tasks.analyses.runner import run_and_finish
-from tasks.cache import build_store
 from tasks.run_context import RunContext
 from tasks.store_models import store_generator, store_segmenter
+from tests.conftest import stylegan2_face_store
 from tests.test_stylegan2_genforce import Z_DIM, random_state, to_authors_layout
 
 FEWSHOT = FewShotParams(shots=(1,), iterations=(5,), repeats=1, methods=("converged",))
@@ -34,23 +33,9 @@ FEWSHOT = FewShotParams(shots=(1,), iterations=(5,), repeats=1, methods=("conver
 @pytest.fixture(scope="module")
 def style_ctx(tmp_path_factory) -> RunContext:
     root = tmp_path_factory.mktemp("edit-space")
-    torch.save(random_state("genforce"), root / "g.pth")
-    torch.manual_seed(0)
-    torch.save(fp.FaceParsingUNet(n_classes=15, base_width=4).state_dict(), root / "p.pth")
 
     def store(split: str, seed: int) -> str:
-        cfg = DatasetConfig(
-            generator="stylegan2-genforce",
-            generator_checkpoint=str(root / "g.pth"),
-            segmenter="face-parser-unet",
-            segmenter_checkpoint=str(root / "p.pth"),
-            segmenter_options={"input_size": 32},
-            split=split,
-            seed=seed,
-            n=32,
-            chunk_size=16,
-        )
-        return build_store(cfg, str(root / "data"), device="cpu")
+        return stylegan2_face_store(root, split, seed, n=32, chunk_size=16)
 
     return RunContext(
         train_url=store("train", 0),

@@ -70,7 +70,7 @@ def test_layer_loss_lowers_every_layers_own_loss(samples):
     assert sum(b < a for a, b in zip(plain, layered, strict=True)) >= len(plain) - 1
 
 
-def test_params_for_profile_use_the_profile_schedule():
+def test_params_for_run_use_the_run_schedule():
     for profile in ("smoke", "quick", "paper"):
         params = LayerwiseParams.for_run(RunConfig(profile=profile))
         assert params.schedule == RunConfig(profile=profile).fit("LSE").schedule

@@ -31,12 +31,14 @@ def _randn(gen: torch.Generator, *shape: int, std: float = 1.0) -> torch.Tensor:
     return torch.randn(*shape, generator=gen) * std
 
 
-def pggan_genforce_state(seed: int = 0, fused: bool = False, rgb: int = 3) -> dict:
+def pggan_genforce_state(
+    seed: int = 0, fused: bool = False, rgb: int = 3, channels: tuple[int, ...] = CHANNELS
+) -> dict:
     """genforce ``PGGANGenerator`` keys: ``lod``, ``layer{k}.weight/bias``, ``output{i}.*``."""
     g = torch.Generator().manual_seed(seed)
     sd = {"lod": torch.zeros(())}
-    for i, c in enumerate(CHANNELS):
-        cin = Z_DIM if i == 0 else CHANNELS[i - 1]
+    for i, c in enumerate(channels):
+        cin = Z_DIM if i == 0 else channels[i - 1]
         up = (cin, c, 3, 3) if fused else (c, cin, 3, 3)  # genforce's fused kernel is (in, out)
         first = (c, cin, 4, 4) if i == 0 else up
         sd[f"layer{2 * i}.weight"] = _randn(g, *first)
@@ -183,12 +185,53 @@ def test_pggan_first_block_is_the_dense_layer_of_the_paper(tmp_path):
     torch.testing.assert_close(got, x, rtol=1e-4, atol=1e-5)
 
 
-def test_pggan_fused_scale_is_an_option_for_genforce(tmp_path):
-    path = _save(tmp_path, "fused.pth", {"generator_smooth": pggan_genforce_state(0, fused=True)})
-    model = get_generator("pggan-genforce", checkpoint=path, fused_scale=True)
+@pytest.mark.parametrize("fused", [False, True])
+def test_pggan_genforce_reads_fused_scale_off_the_weights(tmp_path, fused):
+    """genforce stores a fused up-conv (in, out, 3, 3), a plain one (out, in, 3, 3): the
+    32→16 and 16→8 up-convs tell them apart; the result matches the authors' port, which
+    names the two kinds differently."""
+    state = pggan_genforce_state(3, fused=fused)
+    path = _save(tmp_path, "g.pth", {"generator_smooth": state})
+    model = get_generator("pggan-genforce", checkpoint=path)
     assert model.layer_shapes() == SHAPES
-    with pytest.raises(CheckpointError, match=r"wrong shape \['layer4.weight', 'layer6.weight'\]"):
-        get_generator("pggan-genforce", checkpoint=path)  # 32→16 and 16→8 convs mis-shaped
+    assert model.layer2.fused is fused and model.layer6.fused is fused
+    port = get_generator(
+        "pggan-lineargan", checkpoint=_save(tmp_path, "lg.pth", pggan_port_state(state, fused))
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(_z()).image, port(_z()).image, rtol=1e-4, atol=1e-4)
+    assert get_generator("pggan-genforce", checkpoint=path, fused_scale=fused).layer4.fused is fused
+    with pytest.raises(CheckpointError) as err:
+        get_generator("pggan-genforce", checkpoint=path, fused_scale=not fused)
+    kind = "fused" if fused else "plain"
+    assert f"has {kind} up-convs (layer4.weight is" in str(err.value)
+    assert "Fix: drop fused_scale" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_pggan_genforce_square_up_convs_need_fused_scale(tmp_path, fused):
+    """A 32-px genforce PGGAN (every width 512 in the real ones) stores fused and plain
+    up-convs with the same shapes: the load is refused in one line unless fused_scale says
+    which, and then it gives the authors' port's images (the other setting does not)."""
+    square = (8, 8, 8, 8)
+    state = pggan_genforce_state(4, fused=fused, channels=square)
+    path = _save(tmp_path, "sq.pth", state)
+    with pytest.raises(CheckpointError) as err:
+        get_generator("pggan-genforce", checkpoint=path)
+    msg = str(err.value)
+    assert "whether its up-convs are fused cannot be read from its weights" in msg
+    assert "pass fused_scale=true" in msg and "\n" not in msg
+    port = get_generator(
+        "pggan-lineargan", checkpoint=_save(tmp_path, "lg.pth", pggan_port_state(state, fused))
+    )
+    right = get_generator("pggan-genforce", checkpoint=path, fused_scale=fused)
+    wrong = get_generator("pggan-genforce", checkpoint=path, fused_scale=not fused)
+    with torch.no_grad():
+        want = port(_z()).image
+        torch.testing.assert_close(right(_z()).image, want, rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(wrong(_z()).image, want, rtol=1e-2, atol=1e-2)
+    with pytest.raises(LinearGanError, match="fused_scale 'yes' is not true or false"):
+        get_generator("pggan-genforce", checkpoint=path, fused_scale="yes")
 
 
 @pytest.mark.parametrize("fused", [False, True])

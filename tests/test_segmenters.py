@@ -17,10 +17,11 @@ from torch import nn
 import lineargan.models.deeplab_ade20k as dl
 import lineargan.models.face_parser as fp
 from lineargan.errors import CheckpointError, LinearGanError
-from lineargan.models.protocols import images_to_unit
+from lineargan.models.protocols import GeneratorOutput, images_to_unit
 from lineargan.models.registry import get_segmenter
 from lineargan.models.resnest import RESNEST_VARIANTS, ResNeSt
 from lineargan.models.weights import sha256_file
+from lineargan.predictors import SegmenterPredictor
 
 
 def _randomize_bn(net: nn.Module, seed: int = 0) -> nn.Module:
@@ -98,9 +99,12 @@ def test_face_parser_resizes_the_input_and_then_the_logits(face_ckpt):
         assert out.shape == (2, 15, 48, 48)
         torch.testing.assert_close(out, expected)
         assert torch.equal(seg.logits(x), out)  # deterministic
-        # out-of-range pixels are clamped, as in the authors' wrapper
-        big = _images(64) * 3
-        assert torch.equal(seg.logits(big), seg.logits(big.clamp(-1, 1)))
+        # out-of-range pixels are clamped (before the resize) by SCS/SIE's predictor, the one
+        # place a float image reaches a segmenter; the authors' wrapper clamps after it
+        big = _images(48) * 3
+        got = SegmenterPredictor(seg, "face")(GeneratorOutput(big, []), 48)
+        assert torch.equal(got, seg.logits(big.clamp(-1, 1)))
+        assert not torch.equal(got, seg.logits(big))
     for size in (48, 64):
         u8 = np.random.default_rng(size).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
         labels = seg.segment(u8).labels

@@ -161,7 +161,7 @@ class SCSParams(EditSpace):
         parameters, so SCS reads their checkpoints instead of training its own; without them,
         the profile's."""
         profile, after = config.profile, after or {}
-        fewshot = after.get("fewshot") or FewShotParams.for_profile(profile)
+        fewshot = after.get("fewshot") or FewShotParams.for_run(config)
         unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
         shots = tuple(n for n in (1, 4, 8, 16) if n in fewshot.shots)
         sizes = {

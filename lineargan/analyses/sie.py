@@ -106,7 +106,7 @@ class SIEParams(EditSpace):
         the largest few-shot N of the smoke profile. ``after``: as for SCS
         (:meth:`~lineargan.analyses.scs.SCSParams.for_run`)."""
         profile, after = config.profile, after or {}
-        fewshot = after.get("fewshot") or FewShotParams.for_profile(profile)
+        fewshot = after.get("fewshot") or FewShotParams.for_run(config)
         unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
         sizes = {"smoke": dict(images=1, steps=5), "quick": dict(images=3), "paper": {}}[profile]
         n_shot = 8 if 8 in fewshot.shots else max(fewshot.shots)

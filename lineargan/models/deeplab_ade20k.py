@@ -9,8 +9,10 @@ which the ADE20K checkpoints hold and we load but never run) with the backbone o
 ``deeplab_resnest200_ade-7b9e7d3e.pth`` (sha1 ``7b9e7d3e6f0e2c763c7d77cad14d306c0a31fe05``).
 
 Pre-processing as the authors' ``SceneSegmenter``: [-1, 1] → [0, 1] → ImageNet mean/std
-(PyTorch-Encoding's ``BaseNet`` defaults), no clamping. The network bilinearly upsamples its
-stride-8 logits to its input size itself. With ``input_size`` set, the image is resized to
+(PyTorch-Encoding's ``BaseNet`` defaults). Their wrapper does not clamp; here the input is
+clamped to [-1, 1] as every segmenter's is (:func:`lineargan.models.protocols.clamp_image`,
+applied by the store's quantisation and by SCS/SIE's predictor, not by this class). The
+network bilinearly upsamples its stride-8 logits to its input size itself. With ``input_size`` set, the image is resized to
 it first and the *logits* are resized back to the image size afterwards. (The authors'
 wrapper, when sizes differ, resizes the normalised *input* to the label size and returns that
 in place of the logits — a bug we do not copy.)

@@ -8,9 +8,12 @@ classes. Widths are ``[64, 128, 256, 512, 1024] / feature_scale`` (4 in their ch
 ``faceparse_unet_512.pth``); we read them off the checkpoint, so any ``feature_scale`` loads.
 
 Pre-processing follows their ``FaceSegmenter``: the [-1, 1] image is resized bilinearly
-(``align_corners=True``) to the 512-px input the network was trained on, clamped to [-1, 1]
-and fed as is (no mean/std). Their wrapper then resizes the *logits* back to the requested
-size; we always resize them to the input image's own size, so labels are never interpolated.
+(``align_corners=True``) to the 512-px input the network was trained on and fed as is (no
+mean/std). Their wrapper clamps to [-1, 1] after the resize; here every segmenter's input is
+clamped once, before it (:func:`lineargan.models.protocols.clamp_image`, by the store's
+quantisation and by SCS/SIE's predictor), which differs only where pixels leave [-1, 1].
+Their wrapper then resizes the *logits* back to the requested size; we always resize them to
+the input image's own size, so labels are never interpolated.
 
 The 15 classes are CelebAMask-HQ's 19 with left/right eyes, brows and ears unified and
 "necklace" merged into "neck"; names and order are the authors' ``CELEBA_CATEGORY``, except
@@ -169,7 +172,7 @@ class FaceParserSegmenter(NetworkSegmenter):
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 15, H, W): the network at ``input_size``, its logits resized back to H×W."""
         size = (self.input_size, self.input_size)
-        out = self.net(resize(images, size).clamp(-1, 1))
+        out = self.net(resize(images, size))
         return resize(out, tuple(images.shape[-2:]))
 
 

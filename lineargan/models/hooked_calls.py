@@ -115,8 +115,10 @@ class DenoiserCall:
     filled with ``timestep``; its output (first tensor) is read per ``prediction``: ``epsilon``
     (the noise), ``v`` (v-parameterisation) or ``sample`` (x_0 itself); an output with twice
     x_t's channels carries a learned variance in its second half (guided-diffusion), which is
-    dropped. x_0 = (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t, clamped to [-1, 1] as samplers do, is what the
-    segmenter labels: the model's raw output (noise) has no semantics to label.
+    dropped. x_0 = (x_t − √(1−ᾱ_t)·ε)/√ᾱ_t is what the segmenter labels: the model's raw
+    output (noise) has no semantics to label. It is not clamped here (samplers clip it to
+    [-1, 1]; so does every consumer of a generator's image, via
+    :func:`lineargan.models.protocols.clamp_image`), so its gradients survive beyond ±1.
     """
 
     timestep: int
@@ -136,7 +138,7 @@ class DenoiserCall:
             x0 = a * x_t - s * out
         else:
             x0 = out
-        return x0.clamp(-1, 1)
+        return x0
 
 
 # -- the adapter ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lineargan.errors import CheckpointError
+from lineargan.errors import CheckpointError, LinearGanError
 from lineargan.models.checkpoints import GENFORCE_KEYS, read_generator_checkpoint
 from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
 from lineargan.models.registry import register_generator
@@ -245,11 +245,59 @@ def finish_image(image: torch.Tensor, final_tanh: bool) -> torch.Tensor:
     """Optional tanh, and grey (1-channel) generators repeated to RGB for the segmenters.
 
     No clamp: like the references, pixels may leave [-1, 1] slightly, and clamping would cut
-    the gradients SCS and SIE need; images are clipped when they are quantised.
+    the gradients SCS and SIE need; consumers clamp (``protocols.clamp_image``).
     """
     if final_tanh:
         image = torch.tanh(image)
     return image.expand(-1, 3, -1, -1) if image.shape[1] == 1 else image
+
+
+def genforce_fused_scale(
+    state: Mapping[str, torch.Tensor], channels: Sequence[int], source: str, given: bool | None
+) -> bool:
+    """Whether a genforce PGGAN's up-convs are fused, read off its weights.
+
+    genforce keeps a fused up-conv's kernel under the same key as a plain one, only
+    transposed: (in, out, 3, 3) instead of (out, in, 3, 3). An up-conv whose widths differ
+    therefore tells which it is; one whose widths are equal (every up-conv of a ≤ 32-px model
+    with genforce's default widths) looks the same either way, and loading it the wrong way
+    gives wrong images without any error. So: the weights decide where they can (``given``
+    must then agree), ``given`` decides where they cannot, and without either the load is
+    refused.
+    """
+    if len(channels) < 2:
+        return bool(given)  # a 4-px model has no up-conv
+    found: dict[bool, str] = {}
+    for i in range(1, len(channels)):
+        cin, cout = channels[i - 1], channels[i]
+        key = f"layer{2 * i}.weight"
+        shape = tuple(tensor_shape(state, key, source)[:2])
+        if cin != cout and shape in ((cout, cin), (cin, cout)):
+            found.setdefault(shape == (cin, cout), key)
+    if len(found) > 1:
+        raise CheckpointError(
+            f"checkpoint {source} mixes plain ({found[False]}) and fused ({found[True]}) "
+            "up-conv kernels",
+            "pass a checkpoint saved by genforce's PGGANGenerator",
+        )
+    if found:
+        ((fused, key),) = found.items()
+        if given is not None and given != fused:
+            raise CheckpointError(
+                f"checkpoint {source} has {'fused' if fused else 'plain'} up-convs ({key} is "
+                f"{tuple(state[key].shape)}), but fused_scale={given} was given",
+                "drop fused_scale: it is read from the weights",
+            )
+        return fused
+    if given is None:
+        raise CheckpointError(
+            f"checkpoint {source}: whether its up-convs are fused cannot be read from its "
+            f"weights (every up-conv keeps its width, {channels[1]}→{channels[1]}, and is stored "
+            "the same way fused or not)",
+            "pass fused_scale=true (transposed-conv up-convs) or fused_scale=false (nearest "
+            "upsample + conv), as the model was trained",
+        )
+    return given
 
 
 def build_pggan(
@@ -257,14 +305,15 @@ def build_pggan(
     source: str,
     *,
     weight_key: str,
-    fused_scale: bool,
+    fused_scale: bool | Callable[[Sequence[int]], bool],
     final_tanh: bool,
     make_block: BlockFactory,
     pre_normalize: bool,
 ) -> PGGANGenerator:
     """A PGGAN shaped after ``state`` (depth, widths, z size, image channels), weights loaded.
 
-    ``weight_key`` names a conv block's weight inside the block ("weight" or "conv.weight").
+    ``weight_key`` names a conv block's weight inside the block ("weight" or "conv.weight");
+    ``fused_scale`` is a flag, or a function of the block widths that decides it.
     """
     num_blocks = count_indexed(state, f"output{{}}.{weight_key}")
     if num_blocks == 0:
@@ -283,7 +332,7 @@ def build_pggan(
         channels,
         z_dim=z_dim,
         image_channels=image_channels,
-        fused_scale=fused_scale,
+        fused_scale=fused_scale(channels) if callable(fused_scale) else fused_scale,
         final_tanh=final_tanh,
         make_block=make_block,
         pre_normalize=pre_normalize,
@@ -296,12 +345,18 @@ def build_pggan(
 def pggan_genforce(
     checkpoint: str | Path | None = None,
     checkpoint_key: str | None = None,
-    fused_scale: bool = False,
+    fused_scale: bool | None = None,
     final_tanh: bool = False,
 ) -> PGGANGenerator:
     """PGGAN from a genforce checkpoint (``generator_smooth`` first, then ``generator``, or a
-    bare state dict). Depth, widths and z size come from the weights; ``fused_scale`` (off for
-    the official converted models) and ``final_tanh`` are not stored in them."""
+    bare state dict). Depth, widths and z size come from the weights, and so does
+    ``fused_scale`` wherever an up-conv changes width (:func:`genforce_fused_scale`; give it
+    for a model whose up-convs all keep their width); ``final_tanh`` is not stored in them."""
+    if fused_scale is not None and not isinstance(fused_scale, bool):
+        raise LinearGanError(
+            f"fused_scale {fused_scale!r} is not true or false",
+            "pass fused_scale=true or false, or leave it out to read it from the weights",
+        )
     ckpt = read_generator_checkpoint(
         checkpoint,
         generator="pggan-genforce",
@@ -313,7 +368,9 @@ def pggan_genforce(
         ckpt.state,
         ckpt.source,
         weight_key="weight",
-        fused_scale=bool(fused_scale),
+        fused_scale=lambda widths: genforce_fused_scale(
+            ckpt.state, widths, ckpt.source, fused_scale
+        ),
         final_tanh=bool(final_tanh),
         make_block=GenforceConvBlock,
         pre_normalize=True,

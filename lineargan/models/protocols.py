@@ -22,7 +22,13 @@ from lineargan.errors import LinearGanError
 
 @dataclass
 class GeneratorOutput:
-    """Images in [-1, 1], shape (B, 3, H, W), and feature maps x_i, each (B, c_i, h_i, w_i)."""
+    """Images nominally in [-1, 1], shape (B, 3, H, W), and feature maps x_i, each
+    (B, c_i, h_i, w_i).
+
+    The image is the generator's raw, differentiable output: never clamped, so pixels may
+    leave [-1, 1] and keep their gradients (SIE's colour loss reads them). What displays,
+    stores or segments an image clamps it first, with :func:`clamp_image`.
+    """
 
     image: torch.Tensor
     features: list[torch.Tensor]
@@ -106,6 +112,15 @@ class Segmenter(ABC):
     @abstractmethod
     def segment(self, images: np.ndarray) -> SegmenterOutput:
         """Label uint8 images of shape (B, H, W, 3) at their own resolution."""
+
+
+def clamp_image(images: torch.Tensor) -> torch.Tensor:
+    """A generator image clamped to [-1, 1]: the one clamp every consumer applies (stored and
+    displayed images through :func:`lineargan.cache.to_uint8`, a segmenter's input through
+    :class:`lineargan.predictors.SegmenterPredictor`), so a segmenter sees the same pixels
+    whether it labels a store's image or P(G(z)) inside SCS/SIE. Generators never clamp
+    their own output: that would zero the gradient of every pixel beyond ±1."""
+    return images.clamp(-1, 1)
 
 
 def images_to_unit(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -400,8 +400,8 @@ class StyleGAN2Rosinality(GeneratorAdapter):
     def forward(self, latents: torch.Tensor) -> GeneratorOutput:
         image, features = self.g.synthesis(self._wp(latents), self.randomize_noise)
         assert image is not None
-        # the reference has no output activation; the contract is [-1, 1] (genforce clips too)
-        return GeneratorOutput(image=image.clamp(-1, 1), features=features)
+        # unclamped, as the reference returns it: consumers clamp (protocols.clamp_image)
+        return GeneratorOutput(image=image, features=features)
 
     def forward_features(
         self, latents: torch.Tensor, layers: Sequence[int] | None = None

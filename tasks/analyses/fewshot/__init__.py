@@ -7,7 +7,7 @@ from tasks.analyses.fewshot import render, step
 SPEC = AnalysisSpec(
     name="fewshot",
     params=FewShotParams,
-    defaults=lambda config, after: FewShotParams.for_profile(config.profile),
+    defaults=FewShotParams.for_run,
     compute=step.compute,
     summarize=step.summarize,
     tables=step.TABLES,

@@ -10,13 +10,18 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
 
 - ``fewshot`` (one row per (n_shot, repeat); part key = the analysis key): generator, segmenter, extractor ("LSE"), n_shot, repeat, train_indices (comma
   separated training-store indices), miou (fraction), iterations, seed (torch seed of the fit),
-  final_loss, train_seconds, n_train_store, n_eval, fit_dir, key.
+  final_loss, train_seconds, converged / grad_norm (the converged fits' stopping rule), l2 /
+  holdout_miou / n_holdout (a converged fit's chosen ridge penalty, its mIoU on the held-out
+  training images that chose it, and their number), n_train_store, n_eval, fit_dir, key.
 - ``fewshot_per_class`` (same part key): generator, segmenter, n_shot, repeat, class_index,
   class_name, iou (fraction, NaN where the class never counted), images, key. Background is
   left out (Appx A).
 - ``fewshot_summary`` (part key = the analysis key; rewritten by :func:`summarize`): generator, segmenter, n_shot, repeats,
   mean_miou, max_dev (max |miou − mean| over repeats), ratio_to_full (mean_miou /
-  reference_miou, NaN without a reference), reference_miou (NaN when None), key.
+  reference_miou, NaN without a reference), reference_miou (NaN when None), stopped_by_rule
+  (repeats whose fit met its stopping rule), l2 (the chosen ridge penalties with counts), key.
+- ``fewshot_ridge`` (converged fits only): every candidate λ of every (N, repeat): l2,
+  holdout_miou, converged, iterations, fit_dir, chosen, n_holdout, key.
 """
 
 from __future__ import annotations
@@ -26,17 +31,23 @@ from contextlib import nullcontext
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import torch
 
 from lineargan.analyses.fewshot import (
+    EpochRefreshedSamples,
     FewShotParams,
     FixedSamples,
+    choose_l2,
+    epoch_steps,
     fewshot_schedule,
+    holdout_indices,
     repeat_seed,
     summarize_runs,
 )
 from lineargan.config import FitConfig, FitMethod, fit_label
 from lineargan.device import resolve_device
-from lineargan.evaluate import evaluate_subsets
+from lineargan.evaluate import evaluate_many, evaluate_subsets
+from lineargan.models import GeneratorAdapter
 from storage.checkpoints import load_extractor
 from storage.feature_store import FeatureStore
 from storage.tables import CLASS_IOU, MODELS, schema
@@ -44,11 +55,13 @@ from tasks.analyses.contract import Inputs, Output, unchanged
 from tasks.analyses.fewshot.science import fewshot_runs
 from tasks.fit import FitJob, fit_or_reuse, full_batch
 from tasks.run_context import RunContext
+from tasks.store_models import noise_generator, regenerate_features
 
 NAME = "fewshot"
 RUNS_TABLE = "fewshot"
 PER_CLASS_TABLE = "fewshot_per_class"
 SUMMARY_TABLE = "fewshot_summary"
+RIDGE_TABLE = "fewshot_ridge"
 
 TABLES = {
     RUNS_TABLE: schema(
@@ -64,6 +77,9 @@ TABLES = {
         train_seconds=pa.float64(),
         converged=pa.bool_(),
         grad_norm=pa.float64(),
+        l2=pa.float64(),
+        holdout_miou=pa.float64(),
+        n_holdout=pa.int64(),
         n_train_store=pa.int64(),
         n_eval=pa.int64(),
         fit_dir=pa.string(),
@@ -90,6 +106,22 @@ TABLES = {
         mean_miou_detected=pa.float64(),
         ratio_to_full=pa.float64(),
         reference_miou=pa.float64(),
+        stopped_by_rule=pa.int64(),
+        l2=pa.string(),
+        key=pa.string(),
+    ),
+    RIDGE_TABLE: schema(
+        **MODELS,
+        method=pa.string(),
+        n_shot=pa.int64(),
+        repeat=pa.int64(),
+        l2=pa.float64(),
+        holdout_miou=pa.float64(),
+        converged=pa.bool_(),
+        iterations=pa.int64(),
+        fit_dir=pa.string(),
+        chosen=pa.bool_(),
+        n_holdout=pa.int64(),
         key=pa.string(),
     ),
 }
@@ -102,44 +134,144 @@ def fit_fewshot(
     run: tuple[FitMethod, int, int, int, np.ndarray],
 ) -> dict:
     """One few-shot LSE of :func:`fewshot_runs` through the one fit-or-reuse routine: Table 2,
-    SCS and SIE all get the same checkpoint for the same (parameters, N, repeat)."""
+    SCS and SIE all get the same checkpoint for the same (parameters, N, repeat).
+
+    A converged one is fitted once per ridge penalty of ``params.l2_grid`` (each its own
+    checkpoint) and the one with the best mIoU on the held-out training images is returned,
+    its metadata extended by ``l2``, ``holdout_miou``, ``n_holdout`` and ``l2_candidates``
+    (every candidate's λ, held-out mIoU, stopping rule met, iterations, fit_dir)."""
+    method = run[0]
+    if method == "schedule":
+        return _fit_one(ctx, params, train, run, None)
+    metas = [_fit_one(ctx, params, train, run, lam) for lam in params.l2_grid]
+    holdout = holdout_indices(train.spec.n, params)
+    scores = holdout_mious(ctx, train, holdout, metas)
+    lam = choose_l2(dict(zip(params.l2_grid, scores, strict=True)))
+    best = params.l2_grid.index(lam)
+    candidates = [
+        {
+            "l2": g,
+            "holdout_miou": score,
+            "converged": bool(m.get("converged")),
+            "iterations": int(m["iterations"]),
+            "fit_dir": m["fit_dir"],
+        }
+        for g, score, m in zip(params.l2_grid, scores, metas, strict=True)
+    ]
+    return {
+        **metas[best],
+        "l2": lam,
+        "holdout_miou": scores[best],
+        "n_holdout": len(holdout),
+        "l2_candidates": candidates,
+    }
+
+
+def holdout_mious(
+    ctx: RunContext,
+    train: FeatureStore,
+    holdout: np.ndarray,
+    metas: list[dict],
+    batch: int = 32,
+) -> list[float]:
+    """mIoU of each fit on the held-out training images (one pass, ``batch`` at a time)."""
+    dev = resolve_device(ctx.device)
+    models = [load_extractor(m["fit_dir"], dev)[0] for m in metas]
+    chunks = (train.read_samples(holdout[s : s + batch]) for s in range(0, len(holdout), batch))
+    spec = train.spec
+    return [r.miou for r in evaluate_many(models, chunks, spec.class_names, spec.resolution, dev)]
+
+
+def _fit_one(
+    ctx: RunContext,
+    params: FewShotParams,
+    train: FeatureStore,
+    run: tuple[FitMethod, int, int, int, np.ndarray],
+    l2: float | None,
+) -> dict:
+    """One checkpoint: the schedule (``l2`` None) or the converged fit with ridge ``l2``.
+
+    A schedule with ``params.fresh_noise`` on a generator with noise inputs regenerates the N
+    images' features with fresh noise every authors' epoch (:func:`fresh_noise_source`); its
+    key and metadata say so. Without noise inputs it is the plain fit (same checkpoint)."""
     method, n_shot, iterations, repeat, indices = run
     schedule = fewshot_schedule(n_shot, iterations, params.lr, params.lr_drop_at)
-    solver = params.solver if method == "converged" else None
+    solver = None if l2 is None else params.solver.model_copy(update={"l2": l2})
+    suffix = "" if l2 is None else f"-{method}-ridge{l2:.0e}"
+    seed = repeat_seed(params.seed, n_shot, repeat)
+    noisy = noise_generator(train, ctx.device) if l2 is None and params.fresh_noise else None
+    steps = epoch_steps(n_shot, params.epoch_samples)
+    extra = {} if noisy is None else {"fresh_noise_epoch_steps": steps}
+
+    def source() -> nullcontext[FixedSamples]:
+        if noisy is None:
+            return nullcontext(FixedSamples(*train.read_samples(indices)))
+        return nullcontext(fresh_noise_source(train, noisy, indices, seed, steps))
+
     job = FitJob(
         cfg=FitConfig(
             extractor="LSE",
             method=method,
             schedule=schedule,
             solver=solver,
-            seed=repeat_seed(params.seed, n_shot, repeat),
+            seed=seed,
         ),
-        prefix=f"fewshot-n{n_shot}-r{repeat}" + ("" if method == "schedule" else f"-{method}"),
+        prefix=f"fewshot-n{n_shot}-r{repeat}{suffix}",
         class_names=train.spec.class_names,
-        key_extra={"train_indices": indices.tolist()},
-        metadata={"train_indices": indices.tolist()},
+        key_extra={"train_indices": indices.tolist(), **extra},
+        metadata={"train_indices": indices.tolist(), **extra},
     )
     return fit_or_reuse(
         train,
         ctx.train_url,
         job,
         ctx.results_root,
-        source=lambda idx=indices: nullcontext(FixedSamples(*train.read_samples(idx))),
+        source=source,
         device=ctx.device,
         chunks=full_batch(train, indices.tolist()) if method == "converged" else None,
     )
 
 
+def fresh_noise_source(
+    train: FeatureStore, generator: GeneratorAdapter, indices: np.ndarray, seed: int, steps: int
+) -> EpochRefreshedSamples:
+    """The N samples (stored features, labels) whose features ``generator`` (drawing fresh
+    noise) makes again every ``steps`` steps; epoch e's noise is seeded by (seed, e), so a
+    fit and its resumed run see the same noise."""
+    batch = train.read_selection(indices, features=True, images=False)
+    device = next(generator.parameters()).device
+
+    def refresh(epoch: int) -> list[np.ndarray]:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+            return regenerate_features(train, batch.latents, generator)
+
+    return EpochRefreshedSamples(batch.features, batch.labels, refresh, steps)
+
+
 def _fit_all(
     ctx: RunContext, params: FewShotParams, train: FeatureStore
-) -> tuple[list[dict], list[dict]]:
-    """Every (N, repeat) fit; (records, fit metas)."""
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Every (N, repeat) fit; (records, fit metas, ridge candidates of the converged ones)."""
     spec = train.spec
-    records, metas = [], []
+    records, metas, candidates = [], [], []
     for run in fewshot_runs(params, spec.n):
         method, n_shot, _, repeat, indices = run
         meta = fit_fewshot(ctx, params, train, run)
         metas.append(meta)
+        for c in meta.get("l2_candidates", []):
+            candidates.append(
+                {
+                    "generator": spec.generator,
+                    "segmenter": spec.segmenter,
+                    "method": method,
+                    "n_shot": n_shot,
+                    "repeat": repeat,
+                    **c,
+                    "chosen": c["l2"] == meta["l2"],
+                    "n_holdout": meta["n_holdout"],
+                }
+            )
         records.append(
             {
                 "generator": spec.generator,
@@ -155,17 +287,20 @@ def _fit_all(
                 "train_seconds": float(meta["train_seconds"]),
                 "converged": meta.get("converged"),
                 "grad_norm": meta.get("grad_norm"),
+                "l2": meta.get("l2"),
+                "holdout_miou": meta.get("holdout_miou"),
+                "n_holdout": meta.get("n_holdout"),
                 "n_train_store": spec.n,
                 "fit_dir": meta["fit_dir"],
             }
         )
-    return records, metas
+    return records, metas, candidates
 
 
 def compute(ctx: RunContext, params: FewShotParams, inputs: Inputs) -> Output:
     """Train every (N, repeat) few-shot LSE and evaluate them all in one pass (Table 2 rows)."""
     train, evals = inputs.train, inputs.evals
-    records, metas = _fit_all(ctx, params, train)
+    records, metas, candidates = _fit_all(ctx, params, train)
     dev = resolve_device(ctx.device)
     models = [load_extractor(m["fit_dir"], dev)[0] for m in metas]
     chunks = ((c.features, c.labels, c.detected) for _, c in evals.iter_chunks())
@@ -202,7 +337,11 @@ def compute(ctx: RunContext, params: FewShotParams, inputs: Inputs) -> Output:
         ]
     )
     tables = {PER_CLASS_TABLE: per_class, RUNS_TABLE: runs, SUMMARY_TABLE: _summary(runs, None)}
-    return Output(tables=tables, fits=[m["fit_dir"] for m in metas])
+    if candidates:
+        tables[RIDGE_TABLE] = pd.DataFrame(candidates)
+    fit_dirs = [c["fit_dir"] for m in metas for c in m.get("l2_candidates", [])]
+    fit_dirs += [m["fit_dir"] for m in metas if "l2_candidates" not in m]
+    return Output(tables=tables, fits=fit_dirs)
 
 
 def _summary(runs: pd.DataFrame, reference: dict[str, float | None] | None) -> pd.DataFrame:
