@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lineargan.render import Tables, markdown_grid, pct, per_class_grid
+from lineargan.render import Tables, markdown_grid, pct
 
 LSE = "LSE"
 
@@ -54,11 +54,11 @@ def render_sefa(tables: Tables) -> str:
         "",
         f"Area change per class at α={alpha:+g} (percentage points of the image, LSE):",
         "",
-        markdown_grid(_signed_grid(at, "area_change"), "direction"),
+        markdown_grid(_grid(at, "area_change", _pp), "direction"),
         "",
         "Share of the relabelled pixels inside each class's region (%):",
         "",
-        markdown_grid(per_class_grid(at, "direction", "inside"), "direction"),
+        markdown_grid(_grid(at, "inside", pct), "direction"),
     ]
     sup = tables.get("sefa_supervised")
     if sup is not None and len(sup):
@@ -66,12 +66,13 @@ def render_sefa(tables: Tables) -> str:
     return "\n".join(lines)
 
 
-def _signed_grid(rows: pd.DataFrame, value: str) -> pd.DataFrame:
+def _grid(rows: pd.DataFrame, value: str, cell) -> pd.DataFrame:
+    """``value`` per direction (rows, "#k") and class (columns), each cell by ``cell``."""
     wide = rows.pivot_table(index="direction", columns="class_index", values=value, sort=True)
     names = rows.drop_duplicates("class_index").set_index("class_index")["class_name"]
     wide.columns = [names[c] for c in wide.columns]
     wide.index = [f"#{k}" for k in wide.index]
-    return wide.map(_pp)
+    return wide.map(cell)
 
 
 def _supervised_lines(sup: pd.DataFrame) -> list[str]:

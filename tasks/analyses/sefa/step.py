@@ -203,8 +203,9 @@ def sefa_figure(
             image, mask = label(edit(latent, fact, k, alpha))
             cells.append(np.concatenate([image[0], colorize(mask[0], n_class)]))
         rows.append(cells)
-        titles.append(f"#{k} λ={fact.eigenvalues[k]:.2f} {name}")
-    return tile_grid(rows, titles, [f"α={a:+g}" for a in params.alphas])
+        # Pillow's default font has no Greek letters
+        titles.append(f"#{k} eigenvalue {fact.eigenvalues[k]:.1f}: {name.replace('α', 'alpha')}")
+    return tile_grid(rows, titles, [f"alpha {a:+g}" for a in params.alphas])
 
 
 def compute(ctx: RunContext, params: SefaParams, inputs: Inputs) -> Output:
