@@ -10,6 +10,15 @@ import pytest
 import torch
 
 import lineargan.models.stylegan2_genforce  # noqa: F401 - registers stylegan2-genforce
+from lineargan.analyses.sefa import (
+    GLOBAL,
+    Labeller,
+    change_rows,
+    class_changes,
+    direction_rows,
+    name_direction,
+    supervised_gradients,
+)
 from lineargan.config import FitConfig, Schedule
 from lineargan.extractors.base import build_extractor
 from lineargan.models.registry import get_generator
@@ -18,13 +27,7 @@ from lineargan.sefa import edit, sefa
 from storage.tables import read_table_part
 from tasks.analyses.runner import run_and_finish
 from tasks.analyses.sefa import step
-from tasks.analyses.sefa.science import (
-    GLOBAL,
-    SefaParams,
-    change_rows,
-    class_changes,
-    name_direction,
-)
+from tasks.analyses.sefa.science import SefaParams
 from tasks.fit import fit_extractor
 from tests.test_stylegan2_genforce import random_state
 
@@ -72,15 +75,15 @@ def test_directions_are_named_only_by_a_local_dominant_class():
     params = SefaParams(alphas=(-3, 3))
     # the eyes' small region holds 90 % of the changes: a local, semantic direction
     eyes = _rows({0: 100, 1: 10, 2: 90}, {0: 0.5, 1: 0.4, 2: 0.05}, {0: 0, 1: 0, 2: -0.01}, 100)
-    named = name_direction(eyes, params)
+    named = name_direction(eyes, params.naming)
     assert named["semantic"] and named["name"] == "eyes shrinks with +α"
     assert named["dominant_enrichment"] == pytest.approx(0.9 / 0.05)
     # skin holds 90 % too, but it covers 60 % of the image: a global change
     skin = _rows({0: 100, 1: 90, 2: 1}, {0: 0.6, 1: 0.6, 2: 0.02}, {0: 0, 1: 0.2, 2: 0}, 100)
-    assert name_direction(skin, params)["name"] == GLOBAL
-    assert name_direction(skin, SefaParams(alphas=(-3, 3), enrichment=1.2))["semantic"]
+    assert name_direction(skin, params.naming)["name"] == GLOBAL
+    assert name_direction(skin, SefaParams(alphas=(-3, 3), enrichment=1.2).naming)["semantic"]
     still = _rows({0: 0, 1: 0, 2: 0}, {0: 1, 1: 0, 2: 0}, {0: 0, 1: 0, 2: 0}, 0)
-    assert name_direction(still, params)["name"] == "no change"
+    assert name_direction(still, params.naming)["name"] == "no change"
 
 
 def test_measurement_on_a_random_stylegan2_per_layer_group(tmp_path):
@@ -90,19 +93,19 @@ def test_measurement_on_a_random_stylegan2_per_layer_group(tmp_path):
     torch.manual_seed(0)
     dims = [s[0] for s in g.layer_shapes()]
     lse = ExtractorPredictor(freeze(build_extractor("LSE", len(NAMES), dims)), "LSE")
-    label = step.Labeller(g, lse, batch=4)
+    label = Labeller(g, lse, batch=4)
     latents = g.sample_latents(3, seed=0)
     params = SefaParams(n_directions=2, alphas=(-3, 0, 3), n_samples=3, reference=False)
     images, base = label(latents)
     per_group = {}
     for group in ("coarse", "fine"):
         fact = sefa(g, layers=group)
-        rows = step.direction_rows(0, params, fact, latents, label, {"lse": base}, None, NAMES)
+        rows = direction_rows(0, params.alphas, fact, latents, label, {"lse": base}, None, NAMES)
         assert set(rows.alpha) == {-3.0, 0.0, 3.0} and set(rows.labeller) == {"LSE"}
         assert (rows[rows.alpha == 0].changed == 0).all()  # α = 0: the same masks
         assert np.array_equal(label(edit(latents, fact, 0, 0.0))[0], images)
         per_group[group] = rows[rows.alpha == 3].changed.iloc[0]
-        grads = step.supervised_gradients(g, lse, fact, latents, len(NAMES), 2)
+        grads = supervised_gradients(g, lse, fact, latents, len(NAMES), 2)
         assert grads.shape == (len(NAMES), fact.dim) and np.abs(grads).sum() > 0
     assert per_group["coarse"] > 0 and per_group["fine"] > 0
 

@@ -28,34 +28,31 @@ cell the image of the first sample with its LSE mask beneath.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import torch
 
-from lineargan.cache import to_uint8
-from lineargan.figures import colorize, tile_grid
-from lineargan.models import GeneratorAdapter, Segmenter
+from lineargan.analyses.sefa import (
+    LSE,
+    Labeller,
+    direction_rows,
+    direction_summary,
+    reference_labels,
+    sefa_grid,
+    supervised_cosines,
+    supervised_gradients,
+)
 from lineargan.predictors import ExtractorPredictor, freeze
-from lineargan.sefa import Factorisation, check_editable, edit, sefa, shared_shift_gradient
+from lineargan.sefa import check_editable, sefa
 from storage.checkpoints import load_extractor
 from storage.tables import MODELS, schema
 from tasks.analyses.contract import Inputs, Output
-from tasks.analyses.sefa.science import (
-    SefaParams,
-    change_rows,
-    class_changes,
-    largest_change,
-    name_direction,
-    supervised_cosines,
-)
+from tasks.analyses.sefa.science import SefaParams
 from tasks.fit import fit_extractor
 from tasks.run_context import RunContext
 
 DIRECTIONS_TABLE = "sefa_directions"
 SEMANTICS_TABLE = "sefa_semantics"
 SUPERVISED_TABLE = "sefa_supervised"
-LSE = "LSE"
 
 _KEYED = {**MODELS, "analysis_key": pa.string()}
 TABLES = {
@@ -118,96 +115,6 @@ def full_lse(ctx: RunContext, params: SefaParams, inputs: Inputs, device) -> Ext
     return ExtractorPredictor(freeze(model), LSE)
 
 
-class Labeller:
-    """G's images of a batch of latents and their LSE labels, ``batch`` latents at a time."""
-
-    def __init__(self, generator: GeneratorAdapter, lse: ExtractorPredictor, batch: int) -> None:
-        self.generator, self.lse, self.batch = generator, lse, batch
-
-    @torch.no_grad()
-    def __call__(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for start in range(0, len(latents), self.batch):
-            out = self.generator(latents[start : start + self.batch])
-            logits = self.lse(out, self.generator.resolution)
-            labels.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
-            images.append(to_uint8(out.image))
-        return np.concatenate(images), np.concatenate(labels)
-
-
-def _reference(segmenter: Segmenter, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    out = segmenter.segment(images)
-    detected = out.detected if len(out.detected) else np.ones(len(images), bool)
-    return out.labels, detected
-
-
-def direction_rows(
-    k: int,
-    params: SefaParams,
-    fact: Factorisation,
-    latents: torch.Tensor,
-    label: Labeller,
-    base: dict[str, np.ndarray],
-    segmenter: Segmenter | None,
-    class_names: tuple[str, ...],
-) -> pd.DataFrame:
-    """The per-class rows of direction ``k`` at every α, for the LSE and the segmenter."""
-    parts = []
-    n_class = len(class_names)
-    for alpha in params.alphas:
-        images, lse = label(edit(latents, fact, k, alpha))
-        rows = change_rows(class_changes(base["lse"], lse, n_class), class_names)
-        parts.append(rows.assign(alpha=alpha, labeller=LSE, n_images=len(lse)))
-        if segmenter is not None:
-            ref, detected = _reference(segmenter, images)
-            both = base["detected"] & detected
-            rows = change_rows(class_changes(base["ref"][both], ref[both], n_class), class_names)
-            parts.append(rows.assign(alpha=alpha, labeller=segmenter.name, n_images=both.sum()))
-    return pd.concat(parts, ignore_index=True).assign(direction=k)
-
-
-def supervised_gradients(
-    generator: GeneratorAdapter,
-    lse: ExtractorPredictor,
-    fact: Factorisation,
-    latents: torch.Tensor,
-    n_class: int,
-    batch: int,
-) -> np.ndarray:
-    """(n_class, d): per class, the mean over the latents of the gradient of its soft LSE area
-    (mean softmax probability) w.r.t. the shift SeFa applies."""
-    total = torch.zeros(n_class, fact.dim, dtype=torch.float64)
-    for start in range(0, len(latents), batch):
-        x = latents[start : start + batch].detach().clone().requires_grad_(True)
-        logits = lse(generator(x), generator.resolution)
-        area = logits.softmax(1).mean((2, 3))  # (B, n_class)
-        for c in range(n_class):
-            (grad,) = torch.autograd.grad(area[:, c].sum(), x, retain_graph=c < n_class - 1)
-            total[c] += shared_shift_gradient(grad, fact).sum(0).double().cpu()
-    return (total / len(latents)).numpy()
-
-
-def sefa_figure(
-    params: SefaParams,
-    fact: Factorisation,
-    latent: torch.Tensor,
-    label: Labeller,
-    names: list[str],
-    n_class: int,
-):
-    """SeFa's grid for one latent: rows = directions, columns = α, image over its LSE mask."""
-    rows, titles = [], []
-    for k, name in enumerate(names):
-        cells = []
-        for alpha in params.alphas:
-            image, mask = label(edit(latent, fact, k, alpha))
-            cells.append(np.concatenate([image[0], colorize(mask[0], n_class)]))
-        rows.append(cells)
-        # Pillow's default font has no Greek letters
-        titles.append(f"#{k} eigenvalue {fact.eigenvalues[k]:.1f}: {name.replace('α', 'alpha')}")
-    return tile_grid(rows, titles, [f"alpha {a:+g}" for a in params.alphas])
-
-
 def compute(ctx: RunContext, params: SefaParams, inputs: Inputs) -> Output:
     """SeFa's top directions of the store's generator, measured by the run's LSE."""
     assert inputs.generator is not None
@@ -222,18 +129,19 @@ def compute(ctx: RunContext, params: SefaParams, inputs: Inputs) -> Output:
     latents = generator.sample_latents(params.n_samples, params.seed).to(device)
     label = Labeller(generator, lse, params.batch)
     segmenter = inputs.segmenter if params.reference else None
+    naming = params.naming
 
     images, base_lse = label(latents)
     base = {"lse": base_lse}
     if segmenter is not None:
-        base["ref"], base["detected"] = _reference(segmenter, images)
+        base["ref"], base["detected"] = reference_labels(segmenter, images)
 
     parts = []
     for k in range(n_dir):
         rows, _ = inputs.units.load_or_compute(
             f"direction-{k}",
             lambda k=k: direction_rows(
-                k, params, fact, latents, label, base, segmenter, class_names
+                k, params.alphas, fact, latents, label, base, segmenter, class_names
             ),
         )
         parts.append(rows)
@@ -248,37 +156,18 @@ def compute(ctx: RunContext, params: SefaParams, inputs: Inputs) -> Output:
     )
 
     models = {"generator": spec.generator, "segmenter": spec.segmenter}
-    total = float(fact.eigenvalues.sum())
-    lo, hi = params.extremes
-    directions = []
-    for k in range(n_dir):
-        rows = semantics[semantics.direction == k]
-        named = name_direction(rows[rows.labeller == LSE], params)
-        ref = rows[rows.labeller != LSE]
-        by_ref = name_direction(ref, params) if len(ref) else {"name": "", "dominant_class": ""}
-        at_max = rows[(rows.labeller == LSE) & (rows.alpha == (hi or lo))]
-        directions.append(
-            {
-                **models,
-                "direction": k,
-                "eigenvalue": float(fact.eigenvalues[k]),
-                "eigenvalue_share": float(fact.eigenvalues[k]) / total,
-                "layers": list(fact.layers),
-                "vector": [float(v) for v in fact.directions[k]],
-                **named,
-                "reference_name": by_ref["name"],
-                "reference_dominant_class": by_ref["dominant_class"],
-                "changed_at_max": float(at_max.changed.iloc[0]),
-                "largest_change": largest_change(at_max),
-            }
-        )
-    directions_df = pd.DataFrame(directions)
-    figure = sefa_figure(
-        params, fact, latents[:1], label, list(directions_df.name), len(class_names)
+    directions = pd.DataFrame(
+        [
+            {**models, **direction_summary(fact, k, semantics[semantics.direction == k], naming)}
+            for k in range(n_dir)
+        ]
+    )
+    figure = sefa_grid(
+        params.alphas, fact, latents[:1], label, list(directions.name), len(class_names)
     )
     return Output(
         tables={
-            DIRECTIONS_TABLE: directions_df,
+            DIRECTIONS_TABLE: directions,
             SEMANTICS_TABLE: semantics.assign(**models),
             SUPERVISED_TABLE: supervised.assign(**models),
         },
