@@ -33,13 +33,16 @@ and which classes no top direction moves.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from lineargan.cache import to_uint8
+from lineargan.config import Frozen
 from lineargan.figures import colorize, tile_grid
 from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.predictors import ExtractorPredictor
@@ -63,6 +66,41 @@ class Naming:
     def extremes(self) -> tuple[float, float]:
         """The largest distance on each side (0 where the grid has none)."""
         return min(min(self.alphas), 0.0), max(max(self.alphas), 0.0)
+
+
+class SefaOptions(Frozen):
+    """What both the ``sefa`` analysis and ``lineargan-edit sefa`` choose: the distances, the
+    layers (style-based generators: all, coarse, middle, fine or w+ indices; ``module``: the
+    torch-hooks module reading the latent), SeFa's variant (docs/protocol.md) and the naming
+    thresholds."""
+
+    alphas: tuple[float, ...] = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
+    layers: str | tuple[int, ...] = "all"
+    module: str | None = None
+    normalize: bool = True  # genforce/sefa's unit rows
+    order: Literal["eigenvalue", "solver"] = "eigenvalue"
+    dominance: float = Field(0.5, gt=0, le=1)
+    enrichment: float = Field(2.0, ge=1)
+    batch: PositiveInt = 32
+
+    @field_validator("alphas")
+    @classmethod
+    def _check_alphas(cls, alphas: tuple[float, ...]) -> tuple[float, ...]:
+        if not alphas or max(abs(a) for a in alphas) == 0:
+            raise ValueError("alphas need at least one non-zero distance")
+        return tuple(sorted({float(a) for a in alphas}))
+
+    @property
+    def naming(self) -> Naming:
+        return Naming(self.alphas, self.dominance, self.enrichment)
+
+
+class SefaBrowseParams(SefaOptions):
+    """``lineargan-edit sefa``: the top ``directions`` on ``n`` draws from ``seed``."""
+
+    directions: PositiveInt = 5
+    n: PositiveInt = 2
+    seed: NonNegativeInt = 0
 
 
 def class_changes(before: np.ndarray, after: np.ndarray, n_class: int) -> dict[str, np.ndarray]:
@@ -177,20 +215,35 @@ def supervised_cosines(
 
 
 class Labeller:
-    """G's images of a batch of latents and their LSE labels, ``batch`` latents at a time."""
+    """G's images of a batch of latents and their labels, ``batch`` latents at a time: by the
+    LSE (on G's features), or by a segmenter on the images (``lineargan-edit sefa`` without an
+    LSE). ``name`` is what the rows call the labeller."""
 
-    def __init__(self, generator: GeneratorAdapter, lse: ExtractorPredictor, batch: int) -> None:
-        self.generator, self.lse, self.batch = generator, lse, batch
+    def __init__(
+        self,
+        generator: GeneratorAdapter,
+        lse: ExtractorPredictor | None,
+        batch: int,
+        segmenter: Segmenter | None = None,
+    ) -> None:
+        if (lse is None) == (segmenter is None):
+            raise ValueError("label with an LSE or with a segmenter")
+        self.generator, self.lse, self.batch, self.segmenter = generator, lse, batch, segmenter
+        self.name = LSE if segmenter is None else segmenter.name
 
     @torch.no_grad()
     def __call__(self, latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         images, labels = [], []
         for start in range(0, len(latents), self.batch):
             out = self.generator(latents[start : start + self.batch])
-            logits = self.lse(out, self.generator.resolution)
-            labels.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
             images.append(to_uint8(out.image))
-        return np.concatenate(images), np.concatenate(labels)
+            if self.lse is not None:
+                logits = self.lse(out, self.generator.resolution)
+                labels.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+        images_np = np.concatenate(images)
+        if self.segmenter is not None:
+            return images_np, self.segmenter.segment(images_np).labels
+        return images_np, np.concatenate(labels)
 
 
 def reference_labels(segmenter: Segmenter, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -215,7 +268,7 @@ def direction_rows(
     for alpha in alphas:
         images, lse = label(edit(latents, fact, k, alpha))
         rows = change_rows(class_changes(base["lse"], lse, n_class), class_names)
-        parts.append(rows.assign(alpha=alpha, labeller=LSE, n_images=len(lse)))
+        parts.append(rows.assign(alpha=alpha, labeller=label.name, n_images=len(lse)))
         if segmenter is not None:
             ref, detected = reference_labels(segmenter, images)
             both = base["detected"] & detected
