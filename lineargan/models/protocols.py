@@ -38,7 +38,8 @@ def latent_matrix(module: nn.Module) -> torch.Tensor:
     """The (out, in) matrix of a linear map applied to a latent: ``nn.Linear`` as it is, a
     (transposed) convolution of a 1×1 latent map with one row per output channel and kernel
     tap (the padded 4×4 conv of PGGAN and the 4×4 transposed conv of DCGAN both place each tap
-    at one output pixel, so the taps are the output units)."""
+    at one output pixel, so the taps are the output units; a convolution whose padding leaves
+    some taps reading only zeros is outside this: name its ``nn.Linear`` equivalent instead)."""
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor):
         raise LinearGanError(
