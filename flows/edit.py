@@ -6,6 +6,7 @@
     lineargan-edit sample --out work/new -n 4 --lse work/lse   # masks predicted by the LSE
     lineargan-edit edit --sample work/new/seed0-000.json --mask edited.mask.png --lse work/lse --out work/edited
     lineargan-edit scs --mask edited.mask.png --lse work/lse --out work/scs -n 4
+    lineargan-edit sefa --lse work/lse --out work/sefa --sample work/new/seed0-000.json
 
 Every sub-command's flags are generated from its pydantic model (``--help`` lists them); a
 malformed input (mask of the wrong size, an unknown palette index or colour, a JPEG mask, a
@@ -29,6 +30,7 @@ from tqdm import tqdm
 
 from flows.cli import run_cli
 from lineargan.analyses.scs import SCSParams
+from lineargan.analyses.sefa import SefaBrowseParams
 from lineargan.analyses.sie import SIEParams
 from lineargan.config import ProtocolName
 from lineargan.errors import LinearGanError
@@ -164,6 +166,40 @@ class Scs(_Generator, _Latent):
             print(f"{s.image}  mask {s.mask}")
 
 
+class Sefa(_Generator):
+    """SeFa's closed-form directions: a grid per latent (rows = directions, columns = α, image
+    over its mask) and what each direction does to every class."""
+
+    out: str = Field(description="output directory")
+    lse: str | None = Field(None, description="LSE directory labelling the images")
+    segmenter: str | None = Field(
+        "dlib-face68",
+        description="segmenter labelling the images without --lse, scoring them beside it "
+        "(its classes must be the LSE's; null: the LSE alone)",
+    )
+    sample: str | None = Field(None, description="a sample's .json (None: draw --n latents)")
+    options: SefaBrowseParams = Field(
+        default_factory=SefaBrowseParams,
+        description="directions, alphas, layers (all/coarse/middle/fine/indices), module, n, "
+        "seed, normalize, order, dominance, enrichment (JSON)",
+    )
+
+    def cli_cmd(self) -> None:
+        from lineargan.models.registry import cached_segmenter
+        from tasks.editing import browse_sefa
+
+        segmenter = cached_segmenter(self.segmenter) if self.segmenter else None
+        done = browse_sefa(self.load(), self.out, self.options, self.lse, segmenter, self.sample)
+        for r in done.rows.itertuples():
+            print(
+                f"direction {r.direction}: eigenvalue {r.eigenvalue:.2f}, {r.name}; "
+                f"{r.changed_at_max:.0%} of the pixels relabelled at the largest α"
+                + (f", largest area change {r.largest_change}" if r.largest_change else "")
+            )
+        print(f"grids {', '.join(str(g) for g in done.grids)}")
+        print(f"per-class numbers {done.semantics}, directions {done.directions}")
+
+
 class FitProgress:
     """``train-fewshot``'s progress on stderr, about ten lines: iteration, loss and the time
     left at the rate so far (above the fit's own bar on a terminal, through ``tqdm.write``)."""
@@ -214,7 +250,8 @@ def score_line(score) -> str:
 
 
 class LinearGanEdit(BaseSettings):
-    """Sample, annotate, train a few-shot LSE, edit (SIE) and sample for a mask (SCS)."""
+    """Sample, annotate, train a few-shot LSE, edit (SIE), sample for a mask (SCS) and browse
+    SeFa's directions."""
 
     model_config = SettingsConfigDict(
         cli_prog_name="lineargan-edit", cli_kebab_case=True, cli_implicit_flags=True
@@ -224,6 +261,7 @@ class LinearGanEdit(BaseSettings):
     train_fewshot: CliSubCommand[TrainFewshot] = Field(description=TrainFewshot.__doc__)
     edit: CliSubCommand[Edit] = Field(description=Edit.__doc__)
     scs: CliSubCommand[Scs] = Field(description=Scs.__doc__)
+    sefa: CliSubCommand[Sefa] = Field(description=Sefa.__doc__)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_):
@@ -234,7 +272,7 @@ class LinearGanEdit(BaseSettings):
 
 
 # the legend in every --help; after LinearGanEdit took the one-line descriptions for its list
-for _command in (LinearGanEdit, Sample, TrainFewshot, Edit, Scs):
+for _command in (LinearGanEdit, Sample, TrainFewshot, Edit, Scs, Sefa):
     _command.__doc__ = f"{_command.__doc__}\n{LEGEND_HELP}"
 
 _PARSE_ERROR = re.compile(r"Parsing error encountered for (?:\w+\.)*(\w+): (.*)", re.DOTALL)

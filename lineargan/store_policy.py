@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from lineargan.cache import generator_precision
 from lineargan.errors import LinearGanError
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput, LatentWeights
 
 Shape = tuple[int, int, int]
 
@@ -138,6 +138,9 @@ class PolicyGenerator(GeneratorAdapter):
 
     def iter_latents(self, n: int, seed: int, chunk_size: int):
         return self.base.iter_latents(n, seed, chunk_size)
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        return self.base.latent_weights(module)
 
     def forward(self, latents: torch.Tensor) -> GeneratorOutput:
         with generator_precision(latents.device, self.precision):

@@ -22,11 +22,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
 from lineargan.analyses.fewshot import FixedSamples, fewshot_schedule
 from lineargan.analyses.scs import SCSParams, conditional_sample
+from lineargan.analyses.sefa import (
+    Labeller,
+    SefaBrowseParams,
+    direction_rows,
+    direction_summary,
+    reference_labels,
+    sefa_grid,
+)
 from lineargan.analyses.sie import SIEParams
 from lineargan.cache import render_images
 from lineargan.config import FitConfig
@@ -40,6 +49,7 @@ from lineargan.masks import MaskInfo, load_mask_png, save_legend, save_mask_png
 from lineargan.models import GeneratorAdapter, Segmenter
 from lineargan.models.registry import cached_generator
 from lineargan.predictors import ExtractorPredictor, freeze
+from lineargan.sefa import check_editable, sefa
 from lineargan.store_policy import StorePolicy
 from lineargan.training import ScheduledAdam
 from storage.checkpoints import load_extractor, read_config, save_extractor
@@ -533,3 +543,78 @@ def sample_for_mask(
         )
         for i in range(n)
     ]
+
+
+@dataclass
+class SefaBrowse:
+    """What ``lineargan-edit sefa`` wrote: one grid per latent, the per-class rows and the
+    directions (with their names by the labeller)."""
+
+    grids: list[Path]
+    semantics: Path
+    directions: Path
+    rows: pd.DataFrame
+
+
+def browse_sefa(
+    generator: GeneratorAdapter,
+    out: str,
+    params: SefaBrowseParams,
+    lse_dir: str | None = None,
+    segmenter: Segmenter | None = None,
+    sample: str | None = None,
+) -> SefaBrowse:
+    """SeFa's top directions of ``generator`` applied to the latent of ``sample`` (a sidecar
+    of ``lineargan-edit sample``) or to ``params.n`` seeded draws, each image labelled by the
+    LSE in ``lse_dir`` (and scored by ``segmenter`` when its classes are the LSE's) or, without
+    an LSE, by ``segmenter``; writes ``sefa-<i>.png`` (rows = directions, columns = α),
+    ``sefa_semantics.csv`` and ``sefa_directions.json``."""
+    out_dir = output_dir(out)
+    fact = sefa(generator, params.layers, params.module, params.normalize, params.order)
+    check_editable(generator, fact)
+    if lse_dir is not None:
+        lse, meta = load_lse(lse_dir, generator)
+        class_names = tuple(meta["class_names"])
+        check_reference(segmenter, class_names)
+        label = Labeller(generator, lse, params.batch)
+        reference = segmenter
+    elif segmenter is not None:
+        class_names = tuple(segmenter.class_names)
+        label, reference = Labeller(generator, None, params.batch, segmenter), None
+    else:
+        raise LinearGanError(
+            "lineargan-edit sefa needs something to label the images",
+            "pass --lse DIR or a --segmenter",
+        )
+    device = next(generator.parameters()).device
+    if sample is not None:
+        latents = read_sample(sample, generator)[0][None]
+    else:
+        latents = generator.sample_latents(params.n, params.seed)
+    latents = latents.to(device)
+    images, labels = label(latents)
+    base = {"lse": labels}
+    if reference is not None:
+        base["ref"], base["detected"] = reference_labels(reference, images)
+    n_dir = min(params.directions, fact.dim)
+    rows = pd.concat(
+        [
+            direction_rows(k, params.alphas, fact, latents, label, base, reference, class_names)
+            for k in range(n_dir)
+        ],
+        ignore_index=True,
+    )
+    summaries = [
+        direction_summary(fact, k, rows[rows.direction == k], params.naming, label.name)
+        for k in range(n_dir)
+    ]
+    names = [s["name"] for s in summaries]
+    grids = []
+    for i in range(len(latents)):
+        grid = sefa_grid(params.alphas, fact, latents[i : i + 1], label, names, len(class_names))
+        grids.append(out_dir / f"sefa-{i}.png")
+        grid.save(grids[-1])
+    semantics, directions = out_dir / "sefa_semantics.csv", out_dir / "sefa_directions.json"
+    rows.to_csv(semantics, index=False)
+    directions.write_text(json.dumps(summaries, indent=1))
+    return SefaBrowse(grids, semantics, directions, pd.DataFrame(summaries))

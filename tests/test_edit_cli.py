@@ -1,5 +1,5 @@
 """``lineargan-edit``: the whole path a person takes (sample, annotate, train a few-shot LSE,
-edit, sample for a mask) on the embedded model, and its one-line errors."""
+edit, sample for a mask, browse SeFa's directions) on the embedded model, and its one-line errors."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from contextlib import redirect_stderr
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -293,3 +294,25 @@ def test_a_jpeg_mask_is_refused_naming_png(workdir, tmp_path, capsys):
 def test_malformed_json_options_are_one_line_errors(workdir, tmp_path, capsys, options):
     err = fails([*edit_argv(workdir, tmp_path), "--generator-options", options], capsys)
     assert "--generator-options is not a valid JSON object" in err
+
+
+def test_sefa_browses_the_directions_of_a_sample(workdir, capsys):
+    """SeFa on a sample's latent, labelled by the trained LSE and scored by dlib: a grid with
+    a row per direction and the per-class numbers of every direction and α."""
+    out = workdir / "sefa"
+    options = json.dumps({"directions": 2, "alphas": [-3, 0, 3]})
+    sample = str(workdir / "annotated" / "seed0-000.json")
+    argv = ["sefa", "--lse", str(workdir / "lse"), "--sample", sample, "--device", "cpu"]
+    run([*argv, "--out", str(out), "--options", options])
+    printed = capsys.readouterr().out
+    assert "direction 0: eigenvalue" in printed and "direction 1:" in printed
+    rows = pd.read_csv(out / "sefa_semantics.csv")
+    assert set(rows.labeller) == {"LSE", "dlib-face68"} and set(rows.direction) == {0, 1}
+    assert set(rows.class_name) == set(CLASSES) and (rows[rows.alpha == 0].changed == 0).all()
+    directions = json.loads((out / "sefa_directions.json").read_text())
+    assert [d["direction"] for d in directions] == [0, 1] and len(directions[0]["vector"]) == 100
+    with Image.open(out / "sefa-0.png") as grid:  # 2 rows of image over mask, 3 columns
+        assert grid.size[1] > 2 * 2 * 64 * 2 and grid.size[0] > 3 * 64 * 2
+    assert not (out / "sefa-1.png").exists()  # one latent, one grid
+    err = fails(["sefa", "--out", str(out), "--segmenter", "null", "--device", "cpu"], capsys)
+    assert "--lse" in err

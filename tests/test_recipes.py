@@ -119,7 +119,7 @@ def test_scs_candidates_follow_the_recipes_dataset_and_protocol(name, paper, aut
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_recipe_runs_table1_end_to_end(name, checkpoints, cluster, tmp_path):
+def test_recipe_runs_table1_and_sefa_end_to_end(name, checkpoints, cluster, tmp_path):
     r = RECIPES[name]
     out = recipe(
         name,
@@ -130,7 +130,11 @@ def test_recipe_runs_table1_end_to_end(name, checkpoints, cluster, tmp_path):
             "segmenter_options": SMALL_SEGMENTERS[r.segmenter],
             "n_train": 32,
             "n_eval": 16,
-            "analyses": [],
+            # SeFa on every family (its style layers: SeFa's coarse group), labelled by the LSE
+            "analyses": ["sefa"],
+            "analysis_params": {
+                "sefa": {"n_directions": 1, "alphas": [-3, 3], "n_samples": 2, "layers": "coarse"}
+            },
             "fit_methods": ["schedule"],
             "data_root": str(tmp_path / "data"),
             "results_root": str(tmp_path / "results"),
@@ -141,3 +145,6 @@ def test_recipe_runs_table1_end_to_end(name, checkpoints, cluster, tmp_path):
     assert sorted(table1.extractor) == ["LSE", "NSE-1", "NSE-2"]
     assert set(table1.generator) == {r.generator} and set(table1.segmenter) == {r.segmenter}
     assert table1.miou.between(0, 1).all()
+    sefa = pd.read_parquet(Path(out["results_root"]) / "tables" / "sefa_directions")
+    style = r.generator.startswith("stylegan")
+    assert list(sefa.layers.iloc[0]) == ([0, 1] if style else []) and sefa.eigenvalue.gt(0).all()

@@ -120,6 +120,29 @@ def test_fit_and_evaluation_identical_under_all_and_regenerate(stores, tmp_path)
     assert rows["all"].equals(rows["regenerate"])
 
 
+def test_sefa_measures_the_same_directions_under_every_policy(stores, tmp_path):
+    """SeFa labelled by an LSE fitted on each policy's store: the generator seen through the
+    policy serves the LSE exactly the features it was fitted on, so "all" and "regenerate"
+    measure the same numbers and a capped layer subset runs too."""
+    from tasks.analyses.runner import run_and_finish
+    from tasks.analyses.sefa.science import SefaParams
+    from tasks.analyses.sefa.step import SEMANTICS_TABLE
+    from tasks.run_context import RunContext
+
+    cfg = FitConfig(extractor="LSE", schedule=Schedule(phases=((2, 4),), samples_per_epoch=16))
+    params = SefaParams(n_directions=1, alphas=(-3, 0, 3), n_samples=2, reference=False, lse=cfg)
+    rows = {}
+    for name, urls in stores.items():
+        root = str(tmp_path / name)
+        ctx = RunContext(urls["train"], urls["eval"], root, "smoke", "r", "cpu")
+        result = run_and_finish("sefa", ctx, params)
+        frame = pd.read_parquet(result.tables[SEMANTICS_TABLE])
+        cols = ["direction", "alpha", "class_index", "area_before", "area_after", "changed"]
+        rows[name] = frame.sort_values(cols[:3])[cols].reset_index(drop=True)
+        assert (frame[frame.alpha == 0].changed == 0).all() and len(frame) == 3 * 7
+    pd.testing.assert_frame_equal(rows["all"], rows["regenerate"])
+
+
 def test_size_is_printed_and_a_store_over_budget_refused(tmp_path, capsys):
     root = str(tmp_path / "data")
     with pytest.raises(
@@ -267,7 +290,7 @@ def test_every_analysis_runs_on_a_capped_layer_subset_store(tmp_path):
     )
     out = reproduce(config)
     index = pd.read_parquet(tmp_path / "results" / "tables" / "results_index")
-    assert {"table1", "fewshot", "layerwise", "class_centers", "scs", "sie"} <= set(
+    assert {"table1", "fewshot", "layerwise", "class_centers", "scs", "sie", "sefa"} <= set(
         index.experiment
     )
     layers = pd.read_parquet(tmp_path / "results" / "tables" / "layerwise")

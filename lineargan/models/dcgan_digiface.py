@@ -13,7 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.protocols import (
+    GeneratorAdapter,
+    GeneratorOutput,
+    LatentWeights,
+    latent_matrix,
+)
 from lineargan.models.registry import register_generator
 from lineargan.models.weights import (
     WheelAsset,
@@ -65,6 +70,10 @@ class DCGANGenerator(GeneratorAdapter):
             if i in self._taps:
                 features.append(x)
         return GeneratorOutput(image=x, features=features)
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """The first transposed conv, z → the 4×4 block (before its batch norm)."""
+        return LatentWeights((latent_matrix(self.main[0]),))
 
 
 @register_generator("dcgan-digiface")

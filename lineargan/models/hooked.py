@@ -52,7 +52,12 @@ from lineargan.models.hooked_calls import (  # noqa: F401 - alpha_bar is part of
     select_output,
 )
 from lineargan.models.hooked_spec import HookSpec, Index, close_matches, merge_options, resolve_ref
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.protocols import (
+    GeneratorAdapter,
+    GeneratorOutput,
+    LatentWeights,
+    latent_matrix,
+)
 from lineargan.models.registry import register_generator
 from lineargan.models.weights import load_into, sha256_file
 
@@ -199,6 +204,26 @@ class HookedGenerator(GeneratorAdapter):
         with self._capturing(names, stop_early=True) as cap, suppress(_StopForward):
             self._run(latents)
         return self._gathered(cap, names)
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """The weight of ``module`` (named as ``net.named_modules()`` does), which must be a
+        linear map whose input is the whole latent."""
+        modules = dict(self.net.named_modules())
+        if module is None or module not in modules:
+            known = (
+                close_matches(module, list(modules)) if module else f"known: {list(modules)[:12]}"
+            )
+            raise LinearGanError(
+                f"torch-hooks needs the module whose input is the latent, got {module!r} ({known})",
+                "name it (sefa.module=...) as net.named_modules() does",
+            )
+        matrix = latent_matrix(modules[module])
+        if matrix.shape[1] != self.latent_dim:
+            raise LinearGanError(
+                f"module {module!r} reads {matrix.shape[1]} inputs, the latent has {self.latent_dim}",
+                "name the module whose input is the whole latent",
+            )
+        return LatentWeights((matrix,))
 
     @torch.no_grad()
     def layer_shapes(self) -> list[tuple[int, int, int]]:

@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from lineargan.errors import CheckpointError, LinearGanError
 from lineargan.models.checkpoints import GENFORCE_KEYS, read_generator_checkpoint
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput, LatentWeights
 from lineargan.models.registry import register_generator
 from lineargan.models.weights import load_into
 
@@ -239,6 +239,11 @@ class PGGANGenerator(BlockGenerator):
 
     def _to_rgb(self, block: int) -> nn.Module:
         return getattr(self, f"output{block}")
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """``layer0``'s scaled 4×4 kernel: the "dense" map of the (pixel-normalised) z to the
+        4×4 block, SeFa's first PGGAN layer."""
+        return LatentWeights((self.layer0.kernel().detach().permute(0, 2, 3, 1).flatten(0, 2),))
 
 
 def finish_image(image: torch.Tensor, final_tanh: bool) -> torch.Tensor:

@@ -20,6 +20,46 @@ from torch import nn
 from lineargan.errors import LinearGanError
 
 
+@dataclass(frozen=True)
+class LatentWeights:
+    """The weights that read a generator's latent first: what SeFa factorises.
+
+    ``per_layer`` False: ``weights`` holds one (out, latent_dim) matrix reading the adapter's
+    whole latent (DCGAN's and PGGAN's z → 4×4 layer, a hooked module's input). ``per_layer``
+    True: a style-based generator, ``weights[i]`` the (out_i, w_dim) style affine reading w+
+    entry ``i``, so a direction lives in w and an edit shifts the chosen w+ entries.
+    """
+
+    weights: tuple[torch.Tensor, ...]
+    per_layer: bool = False
+
+
+def latent_matrix(module: nn.Module) -> torch.Tensor:
+    """The (out, in) matrix of a linear map applied to a latent: ``nn.Linear`` as it is, a
+    (transposed) convolution of a 1×1 latent map with one row per output channel and kernel
+    tap (the padded 4×4 conv of PGGAN and the 4×4 transposed conv of DCGAN both place each tap
+    at one output pixel, so the taps are the output units; a convolution whose padding leaves
+    some taps reading only zeros is outside this: name its ``nn.Linear`` equivalent instead)."""
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        raise LinearGanError(
+            f"module {type(module).__name__} has no weight to factorise",
+            "name a Linear, Conv2d or ConvTranspose2d module whose input is the latent",
+        )
+    weight = weight.detach()
+    if isinstance(module, nn.ConvTranspose2d):  # (in, out, k, k)
+        return weight.permute(1, 2, 3, 0).reshape(-1, weight.shape[0])
+    if weight.ndim == 4:  # Conv2d (out, in, k, k)
+        return weight.permute(0, 2, 3, 1).reshape(-1, weight.shape[1])
+    if weight.ndim == 2:
+        return weight
+    raise LinearGanError(
+        f"module {type(module).__name__} has a {weight.ndim}-d weight, not a linear map of the "
+        "latent",
+        "name a Linear, Conv2d or ConvTranspose2d module whose input is the latent",
+    )
+
+
 @dataclass
 class GeneratorOutput:
     """Images nominally in [-1, 1], shape (B, 3, H, W), and feature maps x_i, each
@@ -85,6 +125,15 @@ class GeneratorAdapter(nn.Module, ABC):
         """
         features = self.forward(latents).features
         return features if layers is None else [features[i] for i in layers]
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """The weights that read the latent first (SeFa's A; ``module``: the hooked adapter's
+        module whose input is the latent). Families override this; others cannot be factorised."""
+        raise LinearGanError(
+            f"generator {self.name or type(self).__name__!r} does not expose the weights that "
+            "read its latent",
+            "use a registered DCGAN, PGGAN or StyleGAN adapter, or torch-hooks with a module",
+        )
 
     @torch.no_grad()
     def layer_shapes(self) -> list[tuple[int, int, int]]:

@@ -34,7 +34,7 @@ from lineargan.models.checkpoints import (
     PORT_KEYS,
     read_generator_checkpoint,
 )
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput, LatentWeights
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import StyleLatents
 from lineargan.models.stylegan2_blocks import (
@@ -241,6 +241,17 @@ class StyleGAN2Generator(GeneratorAdapter):
             self._wp(latents), self.randomize_noise, last_layer=max(wanted), with_image=False
         )
         return [features[i] for i in wanted]
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """The style affine reading each w+ entry: ``layer{i}``'s for every conv layer and,
+        for the last entry (read by the last ToRGB only), ``output{i // 2}``'s, as SeFa's
+        ``factorize_weight`` takes them."""
+        weights = []
+        for i in range(self.synthesis.num_layers):
+            name = f"layer{i}" if i < self.synthesis.n_conv else f"output{i // 2}"
+            dense = getattr(self.synthesis, name).style
+            weights.append(dense.matrix().detach() * dense.scale)
+        return LatentWeights(tuple(weights), per_layer=True)
 
 
 def build_from_state(

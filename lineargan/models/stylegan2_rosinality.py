@@ -49,7 +49,7 @@ from torch.nn import functional as F
 from lineargan.errors import CheckpointError
 from lineargan.models.checkpoints import read_generator_checkpoint
 from lineargan.models.ops import FusedLeakyReLU, fused_leaky_relu, upfirdn2d
-from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput
+from lineargan.models.protocols import GeneratorAdapter, GeneratorOutput, LatentWeights
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import LatentSpace, StyleLatents
 from lineargan.models.weights import load_into
@@ -414,6 +414,13 @@ class StyleGAN2Rosinality(GeneratorAdapter):
             return []
         _, features = self.g.synthesis(self._wp(latents), self.randomize_noise, max(layers))
         return [features[i] for i in layers]
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """The modulation reading each w+ entry: ``conv1`` (entry 0), ``convs[i - 1]`` (entries
+        shared with a ToRGB take the conv's, as SeFa does), the last ToRGB for the last entry."""
+        mods = [self.g.conv1.conv, *(c.conv for c in self.g.convs), self.g.to_rgbs[-1].conv]
+        weights = [m.modulation.weight.detach() * m.modulation.scale for m in mods]
+        return LatentWeights(tuple(weights), per_layer=True)
 
 
 def _need(state: Mapping[str, torch.Tensor], key: str, source: str | Path) -> torch.Tensor:

@@ -46,6 +46,7 @@ from lineargan.models.pggan_genforce import (
     tensor_shape,
     upsample2x,
 )
+from lineargan.models.protocols import LatentWeights
 from lineargan.models.registry import register_generator
 from lineargan.models.style_latents import LatentSpace, StyleLatents
 from lineargan.models.weights import load_into
@@ -302,6 +303,15 @@ class StyleGANGenerator(BlockGenerator):
 
     def _to_rgb(self, block: int) -> nn.Module:
         return getattr(self.synthesis, f"output{block}")
+
+    def latent_weights(self, module: str | None = None) -> LatentWeights:
+        """Every synthesis layer's style affine (scale and shift rows, run-time scaled): layer
+        k reads w+ entry k."""
+        weights = []
+        for k in range(self.style.num_layers):
+            layer = getattr(self.synthesis, f"layer{k}")
+            weights.append(layer.style_affine()[0].detach() * layer.style_scale)
+        return LatentWeights(tuple(weights), per_layer=True)
 
 
 def infer_arch(

@@ -28,6 +28,7 @@ from tasks.analyses import (
     fewshot,
     layerwise,
     scs,
+    sefa,
     sie,
     table1,
 )
@@ -47,6 +48,7 @@ ANALYSES: dict[str, AnalysisSpec] = {
     baseline_segmenter.SPEC.name: baseline_segmenter.SPEC,
     scs.SPEC.name: scs.SPEC,
     sie.SPEC.name: sie.SPEC,
+    sefa.SPEC.name: sefa.SPEC,
 }
 
 
