@@ -7,6 +7,7 @@
     lineargan-edit edit --sample work/new/seed0-000.json --mask edited.mask.png --lse work/lse --out work/edited
     lineargan-edit scs --mask edited.mask.png --lse work/lse --out work/scs -n 4
     lineargan-edit sefa --lse work/lse --out work/sefa --sample work/new/seed0-000.json
+    lineargan-edit serve --workspace work/                     # all of the above in a browser
 
 Every sub-command's flags are generated from its pydantic model (``--help`` lists them); a
 malformed input (mask of the wrong size, an unknown palette index or colour, a JPEG mask, a
@@ -200,6 +201,32 @@ class Sefa(_Generator):
         print(f"per-class numbers {done.semantics}, directions {done.directions}")
 
 
+class Serve(_Generator):
+    """The browser app: annotate, train the few-shot LSE live, edit (SIE) and sample (SCS)."""
+
+    workspace: str = Field(
+        "lineargan-workspace", description="the one directory the app writes (created)"
+    )
+    port: int = Field(0, ge=0, le=65535, description="port to listen on (0: a free one)")
+    host: str = Field(
+        "127.0.0.1",
+        description="address to bind; anything but 127.0.0.1 exposes the app (and the "
+        "workspace's files) to other machines: only with an explicit --host",
+    )
+    segmenter: str = Field(
+        "dlib-face68", description="reference segmenter: the masks annotation starts from"
+    )
+
+    def cli_cmd(self) -> None:
+        from flows.webapp.server import Studio, serve
+        from lineargan.models.registry import cached_segmenter
+        from tasks.editing import output_dir
+
+        output_dir(self.workspace)
+        studio = Studio(self.load(), cached_segmenter(self.segmenter), self.workspace)
+        serve(studio, self.host, self.port, lambda url: print(f"serving on {url}", flush=True))
+
+
 class FitProgress:
     """``train-fewshot``'s progress on stderr, about ten lines: iteration, loss and the time
     left at the rate so far (above the fit's own bar on a terminal, through ``tqdm.write``)."""
@@ -262,6 +289,7 @@ class LinearGanEdit(BaseSettings):
     edit: CliSubCommand[Edit] = Field(description=Edit.__doc__)
     scs: CliSubCommand[Scs] = Field(description=Scs.__doc__)
     sefa: CliSubCommand[Sefa] = Field(description=Sefa.__doc__)
+    serve: CliSubCommand[Serve] = Field(description=Serve.__doc__)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_):
@@ -272,7 +300,7 @@ class LinearGanEdit(BaseSettings):
 
 
 # the legend in every --help; after LinearGanEdit took the one-line descriptions for its list
-for _command in (LinearGanEdit, Sample, TrainFewshot, Edit, Scs, Sefa):
+for _command in (LinearGanEdit, Sample, TrainFewshot, Edit, Scs, Sefa, Serve):
     _command.__doc__ = f"{_command.__doc__}\n{LEGEND_HELP}"
 
 _PARSE_ERROR = re.compile(r"Parsing error encountered for (?:\w+\.)*(\w+): (.*)", re.DOTALL)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -156,11 +157,12 @@ def load_lse(lse_dir: str, generator: GeneratorAdapter) -> tuple[ExtractorPredic
     return ExtractorPredictor(freeze(model), "LSE", view), meta
 
 
-def _info(generator: GeneratorAdapter, class_names) -> MaskInfo:
+def mask_info(generator: GeneratorAdapter, class_names) -> MaskInfo:
+    """What a mask file of ``generator`` records: its classes and the generator's weights."""
     return MaskInfo(tuple(class_names), generator.name, generator.weights_sha256)
 
 
-def _save_sample(
+def save_sample(
     stem: Path,
     generator: GeneratorAdapter,
     latent: torch.Tensor,
@@ -172,7 +174,7 @@ def _save_sample(
     sample = Sample(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(render_images(generator, latent[None], 1)[0]).save(sample.image)
-    save_mask_png(sample.mask, mask, _info(generator, class_names))
+    save_mask_png(sample.mask, mask, mask_info(generator, class_names))
     sample.sidecar.write_text(
         json.dumps(
             {
@@ -190,7 +192,8 @@ def _save_sample(
 
 
 @torch.no_grad()
-def _predict(predictor: ExtractorPredictor, generator: GeneratorAdapter, z: torch.Tensor):
+def predict_masks(predictor: ExtractorPredictor, generator: GeneratorAdapter, z: torch.Tensor):
+    """The LSE's class maps (B, H, W) uint8 of latents ``z`` (B, latent_dim)."""
     device = next(generator.parameters()).device
     return predictor(generator(z.to(device)), generator.resolution).argmax(1).to(torch.uint8).cpu()
 
@@ -252,14 +255,14 @@ def sample_images(
     z = generator.sample_latents(n, seed)
     if lse_dir is not None:
         predictor, meta = load_lse(lse_dir, generator)
-        masks = _predict(predictor, generator, z).numpy()
+        masks = predict_masks(predictor, generator, z).numpy()
         class_names = meta["class_names"]
     else:
         masks = segmenter.segment(render_images(generator, z, 64)).labels
         class_names = segmenter.class_names
     save_legend(out_dir, class_names)
     return [
-        _save_sample(
+        save_sample(
             Path(out_dir) / f"seed{seed}-{i:03d}",
             generator,
             z[i],
@@ -342,10 +345,15 @@ def train_fewshot_from_masks(
     iterations: int | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    reports: int = 10,
+    on_model: Callable[[torch.nn.Module], None] | None = None,
 ) -> dict:
     """A few-shot LSE from the annotated masks in ``mask_dir`` (``*.mask.png`` with their
     sidecars), trained like Table 2's (batch = all N images, Adam lr 1e-3, ÷10 after 40 %).
-    ``progress(iteration, total, loss)`` is called about ten times during the fit."""
+    ``progress(iteration, total, loss)`` is called about ``reports`` times during the fit (an
+    exception it raises stops the fit before anything is saved); ``on_model`` receives the LSE
+    before its first step, so a caller can show its predictions while it trains (the browser
+    app's live view, read from ``progress``, between steps)."""
     output_dir(out_dir)
     files = sorted(Path(mask_dir).glob(f"*{MASK}"))
     if not files:
@@ -376,6 +384,8 @@ def train_fewshot_from_masks(
     cfg = FitConfig(extractor="LSE", schedule=schedule, seed=seed)
     torch.manual_seed(seed)
     model = build_extractor("LSE", n_class=len(class_names), dims=[f.shape[1] for f in feats])
+    if on_model is not None:
+        on_model(model)
     result = drive(
         ScheduledAdam(
             model,
@@ -386,7 +396,7 @@ def train_fewshot_from_masks(
             seed=seed,
         ),
         progress=progress,
-        log_every=max(1, -(-steps // 10)),  # ~10 progress calls; the loss is the same
+        log_every=max(1, -(-steps // reports)),  # ~`reports` progress calls; same loss
     )
     meta = {
         "extractor": "LSE",
@@ -487,9 +497,12 @@ def edit_sample(
     out_stem: str,
     params: SIEParams,
     segmenter: Segmenter | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Edited:
     """SIE: the image nearest to ``sample`` whose LSE mask matches the edited ``mask_png``,
-    scored (:class:`EditScore`) by the LSE and, when given, the reference ``segmenter``."""
+    scored (:class:`EditScore`) by the LSE and, when given, the reference ``segmenter``.
+    ``progress(step, steps)`` follows the search (an exception it raises cancels the edit
+    before anything is written)."""
     stem = _output_stem(out_stem)
     predictor, meta = load_lse(lse_dir, generator)
     class_names = tuple(meta["class_names"])
@@ -499,13 +512,15 @@ def edit_sample(
     device = next(generator.parameters()).device
     goal = torch.from_numpy(target).long()[None].to(device)
     schedule = params.schedule(generator.latent_vectors)
-    search = optimize_latents(generator, latent[None], semantic_loss(predictor, goal), schedule)
+    search = optimize_latents(
+        generator, latent[None], semantic_loss(predictor, goal), schedule, progress
+    )
     z = search.latents[0]
-    after = _predict(predictor, generator, z[None])[0].numpy()
-    before = _predict(predictor, generator, latent[None])[0].numpy()
+    after = predict_masks(predictor, generator, z[None])[0].numpy()
+    before = predict_masks(predictor, generator, latent[None])[0].numpy()
     score = _score(generator, before, after, target, torch.stack([latent, z.cpu()]), segmenter)
     save_legend(stem.parent, class_names)
-    edited = _save_sample(
+    edited = save_sample(
         stem,
         generator,
         z,
@@ -524,21 +539,23 @@ def sample_for_mask(
     out_dir: str,
     n: int,
     params: SCSParams,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Sample]:
     """SCS: ``n`` images whose LSE masks match ``mask_png`` (candidates seeded by
-    ``params.seed``)."""
+    ``params.seed``); ``progress(step, steps)`` as in :func:`edit_sample`."""
     output_dir(out_dir)
     predictor, meta = load_lse(lse_dir, generator)
     class_names = tuple(meta["class_names"])
     target = load_mask_png(mask_png, class_names, generator.resolution, generator.weights_sha256)
     device = next(generator.parameters()).device
     targets = torch.from_numpy(target).long()[None].to(device)
-    run = conditional_sample(generator, predictor, targets, [(0, s) for s in range(n)], params)
-    masks = _predict(predictor, generator, run.final).numpy()
+    pairs = [(0, s) for s in range(n)]
+    run = conditional_sample(generator, predictor, targets, pairs, params, progress)
+    masks = predict_masks(predictor, generator, run.final).numpy()
     stem = Path(mask_png).name.removesuffix(MASK).removesuffix(".png")
     save_legend(out_dir, class_names)
     return [
-        _save_sample(
+        save_sample(
             Path(out_dir) / f"{stem}-scs{i:02d}", generator, run.final[i], masks[i], class_names
         )
         for i in range(n)

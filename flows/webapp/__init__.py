@@ -1,0 +1,1 @@
+"""The browser app of ``lineargan-edit serve`` (:mod:`flows.webapp.server`)."""
