@@ -18,6 +18,6 @@ echo "setup: installing lineargan and pinned dependencies into .venv (about 2 mi
   -c requirements/constraints.txt torch==2.13.0 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
   -c requirements/constraints.txt -e ".[test,s3]" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -c "import torch, prefect, zarr, dlib, s3fs, lineargan" \
+.venv/bin/python -c "import torch, prefect, zarr, dlib, s3fs, selenium, lineargan" \
   || { echo "setup: installation failed" >&2; exit 1; }
 echo "$want" > "$stamp"
