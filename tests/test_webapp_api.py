@@ -216,3 +216,24 @@ def test_a_cancelled_job_stops_and_writes_no_result(app):
 def test_nothing_is_written_outside_the_workspace(app):
     _, _, root = app
     assert sorted(p.name for p in root.iterdir()) == ["ws"]
+
+
+def test_serve_refuses_a_port_in_use_in_one_line(tmp_path, capsys):
+    """``lineargan-edit serve`` binds 127.0.0.1 by default; a port already taken there is a
+    one-line error (exit 2), before anything is served."""
+    import socket
+
+    from flows.edit import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(
+                ["serve", "--port", str(port), "--workspace", str(tmp_path / "ws")]
+                + ["--device", "cpu"]
+            )
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "Fix:" in err
