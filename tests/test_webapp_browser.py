@@ -66,6 +66,7 @@ def browser(tmp_path):
         "prefs",
         {"download.default_directory": str(downloads), "download.prompt_for_download": False},
     )
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(DRIVER))
     driver.implicitly_wait(0)
     driver.downloads = downloads
@@ -188,6 +189,19 @@ def test_annotate_train_edit_and_download_in_a_browser(server, browser, tmp_path
     )
     assert cli.returncode == 0, cli.stderr
     assert again.with_name("edit.json").is_file()
+    # 5. sample for the painted layout (SCS) from the page
+    browser.find_element(By.ID, "run-scs").click()
+    until(lambda: text("scs-state") == "done", 120, "SCS")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#scs-results img")) == 2
+    browser.save_screenshot(str(shots / "4-scs.png"))
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors  # no script error, no failed request along the way
+    # 6. a bad request is answered in the page, in words
+    steps.clear()
+    steps.send_keys("99999")
+    browser.find_element(By.ID, "run-sie").click()
+    message = until(lambda: text("message"), 30, "the error message")
+    assert "steps" in message and "Fix:" in message, message
     # screenshots stay in the temporary folder (not committed); say where
     print(f"screenshots: {shots}")
     keep = os.environ.get("LINEARGAN_SCREENSHOTS")
