@@ -237,3 +237,18 @@ def test_serve_refuses_a_port_in_use_in_one_line(tmp_path, capsys):
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: cannot listen on 127.0.0.1:{port}") and "Fix:" in err
+
+
+def test_an_annotation_can_be_taken_out_of_the_training_set(app):
+    client, studio, _ = app
+    sample = client.post("/api/samples", json={"n": 1}).json()[0]
+    labels = client.get("/api/mask", params={"path": sample["path"], "source": "reference"})
+    added = client.post(
+        "/api/annotations", json={"path": sample["path"], "labels": labels.json()["labels"]}
+    ).json()
+    n = added["training_set"]
+    refused = client.delete("/api/annotations", params={"path": sample["path"]})
+    assert refused.status_code == 400 and "not in the training set" in refused.json()["error"]
+    removed = client.delete("/api/annotations", params={"path": added["added"]["path"]})
+    assert removed.status_code == 200 and removed.json()["training_set"] == n - 1
+    assert not list((studio.ws.root / "train").glob(f"{sample['name']}.*"))

@@ -230,7 +230,7 @@ async function train() {
 // -- page 2: edit and sample ------------------------------------------------------------------
 
 async function refreshEdit() {
-  const lists = await Promise.all(["samples", "imported", "edits"].map((f) => api("GET", `api/samples?folder=${f}`)));
+  const lists = await Promise.all(["samples", "imported", "edits", "scs"].map((f) => api("GET", `api/samples?folder=${f}`)));
   thumbs($("edit-list"), lists.flat(), (s) => pickEdit(s, true), state.edit && state.edit.path);
 }
 
@@ -358,6 +358,12 @@ async function main() {
   click("start-lse", () => restartMask("lse"));
   click("annotate-undo", async () => annotateEditor.back());
   click("add-training", addTraining);
+  click("remove-training", async () => {
+    if (!state.annotate) return;
+    const out = await api("DELETE", `api/annotations?path=train/${encodeURIComponent(state.annotate.name)}`);
+    $("annotate-status").textContent = `${state.annotate.name} removed (${out.training_set} in the training set)`;
+    await refreshAnnotate();
+  });
   click("train", train);
   click("train-cancel", async () => { if (state.trainJob) await api("POST", `api/jobs/${state.trainJob.id}/cancel`); });
   click("edit-sample", async () => {
