@@ -160,10 +160,12 @@ def test_annotate_train_edit_and_download_in_a_browser(server, browser, tmp_path
     steps.send_keys("30")
     browser.find_element(By.ID, "run-sie").click()
     until(lambda: text("sie-state") == "done", 120, "the edit")
+    # the page shows the result (score, edited mask, links) after the job's "done"
+    links = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-downloads a"), 30, "links")
+    until(lambda: text("edit-score"), 30, "the edit's score")
     browser.save_screenshot(str(shots / "3-edited.png"))
 
     # 4. download image, mask and latent through the page's links
-    links = until(lambda: browser.find_elements(By.CSS_SELECTOR, "#edit-downloads a"), 30, "links")
     for link in links:
         link.click()
     names = [link.text for link in links]
