@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from lineargan.config import SolverParams
-from lineargan.driver import Certificate, FitMethod, FitResult
+from lineargan.driver import Certificate, FitMethod, FitResult, weights_copy
 from lineargan.extractors.linear import LSE
 from lineargan.training import to_tensors
 
@@ -248,9 +248,10 @@ class LBFGSSolve(FitMethod[Certificate]):
         self._measure()
         self.converged = self._certified(first=int(state["iteration"]) == 0)
 
-    def finish(self, result: FitResult) -> Certificate:
-        """Write the solution into the model (divided by its layer weights, if it has any, so
-        the model's function is the optimum either way)."""
+    def _write_solution(self) -> None:
+        """Write the current iterate into the model (divided by its layer weights, if it has
+        any, so the model's function is the iterate's either way). The solve never reads the
+        model's weights, so writing them mid-solve changes no later step."""
         model = self.model
         with torch.no_grad():
             for conv, t in zip(model.extractor, self.objective.weights(), strict=True):
@@ -258,7 +259,15 @@ class LBFGSSolve(FitMethod[Certificate]):
             if model.weighting is not None:
                 for conv, w in zip(model.extractor, model.weighting(), strict=True):
                     conv.weight.div_(w)
-        model.eval()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        self._write_solution()
+        return weights_copy(self.model)
+
+    def finish(self, result: FitResult) -> Certificate:
+        """Write the solution into the model: its function is the optimum."""
+        self._write_solution()
+        self.model.eval()
         return Certificate(
             **vars(result),
             converged=self.converged,

@@ -8,6 +8,14 @@ the terminal bar, and the loss history and progress calls every ``log_every`` st
 rerun with the same checkpoint resumes at its last save and ends with the weights an
 uninterrupted fit would have: the method's state restores its weights, optimiser and data
 position, and saves happen between steps, where nothing is half done.
+
+Snapshots (Fig 8, mIoU during training): given a :class:`SnapshotSink`, the driver hands it the
+model's weights after every step whose index is a power of two (:func:`snapshot_points`), so
+the evolution of a fit can be evaluated later without evaluating anything during the fit.
+Taking a snapshot copies weights and nothing else: the RNG stream, the steps and the final
+weights are those of a fit without snapshots. A resumed fit takes again the snapshots after its
+resume point (the same weights, since the resumed steps are the same); those before it were
+handed over before the kill.
 """
 
 from __future__ import annotations
@@ -34,6 +42,30 @@ class FitCheckpoint(Protocol):
     def load(self) -> dict | None: ...
 
     def save(self, state: dict) -> None: ...
+
+
+class SnapshotSink(Protocol):
+    """Where a fit's snapshots go (``storage.checkpoints.FitSnapshots`` on disk): the model's
+    weights after step ``iteration``, as CPU tensors the sink may keep."""
+
+    def save(self, iteration: int, weights: dict[str, torch.Tensor]) -> None: ...
+
+
+def is_snapshot_point(iteration: int) -> bool:
+    """Whether the driver snapshots after step ``iteration``: the powers of two, a geometric
+    set that covers a fit of any length (6,656 paper-schedule steps or an L-BFGS solve of a
+    hundred) with a handful of points, dense where training changes fastest."""
+    return iteration > 0 and iteration & (iteration - 1) == 0
+
+
+def snapshot_points(iterations: int) -> list[int]:
+    """The steps a fit of ``iterations`` steps was snapshotted after (1, 2, 4, ... ≤ it)."""
+    return [1 << k for k in range(max(iterations, 0).bit_length())]
+
+
+def weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state as detached CPU copies: a snapshot that later steps cannot change."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @dataclass
@@ -106,6 +138,12 @@ class FitMethod(ABC, Generic[R]):
         """Continue from a saved state: weights, optimiser, data position (``state`` also holds
         the driver's ``iteration``)."""
 
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The model's weights at this point of the fit (a snapshot, see
+        :class:`SnapshotSink`): CPU copies, taken without touching the RNG or anything a later
+        step reads."""
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
+
     @abstractmethod
     def finish(self, result: FitResult) -> R:
         """Leave the model as the fit's answer (eval mode, best or solved weights) and return
@@ -125,6 +163,7 @@ def drive(
     save_every_s: float = 120.0,
     progress: ProgressFn | None = None,
     log_every: int | None = None,
+    snapshots: SnapshotSink | None = None,
 ) -> R:
     """Run ``method`` to its end, resuming from ``checkpoint`` when it holds a partial state.
 
@@ -132,7 +171,8 @@ def drive(
     Before each step, once ``save_every_s`` seconds have passed since the last save, the
     method's state, the iteration, the history and the RNG state are saved. A step's loss is
     recorded (and passed to ``progress``) every ``log_every`` steps (default: the method's
-    cadence) and at the last step.
+    cadence) and at the last step. ``snapshots`` receives the weights after every step that
+    :func:`is_snapshot_point` names.
     """
     log_every = method.log_every if log_every is None else log_every
     if method.seed is not None:
@@ -182,6 +222,8 @@ def drive(
                     history.append((iteration, value))
                     if progress is not None:
                         progress(iteration, method.total, value)
+            if snapshots is not None and is_snapshot_point(iteration):
+                snapshots.save(iteration, method.weights())
             bar.update(1)
     result = FitResult(
         iterations=iteration,

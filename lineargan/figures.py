@@ -340,3 +340,62 @@ def layer_miou_plot(summary: pd.DataFrame, title: str) -> Figure:
     ax.set_axisbelow(True)
     ax.legend(loc="lower right", fontsize=8)
     return fig
+
+
+_EXTRACTOR_COLOURS = {"LSE": "tab:blue", "NSE-1": "tab:orange", "NSE-2": "tab:green"}
+_METHOD_TITLES = {"schedule": "paper schedule (Appx D)", "converged": "converged fits"}
+
+
+def _extractor_rank(extractor: str) -> tuple[int, str]:
+    """Paper order (LSE, NSE-1, NSE-2), anything else after them."""
+    order = list(_EXTRACTOR_COLOURS)
+    return (order.index(extractor) if extractor in order else len(order), extractor)
+
+
+def training_curves_plot(summary: pd.DataFrame, title: str) -> Figure:
+    """Fig 8: mIoU (%) of each extractor against the training step (log scale), one panel per
+    fit method (paper schedule, converged), one line per extractor through its snapshots, and
+    the weights the fit returned as a star at its last step, joined by a dotted segment (a
+    plateau-stopped fit returns its best held-out weights, not its last step's).
+
+    ``summary`` has columns extractor, method, point ("snapshot" / "final"), iteration and
+    miou (fraction).
+    """
+    methods = [m for m in _METHOD_TITLES if m in set(summary["method"])]
+    methods += sorted(set(summary["method"]) - set(methods))
+    fig = _new_figure(4.6 * max(len(methods), 1) + 0.4, 4.0)
+    axes = fig.subplots(1, max(len(methods), 1), sharey=True, squeeze=False)[0]
+    top = 10.0
+    for ax, method in zip(axes, methods, strict=False):
+        rows = summary[summary["method"] == method]
+        for extractor in sorted(set(rows["extractor"]), key=_extractor_rank):
+            colour = _EXTRACTOR_COLOURS.get(extractor, "tab:gray")
+            fit = rows[rows["extractor"] == extractor]
+            steps = fit[fit["point"] == "snapshot"].sort_values("iteration")
+            ys = 100 * steps["miou"].to_numpy(dtype=np.float64)
+            ax.plot(steps["iteration"], ys, marker="o", markersize=3, color=colour, label=extractor)
+            final = fit[fit["point"] == "final"]
+            for it, v in zip(final["iteration"], 100 * final["miou"], strict=True):
+                if len(steps):  # dotted: from the last snapshot to what the fit returned
+                    last = steps.iloc[-1]
+                    ax.plot(
+                        [last["iteration"], it],
+                        [100 * last["miou"], v],
+                        linestyle=":",
+                        color=colour,
+                    )
+                ax.plot([it], [v], marker="*", markersize=11, color=colour, linestyle="none")
+            values = np.concatenate([ys, 100 * final["miou"].to_numpy(dtype=np.float64)])
+            if np.isfinite(values).any():
+                top = max(top, float(np.nanmax(values)))
+        ax.plot([], [], marker="*", markersize=9, color="0.4", linestyle="none", label="returned")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("training step")
+        ax.set_title(_METHOD_TITLES.get(method, method), fontsize=10)
+        ax.grid(color="0.9")
+        ax.set_axisbelow(True)
+        ax.legend(loc="upper left", fontsize=8)
+    axes[0].set_ylabel("mIoU (%)")
+    axes[0].set_ylim(0, 10.0 * np.ceil(top * 1.08 / 10))
+    fig.suptitle(title, fontsize=10)
+    return fig

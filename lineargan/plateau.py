@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from lineargan.config import SolverParams
 from lineargan.convex import as_tensors
-from lineargan.driver import Certificate, FitMethod, FitResult
+from lineargan.driver import Certificate, FitMethod, FitResult, weights_copy
 from lineargan.extractors.base import SemanticExtractor
 from lineargan.training import BatchSource, skip_samples, to_tensors
 
@@ -136,6 +136,11 @@ class PlateauAdam(FitMethod[Certificate]):
         self.loss, self.best_state = float(state["best"]), state["best_state"]
         self.stale, self.drops = int(state["stale"]), int(state["drops"])
         skip_samples(self.source, int(state["iteration"]) * self.params.batch)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The current weights (what training has reached), not the best held-out ones the
+        fit returns at its end."""
+        return weights_copy(self.model)
 
     def finish(self, result: FitResult) -> Certificate:
         """Leave the model at its best held-out weights."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lineargan.config import Schedule
-from lineargan.driver import FitMethod, FitResult
+from lineargan.driver import FitMethod, FitResult, weights_copy
 from lineargan.extractors.base import SemanticExtractor
 
 
@@ -150,6 +150,9 @@ class ScheduledAdam(FitMethod[FitResult]):
         self.opt.load_state_dict(state["optimizer"])
         self.drawn, self.running = int(state["drawn"]), state["running"]
         skip_samples(self.source, self.drawn)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return weights_copy(self.model)
 
     def finish(self, result: FitResult) -> FitResult:
         self.model.eval()

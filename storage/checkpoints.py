@@ -4,7 +4,8 @@ Extractors and the baseline UNet are stored alike. ``config.json`` holds the cla
 constructor arguments, code version and any metadata the caller adds; loading rebuilds the
 class from the config alone (extractors through their registry) and never rewrites the files.
 ``config.json`` is written last, so its presence marks a finished checkpoint and a killed fit
-leaves nothing that looks finished.
+leaves nothing that looks finished. A fit may also keep snapshots of its weights during training
+(:class:`FitSnapshots`, ``snapshots/iteration-<n>.safetensors``, Fig 8).
 """
 
 from __future__ import annotations
@@ -82,10 +83,13 @@ def read_config(directory: str | Path, kind: str) -> dict:
     return config
 
 
-def load_weights(model: nn.Module, directory: str | Path, config: dict) -> None:
-    """Load the checkpoint's weights into ``model`` (built from ``config``), refusing a
-    mismatch with a one-line error instead of a partly loaded model."""
-    weights = _dir(directory) / WEIGHTS
+def load_weights(
+    model: nn.Module, directory: str | Path, config: dict, weights: Target | None = None
+) -> None:
+    """Load the checkpoint's weights (or another file of the same model, ``weights``) into
+    ``model`` (built from ``config``), refusing a mismatch with a one-line error instead of a
+    partly loaded model."""
+    weights = weights or _dir(directory) / WEIGHTS
     try:
         state = load_safetensors(weights.read_bytes())
     except SafetensorError as exc:  # truncated or overwritten: not a safetensors file
@@ -114,15 +118,20 @@ def load_extractor(
 ) -> tuple[SemanticExtractor, dict]:
     """Rebuild an extractor from its checkpoint directory; returns (model, metadata)."""
     config = read_config(directory, "extractor")
+    model = _extractor_of(directory, config)
+    load_weights(model, directory, config)
+    return model.to(device).eval(), config.get("metadata", {})
+
+
+def _extractor_of(directory: str | Path, config: dict) -> SemanticExtractor:
+    """The (untrained) extractor a checkpoint's config describes."""
     try:
-        model = build_extractor(config["class_name"], **config["init_args"])
+        return build_extractor(config["class_name"], **config["init_args"])
     except TypeError as exc:  # init_args edited or from another code version
         raise CheckpointError(
             f"the config.json in {directory} does not describe a {config['class_name']} ({exc})",
             "delete that checkpoint directory and refit",
         ) from None
-    load_weights(model, directory, config)
-    return model.to(device).eval(), config.get("metadata", {})
 
 
 def save_unet(model: SegmentationUNet, directory: str | Path, metadata: dict | None = None) -> None:
@@ -192,3 +201,36 @@ class PartialFit:
 
     def clear(self) -> None:
         self.target.remove_tree()
+
+
+class FitSnapshots:
+    """A fit's weights at fixed steps of its training (a :class:`lineargan.driver.SnapshotSink`),
+    in ``<fit_dir>/snapshots/iteration-<n>.safetensors``; ``fit_dir`` is a local path or an
+    fsspec URL.
+
+    Each is written atomically as soon as the step is taken, outside ``partial/``: a killed fit
+    keeps the snapshots it took, its resumed run rewrites the later ones with the same weights,
+    and clearing the partial state at the end leaves them. Loading builds the extractor from
+    the finished checkpoint's config, so a snapshot is read like the checkpoint itself.
+    """
+
+    def __init__(self, fit_dir: str | Path) -> None:
+        self.fit_dir = fit_dir
+        self.target = _dir(fit_dir) / "snapshots"
+
+    def _file(self, iteration: int) -> Target:
+        return self.target / f"iteration-{iteration:08d}.safetensors"
+
+    def save(self, iteration: int, weights: dict[str, torch.Tensor]) -> None:
+        state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+        self._file(iteration).write_bytes_atomic(save_safetensors(state))
+
+    def has(self, iteration: int) -> bool:
+        return self._file(iteration).exists()
+
+    def load(self, iteration: int, device: str | torch.device = "cpu") -> SemanticExtractor:
+        """The finished fit's extractor with the weights it had after step ``iteration``."""
+        config = read_config(self.fit_dir, "extractor")
+        model = _extractor_of(self.fit_dir, config)
+        load_weights(model, self.fit_dir, config, self._file(iteration))
+        return model.to(device).eval()

@@ -29,7 +29,13 @@ from lineargan.errors import LinearGanError
 from lineargan.extractors import LSE, SemanticExtractor, build_extractor
 from lineargan.plateau import PlateauAdam
 from lineargan.training import BatchSource, ScheduledAdam, to_tensors
-from storage.checkpoints import PartialFit, is_finished, load_extractor, save_extractor
+from storage.checkpoints import (
+    FitSnapshots,
+    PartialFit,
+    is_finished,
+    load_extractor,
+    save_extractor,
+)
 from storage.feature_store import FeatureStore, StoreSpec
 from storage.layout import fit_target
 from storage.stream import ChunkStream
@@ -58,7 +64,9 @@ class FitJob:
     ``prefix`` names the checkpoint directory (``fits/<prefix>-<key16>``); ``class_names`` are
     the classes the extractor predicts (fewer than the store's after category selection);
     ``fit_kwargs`` go to :class:`lineargan.training.ScheduledAdam` (``layer_loss_weight``,
-    ``ignore_index``) and ``metadata`` into the checkpoint's config.json.
+    ``ignore_index``) and ``metadata`` into the checkpoint's config.json. ``snapshots`` keeps
+    the weights at the driver's snapshot points in the fit directory (Table 1's fits, for
+    Fig 8); it changes nothing about the fit, so it is not part of the key.
     """
 
     cfg: FitConfig
@@ -67,6 +75,7 @@ class FitJob:
     key_extra: dict = field(default_factory=dict)
     fit_kwargs: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
+    snapshots: bool = False
 
     def key(self, spec: StoreSpec) -> str:
         return fit_key(self.cfg, spec.digest(), self.key_extra)
@@ -175,11 +184,17 @@ class _Run:
     dev: torch.device
     progress: ProgressFn | None
     partial: PartialFit | None
+    snapshots: FitSnapshots | None = None
 
     def drive(self, method: FitMethod[R]) -> R:
-        """Run ``method`` under the one driver, with this fit's progress and partial state."""
+        """Run ``method`` under the one driver, with this fit's progress, partial state and
+        snapshots."""
         return drive(
-            method, checkpoint=self.partial, save_every_s=fit_save_seconds(), progress=self.progress
+            method,
+            checkpoint=self.partial,
+            save_every_s=fit_save_seconds(),
+            progress=self.progress,
+            snapshots=self.snapshots,
         )
 
     @property
@@ -300,7 +315,8 @@ def fit_or_reuse(
     dev = resolve_device(device)
     model = job.build(spec)
     partial = PartialFit(fit_dir)
-    run = _Run(model, job, store, source, chunks, dev, progress, partial)
+    snapshots = FitSnapshots(fit_dir) if job.snapshots else None
+    run = _Run(model, job, store, source, chunks, dev, progress, partial, snapshots)
     result, extra = FIT_METHODS[fit_method(job.cfg)](run)
     meta = {**fit_metadata(job, key, fit_dir, train_url, spec, result, dev), **extra}
     save_extractor(model, fit_dir, metadata=meta)
@@ -317,6 +333,12 @@ def fit_extractor(
 ) -> dict:
     """Table 1's fit of ``cfg.extractor`` on all classes of the store at ``train_url``."""
     store = FeatureSource.open(Target(train_url), require_complete=True)
-    prefix = fit_label(cfg.extractor, cfg.method).replace(":", "-")
-    job = FitJob(cfg=cfg, prefix=prefix, class_names=store.spec.class_names)
+    job = table1_job(cfg, store.spec.class_names)
     return fit_or_reuse(store, train_url, job, results_root, device=device, progress=progress)
+
+
+def table1_job(cfg: FitConfig, class_names: tuple[str, ...]) -> FitJob:
+    """Table 1's fit of ``cfg``: named by its label (``fits/lse-converged-<key16>``), with
+    snapshots of its weights during training (Fig 8 evaluates them)."""
+    prefix = fit_label(cfg.extractor, cfg.method).replace(":", "-")
+    return FitJob(cfg=cfg, prefix=prefix, class_names=class_names, snapshots=True)

@@ -38,7 +38,7 @@ def test_smoke_reproduce_then_rerun_reuses_everything(smoke_run):
     ]
     # every analysis wrote its tables, and the index lists every file the run wrote
     index = pd.read_parquet(results / "tables" / "results_index")
-    assert {"table1", "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise", "baseline_segmenter", "scs", "sie"} <= set(index.experiment)
+    assert {"table1", "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise", "baseline_segmenter", "scs", "sie", "training_curves"} <= set(index.experiment)
     for path in index.path:
         assert Path(path).exists(), path
     listed = [Path(p) for p in index.path]

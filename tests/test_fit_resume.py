@@ -198,11 +198,17 @@ def test_fit_killed_with_sigkill_resumes_to_identical_weights(train_store_url, t
     resumed_from = int(out2.split("resumed_from")[1].split()[0])
     assert 20 <= resumed_from < 160
     assert not (fit_dir / "partial").exists()  # cleared once the final checkpoint is written
-    a = load_file(ref_dir / "weights.safetensors")
-    b = load_file(fit_dir / "weights.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    # the weight snapshots (Fig 8): those taken before the kill survive it, the later ones are
+    # taken again, and all of them equal the uninterrupted fit's
+    snapshots = sorted(p.name for p in (ref_dir / "snapshots").iterdir())
+    assert snapshots == [f"iteration-{2**k:08d}.safetensors" for k in range(8)]  # 160 steps
+    assert snapshots == sorted(p.name for p in (fit_dir / "snapshots").iterdir())
+    for name in ["weights.safetensors", *(f"snapshots/{n}" for n in snapshots)]:
+        a = load_file(ref_dir / name)
+        b = load_file(fit_dir / name)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (name, k)
 
 
 def _solve(store, checkpoint):

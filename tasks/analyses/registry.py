@@ -31,6 +31,7 @@ from tasks.analyses import (
     sefa,
     sie,
     table1,
+    training_curves,
 )
 from tasks.analyses.contract import AnalysisSpec
 from tasks.store_models import options_in_latent_space
@@ -49,6 +50,7 @@ ANALYSES: dict[str, AnalysisSpec] = {
     scs.SPEC.name: scs.SPEC,
     sie.SPEC.name: sie.SPEC,
     sefa.SPEC.name: sefa.SPEC,
+    training_curves.SPEC.name: training_curves.SPEC,
 }
 
 
