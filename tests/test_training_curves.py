@@ -206,7 +206,8 @@ def test_defaults_are_table1_fits():
         run = RunConfig(profile=profile)
         params = analysis_params(run, "training_curves")
         assert params.fits == tuple(run.table1_fits().values())
-        assert params.split == "eval" and params.max_images is None
+        # the paper's quantity (training samples), on as many images as Table 1 evaluates
+        assert params.split == "train" and params.max_images == run.resolved_profile.n_eval
     with pytest.raises(ValueError, match="may appear once"):
         TrainingCurvesParams(fits=(FitConfig(), FitConfig()))
 
@@ -234,7 +235,8 @@ def test_fig8_scores_table1_snapshots_and_ends_on_table1(
 
     monkeypatch.setattr(curves, "fit_extractor", no_fit)
     monkeypatch.setattr(curves, "fit_or_reuse", no_fit)
-    result = run_and_finish("training_curves", ctx, TrainingCurvesParams(fits=FITS), fits=metas)
+    on_eval = TrainingCurvesParams(fits=FITS, split="eval")  # Table 1's images
+    result = run_and_finish("training_curves", ctx, on_eval, fits=metas)
     table1_params = Table1Params(
         fits={label: FitConfig(**m["fit_config"]) for label, m in metas.items()}
     )
@@ -256,7 +258,7 @@ def test_fig8_scores_table1_snapshots_and_ends_on_table1(
         assert final.miou == row["miou"].item()
         assert final.miou_detected == row["miou_detected"].item()
         table1_rows = evaluate_fit(meta, eval_store_url, root, "smoke", "test-run", "cpu")
-        own = curves.score_fit(meta, evals, TrainingCurvesParams(fits=FITS), CPU)
+        own = curves.score_fit(meta, evals, on_eval, CPU)
         own_final = own[own["point"] == "final"]
         for subset in ("all", "detected"):
             got = own_final[own_final["subset"] == subset]
@@ -307,7 +309,7 @@ def test_a_fit_without_snapshots_is_trained_again_with_them(table1_fits, ctx, ev
     shutil.rmtree(legacy_dir / "snapshots")
     legacy = {"LSE": {**meta, "fit_dir": str(legacy_dir)}}
     result = run_and_finish(
-        "training_curves", ctx, TrainingCurvesParams(fits=FITS[:1]), fits=legacy
+        "training_curves", ctx, TrainingCurvesParams(fits=FITS[:1], split="eval"), fits=legacy
     )
     (refit,) = result.fits
     assert Path(refit).name.startswith("lse-snapshots-") and refit != str(legacy_dir)

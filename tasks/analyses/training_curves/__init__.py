@@ -8,7 +8,7 @@ SPEC = AnalysisSpec(
     name="training_curves",
     params=TrainingCurvesParams,
     # Table 1's fits of the run (both row kinds), so it scores their snapshots, trains nothing
-    defaults=lambda config, after: TrainingCurvesParams.for_run(config),
+    defaults=TrainingCurvesParams.for_run,
     compute=step.compute,
     tables=step.TABLES,
     renderers={

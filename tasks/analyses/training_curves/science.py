@@ -10,14 +10,15 @@ stopped.
 What is measured where the paper differs: the paper records "the mIoU of training samples"
 (the authors' code averages the IoU of the batches it trains on over each epoch, a running
 number on samples that are also the ones the step learns from). Here the snapshots are
-evaluated on a fixed set of images after the fact: by default the evaluation store (held-out
-images, so the last point is Table 1's mIoU exactly), or with ``split="train"`` the first
-``max_images`` images of the training store (the paper's quantity, measured on fixed weights).
+evaluated on a fixed set of images after the fact: by default the first ``max_images`` images
+of the training store (the paper's quantity, on fixed weights; as many as the evaluation store
+holds, so both splits cost the same), or with ``split="eval"`` the evaluation store (held-out
+images, so the last point is Table 1's mIoU exactly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Literal
 
 import numpy as np
@@ -33,7 +34,7 @@ class TrainingCurvesParams(Frozen):
 
     fits: tuple[FitConfig, ...] = tuple(FitConfig(extractor=e) for e in ALL_EXTRACTORS)
     split: Literal["eval", "train"] = Field(
-        "eval",
+        "train",
         description="images the snapshots are scored on: eval = the evaluation store (Table "
         "1's images); train = the first max_images training images (the paper's 'training "
         "mIoU', on fixed weights)",
@@ -53,10 +54,15 @@ class TrainingCurvesParams(Frozen):
         return fits
 
     @classmethod
-    def for_run(cls, config: RunConfig) -> TrainingCurvesParams:
+    def for_run(
+        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
+    ) -> TrainingCurvesParams:
         """Table 1's fits of ``config`` (both row kinds), so the curves are those of its rows
-        and no fit is trained twice."""
-        return cls(fits=tuple(config.table1_fits().values()))
+        and no fit is trained twice, scored on as many training images as the run evaluates."""
+        return cls(
+            fits=tuple(config.table1_fits().values()),
+            max_images=config.resolved_profile.n_eval,
+        )
 
 
 def first_images(chunks: Iterable[Chunk], limit: int | None) -> Iterator[Chunk]:
