@@ -56,9 +56,21 @@ def run_tables(index: pd.DataFrame, experiment: str) -> dict[str, pd.DataFrame]:
 
 
 # Columns that say when, where and by which code a row was made, not what was measured: two runs
-# of the same configuration differ in them and nothing else.
+# of the same configuration differ in them and nothing else. The analysis key (a hash of the
+# analysis's parameters) is one too: a new parameter field with the old behaviour changes it
+# and no number.
 BOOKKEEPING = frozenset(
-    {"run_id", "code_version", "created_at", "train_seconds", "seconds", "fit_dir", "path"}
+    {
+        "run_id",
+        "code_version",
+        "created_at",
+        "train_seconds",
+        "seconds",
+        "fit_dir",
+        "path",
+        "key",
+        "analysis_key",
+    }
 )
 
 

@@ -47,3 +47,13 @@ def test_a_table_the_other_run_lacks_is_missing(tmp_path):
     write_table_part(a, "fewshot", "k", pd.DataFrame({"miou": [0.1]}))
     b = run(tmp_path / "b", 0.25, 10.0, [0.1, 0.2], "run-1")
     assert compare_results(a, b) == {"fewshot": "missing", "table1": "same"}
+
+
+def test_an_analysis_key_is_bookkeeping(tmp_path):
+    """A parameter field added with the old behaviour changes the analysis key (a hash of the
+    parameters) and no number: the runs still compare same."""
+    a = run(tmp_path / "a", 0.25, 10.0, [0.1, 0.2], "run-1")
+    b = run(tmp_path / "b", 0.25, 10.0, [0.1, 0.2], "run-1")
+    write_table_part(a, "sie_summary", "k1", pd.DataFrame({"score": [0.5], "key": ["k1"]}))
+    write_table_part(b, "sie_summary", "k2", pd.DataFrame({"score": [0.5], "key": ["k2"]}))
+    assert compare_results(a, b) == {"sie_summary": "same", "table1": "same"}
