@@ -35,6 +35,14 @@ STARTUP_DEADLINE_S = 600  # a safety net for a run that never gets there, not a 
 SMOKE = ["--profile", "smoke"]
 
 
+def as_terminal_job() -> None:
+    """A command typed at a terminal starts with SIGINT at its default; one started under a
+    test run that was itself started in the background (``cmd &``, ``nohup``: SIGINT ignored,
+    and inherited) would rightly keep ignoring Ctrl-C (``flows.interrupt``), so the command
+    under test starts as a terminal starts it, however pytest was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(module_args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "w") as out:
         return subprocess.Popen(
@@ -44,6 +52,7 @@ def start(module_args: list[str], env: dict[str, str], log: Path) -> subprocess.
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the terminal's foreground process group
+            preexec_fn=as_terminal_job,
         )
 
 

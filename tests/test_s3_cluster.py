@@ -206,8 +206,13 @@ def test_table1_on_s3_with_a_dask_cluster_then_a_rerun_reuses_everything(s3, tmp
             assert group["images"].shape[0] == n and group["labels"][:].any()
         # the fits are checkpoints in the bucket, trained on the workers (not in the flow)
         fits = _fit_objects(endpoint)
-        assert {p.rsplit("/", 1)[-1] for p in fits} == {"config.json", "weights.safetensors"}
-        assert len(fits) == 4
+        checkpoints = [p for p in fits if "/snapshots/" not in p]
+        assert {p.rsplit("/", 1)[-1] for p in checkpoints} == {"config.json", "weights.safetensors"}
+        assert len(checkpoints) == 4
+        # beside them, in the bucket too, the snapshots Fig 8 scores (steps 1, 2, 4, ...)
+        snapshots = [p.rsplit("/", 1)[-1] for p in fits if "/snapshots/" in p]
+        assert "iteration-00000001.safetensors" in snapshots
+        assert all(re.fullmatch(r"iteration-\d{8}\.safetensors", name) for name in snapshots)
         worker_logs = "".join((tmp_path / f"worker{i}.log").read_text() for i in range(WORKERS))
         assert re.search(r"LSE trained \(s3://", worker_logs), worker_logs[-3000:]
         assert re.search(r"NSE-1 trained \(s3://", worker_logs), worker_logs[-3000:]

@@ -44,13 +44,15 @@ def app(tmp_path_factory, segmenter):
         assert added.status_code == 200, added.json()
     trained = wait(client, client.post("/api/train", json={"iterations": 60}).json())
     assert trained["state"] == "done", trained
+    # what this training wrote, before another test (in any order) trains again
+    studio.first_lse = json.loads((studio.ws.root / "lse" / "config.json").read_text())
     yield client, studio, root
     studio.jobs.close()
 
 
 def test_training_through_the_api_writes_a_train_fewshot_lse(app):
     client, studio, _ = app
-    meta = json.loads((studio.ws.root / "lse" / "config.json").read_text())["metadata"]
+    meta = studio.first_lse["metadata"]
     assert meta["n_shot"] == 2 and meta["iterations"] == 60
     info = client.get("/api/info").json()
     assert info["lse"]["n_shot"] == 2 and [c["name"] for c in info["classes"]] == list(CLASSES)
