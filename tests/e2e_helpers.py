@@ -86,3 +86,11 @@ def _comparable(value: Any, results_root: Path) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def as_terminal_job() -> None:
+    """A command typed at a terminal starts with SIGINT at its default; one started under a
+    test run that was itself started in the background (``cmd &``, ``nohup``: SIGINT ignored,
+    and inherited) would rightly keep ignoring Ctrl-C (``flows.interrupt``), so the command
+    under test starts as a terminal starts it, however pytest was started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -24,6 +24,7 @@ import pytest
 from flows.interrupt import GRACE_S
 from tests.e2e_helpers import (
     ROOT,
+    as_terminal_job,
     isolated_env,
     kill_command,
     process_tree,
@@ -33,14 +34,6 @@ from tests.e2e_helpers import (
 
 STARTUP_DEADLINE_S = 600  # a safety net for a run that never gets there, not a timer
 SMOKE = ["--profile", "smoke"]
-
-
-def as_terminal_job() -> None:
-    """A command typed at a terminal starts with SIGINT at its default; one started under a
-    test run that was itself started in the background (``cmd &``, ``nohup``: SIGINT ignored,
-    and inherited) would rightly keep ignoring Ctrl-C (``flows.interrupt``), so the command
-    under test starts as a terminal starts it, however pytest was started."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def start(module_args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:

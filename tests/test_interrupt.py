@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from tests.e2e_helpers import ROOT, kill_command
+from tests.e2e_helpers import ROOT, as_terminal_job, kill_command
 
 SUPERVISOR = (
     "import os, sys; from flows.interrupt import Supervisor; "
@@ -56,6 +56,7 @@ def start():
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # the terminal's foreground process group
+            preexec_fn=as_terminal_job,  # SIGINT at its default, however pytest was started
         )
         started.append(proc)
         return proc
