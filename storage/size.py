@@ -99,10 +99,8 @@ def check_store_budget(
     spec: StoreSpec,
     target: Target,
     generator: GeneratorAdapter,
-    announce: bool = True,
 ) -> int:
-    """Print the store's estimated size (unless ``announce`` is False: a pre-flight check, the
-    run prints it); refuse it over the budget unless allowed."""
+    """Print the store's estimated size; refuse it over the budget unless allowed."""
     policy = cfg.store_policy
     need = estimated_bytes(spec, policy)
     budget = policy.budget_gb * GB if policy.budget_gb is not None else default_budget(target)
@@ -111,11 +109,10 @@ def check_store_budget(
         if policy.regenerate
         else (f"{len(spec.layer_names)} feature layers")
     )
-    if announce:
-        print(
-            f"store {target.url}: {spec.n} samples, {kept}, about {human(need)} uncompressed"
-            + (f" (budget {human(budget)})" if budget is not None else "")
-        )
+    print(
+        f"store {target.url}: {spec.n} samples, {kept}, about {human(need)} uncompressed"
+        + (f" (budget {human(budget)})" if budget is not None else "")
+    )
     if budget is not None and need > budget and not policy.allow_over_budget:
         raise LinearGanError(
             f"the {cfg.split} store needs about {human(need)}, over the budget of {human(budget)}",

@@ -57,8 +57,8 @@ def _models(cfg: DatasetConfig) -> tuple[GeneratorAdapter, Segmenter]:
     return g, p
 
 
-def size_stores(datasets: list[DatasetConfig], data_root: str, announce: bool = True) -> int:
-    """Print what each store of a run will write (``announce``) and refuse the run before
+def size_stores(datasets: list[DatasetConfig], data_root: str) -> int:
+    """Print what each store of a run will write and refuse the run before
     anything is written when a store cannot be made as asked (its models do not load, e.g. a
     checkpoint that pickles code; its policy names layers the generator lacks; a store at its
     path was made for another dataset, e.g. another chunk size), a new store exceeds its
@@ -77,10 +77,9 @@ def size_stores(datasets: list[DatasetConfig], data_root: str, announce: bool = 
         if FeatureStore.exists(target):  # sized when it was created: only its missing chunks
             pending = len(FeatureStore.open_matching(target, spec).pending_chunks())
             remaining = estimated_bytes(spec, cfg.store_policy) * pending // spec.n_chunks
-            if announce:
-                print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
+            print(f"store {target.url}: resuming, {pending} of {spec.n_chunks} chunks to go")
         else:
-            remaining = check_store_budget(cfg, spec, target, _models(cfg)[0], announce)
+            remaining = check_store_budget(cfg, spec, target, _models(cfg)[0])
         sizes[target.url] = StoreSize(cfg.split, remaining, cfg.store_policy.allow_over_budget)
     return check_run_budget(list(sizes.values()), root)
 
