@@ -16,10 +16,10 @@ from typing import TypeVar
 
 from flows.runner import check_scheduler
 from lineargan.config import DatasetConfig, Frozen, RunConfig
-from lineargan.paths import default_data_root, default_results_root
 from storage.target import Target
 from tasks.analyses.registry import resolve_analyses
 from tasks.cache import size_stores
+from tasks.run_context import RunContext
 
 T = TypeVar("T")
 _CHECKED: dict[str, object] = {}
@@ -66,9 +66,8 @@ def check_run(config: RunConfig, *, keep: bool = False) -> dict[str, Frozen]:
     def check() -> dict[str, Frozen]:
         analyses = resolve_analyses(config)
         datasets = [config.dataset("train"), config.dataset("eval")]
-        data_root = config.data_root or default_data_root()
-        results_root = config.results_root or default_results_root()
-        check_inputs(datasets, data_root, results_root, config.dask_address)
+        roots = RunContext.for_run(config, run_id="")  # the roots the run will use
+        check_inputs(datasets, roots.data_root, roots.results_root, config.dask_address)
         return analyses
 
     return checked_once(f"run:{config.model_dump_json()}", check, keep=keep)
