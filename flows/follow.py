@@ -2,6 +2,7 @@
 
     python -m flows.follow FLOW_RUN_ID
     python -m flows.follow --deployment reproduce/quick     # start a run of a deployment, follow it
+    python -m flows.follow --deployment reproduce/smoke --config '{"analyses": ["fewshot"]}'
 
 Polls the Prefect API (``PREFECT_API_URL``) every ~2 s and prints each new log line once, as
 ``HH:MM:SS name | message`` (name: the task run, or the flow for flow-level lines), plus every
@@ -21,6 +22,7 @@ window are remembered, and name caches are bounded, so memory stays flat on long
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -388,11 +390,60 @@ def _fail(message: str) -> int:
     return 1
 
 
-def start_deployment(name: str) -> Any:
-    """Create a flow run of deployment ``name`` (``flow/deployment``) and return it at once."""
+def config_overrides(text: str | None) -> dict[str, Any]:
+    """The run's changes to the deployment's ``config`` parameter, from a JSON object, checked
+    against :class:`~lineargan.config.RunConfig` here, before a run exists (a mistake is one
+    line, not a flow run that fails on its worker)."""
+    if not text:
+        return {}
+    from pydantic import ValidationError
+
+    from lineargan.config import RunConfig
+    from lineargan.errors import LinearGanError
+    from tasks.analyses.registry import resolve_analyses
+
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LinearGanError(
+            f"--config is not valid JSON ({exc})",
+            """write a JSON object in single quotes, e.g. '{"analyses": ["fewshot"]}'""",
+        ) from None
+    if not isinstance(overrides, dict):
+        raise LinearGanError(
+            f"--config must be a JSON object of run settings, not {type(overrides).__name__}",
+            """write e.g. '{"analyses": ["fewshot"]}'""",
+        )
+    if "profile" in overrides:
+        raise LinearGanError(
+            "--config cannot change the profile: the deployment names it",
+            "start the deployment of that profile (reproduce/smoke, reproduce/quick, ...)",
+        )
+    try:
+        resolve_analyses(RunConfig.model_validate(overrides))  # names and their parameters
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise LinearGanError(
+            f"--config sets {loc or 'the config'} wrongly: {first['msg']}",
+            "see `python -m flows.reproduce --help` for the run settings and their values",
+        ) from None
+    return overrides
+
+
+def start_deployment(name: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Create a flow run of deployment ``name`` (``flow/deployment``) and return it at once;
+    ``overrides`` update the deployment's ``config`` parameter for this run only."""
     from prefect.deployments import run_deployment
 
-    return run_deployment(name, timeout=0, as_subflow=False)
+    parameters = None
+    if overrides:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(name)
+        parameters = {"config": {**deployment.parameters.get("config", {}), **overrides}}
+    return run_deployment(name, parameters=parameters, timeout=0, as_subflow=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -405,6 +456,16 @@ def main(argv: list[str] | None = None) -> int:
         "--deployment", help="start a run of this deployment (flow/deployment) and follow it"
     )
     parser.add_argument(
+        "--config",
+        help="JSON object of run settings that update the deployment's config for this run "
+        "(with --deployment)",
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="only check --config and exit (0 when it is valid, 2 with one line otherwise)",
+    )
+    parser.add_argument(
         "--poll", type=float, default=POLL_S, help="seconds between polls (default 2)"
     )
     parser.add_argument(
@@ -415,13 +476,24 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.getLevelName(args.level.upper())
     if not isinstance(level, int):
         parser.error(f"unknown log level {args.level!r}")
+    if args.config and not args.deployment:
+        parser.error("--config needs --deployment (it changes the run that command starts)")
+    from lineargan.errors import LinearGanError
+
+    try:
+        overrides = config_overrides(args.config)
+    except LinearGanError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if args.check:
+        return 0
 
     from prefect.client.orchestration import get_client
 
     run_id = None
     try:
         if args.deployment:
-            run = start_deployment(args.deployment)
+            run = start_deployment(args.deployment, overrides)
             run_id = run.id
             print(
                 f"follow: started flow run '{run.name}' ({run.id}) of deployment {args.deployment}",

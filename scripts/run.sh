@@ -9,9 +9,11 @@
 #
 #   bash scripts/run.sh            # quick profile (minutes on 2 CPU cores)
 #   bash scripts/run.sh smoke      # seconds; paper = the paper's sizes (hours)
+#   bash scripts/run.sh quick '{"analyses": ["fewshot"]}'   # this run's changes to the config
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-quick}
+OVERRIDES=${2:-}
 case "$PROFILE" in smoke|quick|paper) ;; *)
   echo "error: unknown profile '$PROFILE'. Fix: use smoke, quick or paper" >&2; exit 2;;
 esac
@@ -21,6 +23,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false
 mkdir -p "$PREFECT_HOME"
 bash scripts/setup.sh
 BIN=$PWD/.venv/bin
+# a bad config change is one line before any server starts
+[ -z "$OVERRIDES" ] || "$BIN/python" -m flows.follow --deployment "reproduce/$PROFILE" --config "$OVERRIDES" --check || exit 2
 LOGS=$PREFECT_HOME/logs
 mkdir -p "$LOGS"
 
@@ -108,7 +112,7 @@ set +m
 
 echo "run: starting reproduce/$PROFILE and following its progress (worker log $LOGS/worker.log)"
 set +e
-"$BIN/python" -m flows.follow --deployment "reproduce/$PROFILE"
+"$BIN/python" -m flows.follow --deployment "reproduce/$PROFILE" ${OVERRIDES:+--config "$OVERRIDES"}
 rc=$?
 set -e
 if [ "$rc" -eq 130 ]; then
@@ -119,4 +123,6 @@ if [ "$rc" -ne 0 ]; then
   tail -n 30 "$LOGS/worker.log" >&2 || true
   exit "$rc"
 fi
-"$BIN/python" -m flows.cli render all --profile "$PROFILE"
+# the results root the run wrote to: the config change's, else the default
+RESULTS=$("$BIN/python" -c 'import json, sys; print(json.loads(sys.argv[1] or "{}").get("results_root") or "")' "$OVERRIDES")
+"$BIN/python" -m flows.cli render all --profile "$PROFILE" ${RESULTS:+--results-root "$RESULTS"}

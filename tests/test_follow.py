@@ -22,7 +22,7 @@ import pytest
 from prefect.client.schemas.objects import StateType
 
 from flows import follow
-from flows.follow import Follower, SeenLogs, format_line, one_line
+from flows.follow import Follower, SeenLogs, config_overrides, format_line, main, one_line
 from tests.e2e_helpers import ROOT
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -469,3 +469,28 @@ def test_follow_a_live_flow_run_on_a_real_server(prefect_server, tmp_path, outco
         assert done.returncode == 1
         assert done.stderr.strip().splitlines()[-1].startswith("error: flow run '")
         assert "ended Failed" in done.stderr and "tiny failure" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "says"),
+    [
+        ('{"analyses": [', "--config is not valid JSON"),
+        ('["fewshot"]', "must be a JSON object"),
+        ('{"profile": "quick"}', "cannot change the profile"),
+        ('{"analyses": ["nope"]}', "unknown analysis 'nope'"),
+        ('{"n_workers": "x"}', "--config sets n_workers wrongly"),
+    ],
+)
+def test_a_bad_config_change_is_one_line_before_any_run(capsys, config, says):
+    """`scripts/run.sh PROFILE CONFIG` checks CONFIG this way before it starts a server."""
+    assert main(["--deployment", "reproduce/smoke", "--config", config, "--check"]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Fix:" in err
+
+
+def test_a_config_change_is_the_runs_settings():
+    assert config_overrides('{"analyses": ["fewshot"], "n_workers": 1}') == {
+        "analyses": ["fewshot"],
+        "n_workers": 1,
+    }
+    assert config_overrides(None) == {}
