@@ -55,6 +55,22 @@ class UNetParams(Frozen):
         "0 = plain cross-entropy",
     )
     seed: int = Field(0, ge=0)
+    holdout: float = Field(
+        0.125,
+        ge=0,
+        lt=1,
+        description="fraction of the training store (its last images) the UNet does not train "
+        "on; its mIoU on them is in the fit's metadata, and any choice of these settings is "
+        "scored on it, never on the evaluation split SCS targets come from (0: none)",
+    )
+
+    def split(self, n: int) -> int:
+        """How many of the training store's ``n`` images the UNet trains on (the first ones);
+        the rest are its held-out part. A positive ``holdout`` keeps at least one image out
+        and at least one in."""
+        if self.holdout == 0 or n < 2:
+            return n
+        return min(n - 1, max(1, n - round(self.holdout * n)))
 
     @classmethod
     def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> UNetParams:
