@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,10 +30,32 @@ from lineargan.driver import FitMethod, FitResult
 from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUResult, SubsetIoU
 from lineargan.models.protocols import Segmenter
+from lineargan.models.registry import segmenter_is_differentiable
 from lineargan.models.unet import SegmentationUNet
 
 # Label value the loss skips (a segmenter's "no class here"); the dlib segmenter never uses it.
 IGNORE_LABEL = 255
+
+# The baseline P of SCS and SIE: the surrogate UNet trained on the cache, the run's reference
+# segmenter itself, or none.
+BaselineName = Literal["unet", "reference", "none"]
+BASELINE_HELP = (
+    "the baseline P: 'reference', the run's own segmenter (the paper's: 'exactly the same as "
+    "the one used in evaluation'; it must be differentiable), 'unet', a surrogate UNet trained "
+    "on the cache to mimic it, or 'none'. A run's default is 'reference' when its segmenter is "
+    "differentiable, else 'unet'"
+)
+
+
+def default_baseline(config: RunConfig) -> BaselineName:
+    """The run's baseline P (the paper's protocol wherever the run allows it): the reference
+    segmenter when it is differentiable (``face-parser-unet``, ``deeplabv3-ade20k``, a user's
+    :class:`~lineargan.models.DifferentiableSegmenter`), else (dlib) the surrogate UNet.
+
+    Resolved in the params' ``for_run``, so the analysis key holds the baseline actually used:
+    a dlib run keeps its ``"unet"`` key, and no key could stand for two different P's if
+    this rule ever changed (which an ``"auto"`` value in the key would allow)."""
+    return "reference" if segmenter_is_differentiable(config.segmenter) else "unet"
 
 
 class UNetParams(Frozen):

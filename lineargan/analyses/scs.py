@@ -43,7 +43,7 @@ import torch
 from pydantic import Field, PositiveInt, field_validator
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
-from lineargan.baseline import UNetParams
+from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
 from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
@@ -108,11 +108,7 @@ class SCSParams(EditSpace):
         description="which few-shot LSEs of Table 2: converged (default) or the paper's "
         "schedule, whose quick-profile fits predict little but skin (docs/results.md, Table 2)",
     )
-    baseline: Literal["unet", "reference", "none"] = Field(
-        "unet",
-        description="the baseline P: the UNet trained on the cache, the run's own segmenter "
-        "(when it is differentiable) or none",
-    )
+    baseline: BaselineName = Field("unet", description=BASELINE_HELP)
     fewshot: FewShotParams = FewShotParams()
     unet: UNetParams = UNetParams()
     seed: int = Field(0, ge=0)
@@ -159,7 +155,8 @@ class SCSParams(EditSpace):
         ``quick``: 12 targets × 2 samples, 2 repeats; ``smoke``: 2 targets × 2 samples, 5
         steps, the smoke few-shot N. ``after``: the run's few-shot (Table 2) and baseline UNet
         parameters, so SCS reads their checkpoints instead of training its own; without them,
-        the profile's."""
+        the profile's. The baseline P is the run's segmenter when it is differentiable, else
+        the surrogate UNet (:func:`~lineargan.baseline.default_baseline`)."""
         profile, after = config.profile, after or {}
         fewshot = after.get("fewshot") or FewShotParams.for_run(config)
         unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
@@ -176,6 +173,7 @@ class SCSParams(EditSpace):
             repeats=repeats,
             fewshot=fewshot,
             unet=unet,
+            baseline=default_baseline(config),
             **sizes,
         )
 
