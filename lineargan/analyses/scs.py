@@ -40,13 +40,14 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_serializer
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
 from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
 from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
+from lineargan.masks import TargetMasks
 from lineargan.models.protocols import GeneratorAdapter
 from lineargan.models.style_latents import LatentSpace
 from lineargan.predictors import SemanticPredictor
@@ -101,6 +102,12 @@ class SCSParams(EditSpace):
         description="draw targets among the eval images whose labels came from the reference "
         "segmenter's own detection (detected) or among all of them",
     )
+    target_masks: TargetMasks | None = Field(
+        None,
+        description="a folder of target masks instead (the paper's faces: human-annotated "
+        "CelebAMask-HQ masks): single-channel PNGs, the first `targets` in file-name order, "
+        "with an optional class map; a path alone is the folder",
+    )
     shots: tuple[PositiveInt, ...] = (1, 4, 8, 16)
     repeats: PositiveInt = Field(5, description="few-shot repeats used (the first ones of Table 2)")
     fit_method: FitMethod = Field(
@@ -118,6 +125,17 @@ class SCSParams(EditSpace):
     @property
     def settings(self) -> SCSProtocol:
         return PROTOCOL_SCS[self.protocol]
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):  # noqa: ANN001, ANN202 - pydantic's wrap protocol
+        """``edit_space`` and ``target_masks`` are left out of the dump when None, so results
+        keyed before the options existed keep their keys (:class:`EditSpace`)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("edit_space", "target_masks"):
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
 
     def schedule(self, latent_vectors: int = 1) -> LatentSchedule:
         """The Adam run for latents that stack ``latent_vectors`` vectors each (the
