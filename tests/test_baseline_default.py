@@ -120,3 +120,17 @@ def test_scs_and_sie_use_the_reference_as_their_baseline(random_recipe, segmente
         assert label in set(rows[column]), (name, set(rows[column]))
         assert "UNet (surrogate)" not in set(rows[column])
     assert not list(Path(ctx.results_root).glob("fits/baseline-unet-*"))  # no UNet trained
+
+
+def test_the_default_runs_scs_with_the_surrogate_unet_so_labelled(ctx):
+    """dlib has no gradient: the default's baseline is the UNet trained on the cache, and its
+    rows say it is a surrogate."""
+    unet = {"steps": 10, "batch": 4, "width": 4, "depth": 2}
+    config = RunConfig(profile="smoke", analysis_params={"scs": {**SMALL["scs"], "unet": unet}})
+    params = analysis_params(config, "scs")
+    assert params.baseline == "unet"
+    result = run_and_finish("scs", ctx, params)
+    rows = read_table_part(ctx.results_root, "scs_summary", result.key)
+    assert set(rows["predictor"]) == {"LSE", "UNet (surrogate)"}
+    assert "SCS (UNet (surrogate))" in result.markdown
+    assert len(list(Path(ctx.results_root).glob("fits/baseline-unet-*"))) == 1
