@@ -247,8 +247,9 @@ def _open(path: str | Path) -> Image.Image:
 
 # Files a folder of masks may hold besides the masks: the legend save_legend writes beside them.
 _NOT_MASKS = (LEGEND_PNG, LEGEND_JSON)
-# PNG modes with one value per pixel: a palette index or a grey level, read as the class id.
-_SINGLE_CHANNEL = ("P", "L")
+# PNG modes with one integer per pixel (a palette index, a grey level, 1-bit, or 16-bit grey:
+# the "I" modes), read as the class id.
+_SINGLE_CHANNEL = ("P", "L", "1")
 
 
 class ClassMap(Frozen):
@@ -326,7 +327,7 @@ def mask_files(folder: str | Path) -> list[Path]:
                     f"{path} is a {image.format} image, not a PNG",
                     "save every target mask as a single-channel PNG (palette or grey)",
                 )
-            if image.mode not in _SINGLE_CHANNEL:
+            if image.mode not in _SINGLE_CHANNEL and not image.mode.startswith("I"):
                 raise LinearGanError(
                     f"{path} has {len(image.getbands())} channel(s) (PNG mode {image.mode}); a "
                     "target mask has one: each pixel's value is its class id",
@@ -427,7 +428,12 @@ def read_target_masks(
         with _open(path) as image:
             if resolution is not None and image.size != (resolution, resolution):
                 image = image.resize((resolution, resolution), Image.Resampling.NEAREST)
-            values = np.array(image, dtype=np.uint8)
+            values = np.array(image).astype(np.int64)
+        if values.max() > 255:
+            raise LinearGanError(
+                f"{path} has pixel value {int(values.max())}; class ids go up to 255",
+                "save the mask with class ids 0-255 (an 8-bit palette or grey PNG)",
+            )
         labels = lookup[values]
         if (labels < 0).any():
             bad = np.unique(values[labels < 0])

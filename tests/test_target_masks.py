@@ -44,11 +44,13 @@ def default_targets(ctx) -> tuple[np.ndarray, np.ndarray]:
 
 
 def write_run_masks(folder: Path, labels: np.ndarray, classes: tuple[str, ...]) -> Path:
-    """The labels as the run's class ids: palette PNGs as lineargan-edit saves them, and one
-    plain greyscale label PNG."""
+    """The labels as the run's class ids: palette PNGs as lineargan-edit saves them, one
+    plain greyscale label PNG and one 16-bit one."""
     for t, mask in enumerate(labels):
         if t == len(labels) - 1:
             Image.fromarray(mask, mode="L").save(folder / f"t{t}.png")
+        elif t == len(labels) - 2:
+            Image.fromarray(mask.astype(np.uint16)).save(folder / f"t{t}.png")
         else:
             save_mask_png(folder / f"t{t}.png", mask, MaskInfo(classes))
     return folder
@@ -156,6 +158,10 @@ def _bad_folders(root: Path) -> list[tuple[str, object, str]]:
     cases.append(("garbage", str(root / "garbage"), "not a readable PNG"))
     Image.fromarray(np.stack([labels] * 3, -1)).save(folder("rgb") / "b.png")
     cases.append(("rgb", str(root / "rgb"), "3 channel"))
+    Image.fromarray(labels[:, :32], mode="L").save(folder("oblong") / "b.png")
+    cases.append(("oblong", str(root / "oblong"), "32×64 px"))
+    Image.fromarray(np.full((64, 64), 300, np.uint16)).save(folder("wide") / "b.png")
+    cases.append(("wide", str(root / "wide"), "pixel value 300"))
     Image.fromarray(np.full((64, 64), 9, np.uint8), mode="L").save(folder("ids") / "b.png")
     cases.append(("ids", str(root / "ids"), r"pixel value\(s\) \[9\]"))
     unknown = {"folder": str(folder("names")), "classes": {"map": {"1": "hair"}}}
