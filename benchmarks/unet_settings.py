@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-from lineargan.baseline import UNetParams
-from lineargan.config import RunConfig
-from storage.feature_store import FeatureStore
-from storage.target import Target
-from tasks.baseline import evaluate_segmenter, unet_or_reuse
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: this checkout's code, not an installed one
+    sys.path.insert(0, str(ROOT))
+
+from lineargan.baseline import UNetParams  # noqa: E402
+from lineargan.config import RunConfig  # noqa: E402
+from storage.feature_store import FeatureStore  # noqa: E402
+from storage.target import Target  # noqa: E402
+from tasks.baseline import evaluate_segmenter, unet_or_reuse  # noqa: E402
 
 
 def main() -> None:
