@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flows.runner import check_scheduler
-from lineargan.config import DatasetConfig, Frozen, RunConfig
+from lineargan.config import DatasetConfig, Frozen, RunConfig, options_json
+from lineargan.masks import TargetMasks, read_target_masks
+from lineargan.models.registry import cached_segmenter
 from storage.target import Target
 from tasks.analyses.registry import resolve_analyses
 from tasks.cache import size_stores
@@ -57,14 +59,32 @@ def check_inputs(
     return size_stores(datasets, data_root)
 
 
+def check_target_masks(config: RunConfig, analyses: dict[str, Frozen]) -> None:
+    """Read every analysis's folder of target masks (``target_masks``) into the run's classes,
+    so a pixel value no class has or a class map naming an unknown class is one line now. The
+    folder's files themselves (empty, unreadable, JPEG, several channels) were checked when
+    the parameters were made; the run's class names need its segmenter, loaded only here."""
+    for params in analyses.values():
+        masks = getattr(params, "target_masks", None)
+        if isinstance(masks, TargetMasks):
+            segmenter = cached_segmenter(
+                config.segmenter,
+                config.segmenter_checkpoint,
+                options_json(config.segmenter_options),
+            )
+            read_target_masks(masks, tuple(segmenter.class_names))
+
+
 def check_run(config: RunConfig, *, keep: bool = False) -> dict[str, Frozen]:
     """Check everything a run of ``config`` can check before it starts: analysis names and
-    parameters (and edit spaces the generator must take), then :func:`check_inputs`. Returns
+    parameters (and edit spaces the generator must take, and target-mask folders), then
+    :func:`check_inputs`. Returns
     the run's analyses with their parameters. ``keep``: the command line's check, taken by the
     flow it starts (:func:`checked_once`)."""
 
     def check() -> dict[str, Frozen]:
         analyses = resolve_analyses(config)
+        check_target_masks(config, analyses)
         datasets = [config.dataset("train"), config.dataset("eval")]
         roots = RunContext.for_run(config, run_id="")  # the roots the run will use
         check_inputs(datasets, roots.data_root, roots.results_root, config.dask_address)

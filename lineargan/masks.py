@@ -7,19 +7,28 @@ chunks record the class names, the resolution and the generator (name and weight
 mask drawn for one generator is refused by another. A mask saved as RGB by an editor that
 dropped the palette is accepted when every pixel is exactly one of the palette's colours.
 
+A folder of such masks (or of any single-channel label PNGs, with a :class:`ClassMap` from
+their classes to the run's) can be SCS's targets instead of the reference's labels of held-out
+images (:class:`TargetMasks`), as the paper's face protocol needs (100 human-annotated
+CelebAMask-HQ masks).
+
 Every error a user can make with a mask file (not a PNG, wrong size, an unknown palette index or
 colour, a mask for another generator or class list) is a one-line :class:`LinearGanError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, PngImagePlugin, UnidentifiedImageError
+from pydantic import Field, model_validator
 
+from lineargan.config import Frozen
 from lineargan.errors import LinearGanError
 from lineargan.figures import palette
 
@@ -232,3 +241,208 @@ def _open(path: str | Path) -> Image.Image:
             "save the mask as PNG (an indexed/palette PNG keeps the class indices exactly)",
         )
     return image
+
+
+# -- a folder of target masks (SCS's targets from a user, e.g. the paper's CelebAMask-HQ) -------
+
+# Files a folder of masks may hold besides the masks: the legend save_legend writes beside them.
+_NOT_MASKS = (LEGEND_PNG, LEGEND_JSON)
+# PNG modes with one integer per pixel (a palette index, a grey level, 1-bit, or 16-bit grey:
+# the "I" modes), read as the class id.
+_SINGLE_CHANNEL = ("P", "L", "1")
+
+
+class ClassMap(Frozen):
+    """How a folder's class ids become the run's classes.
+
+    ``names``: the masks' class names by pixel value (a mask from elsewhere, e.g.
+    CelebAMask-HQ's 19 classes); None: the masks know ids only. ``map``: a mask class (its name,
+    or its pixel value written as text) → one of the run's class names, or null for
+    background. A mask class that ``map`` does not name maps to the run's class of the same
+    name when there is one, else to **background**: that is what the reference segmenter does
+    with whatever it has no class for (dlib labels hair, neck and clothes background), and
+    background counts in no agreement (Appx A), so an unmapped class neither helps nor hurts a
+    predictor except through what the reference sees there, as with the default targets.
+    """
+
+    names: tuple[str, ...] | None = None
+    map: dict[str, str | None] = Field(default_factory=dict)
+
+
+class TargetMasks(Frozen):
+    """A folder of target masks for SCS: single-channel PNGs (palette or grey; pixel value =
+    class id), one target per file in file-name order, resized to the generator's resolution
+    with nearest-neighbour sampling. ``classes``: how their ids become the run's classes (None:
+    they are the run's own ids, as in masks saved by ``lineargan-edit`` or from a run's labels;
+    a path: a JSON or YAML file holding a :class:`ClassMap`). ``digest``: sha256 of every file
+    of the folder and of the class-map file, filled in when the parameters are made, so the
+    analysis key changes whenever a mask does."""
+
+    folder: str
+    classes: ClassMap | str | None = None
+    digest: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _digest_the_files(cls, data: Any) -> Any:
+        """A bare folder path is ``{"folder": path}``; a missing digest is computed from the
+        files, which are checked first (one-line errors before any work)."""
+        if isinstance(data, str | Path):
+            data = {"folder": str(data)}
+        if isinstance(data, dict) and not data.get("digest") and "folder" in data:
+            files = mask_files(data["folder"])
+            extra = [Path(c) for c in [data.get("classes")] if isinstance(c, str | Path)]
+            data = {**data, "folder": str(data["folder"]), "digest": files_digest(files + extra)}
+        return data
+
+    def class_map(self) -> ClassMap | None:
+        """``classes`` read from its file when it names one."""
+        if not isinstance(self.classes, str):
+            return self.classes
+        return read_class_map(self.classes)
+
+
+def mask_files(folder: str | Path) -> list[Path]:
+    """The mask files of ``folder`` in name order, each checked to be a readable single-channel
+    square PNG (hidden files, sub-folders and a ``legend.png``/``legend.json`` are skipped)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LinearGanError(
+            f"target mask folder {folder} does not exist or is not a folder",
+            "pass a folder of single-channel PNG masks (target_masks)",
+        )
+    files = sorted(
+        p for p in root.iterdir() if p.is_file() and not p.name.startswith(".")
+        and p.name not in _NOT_MASKS
+    )  # fmt: skip
+    if not files:
+        raise LinearGanError(
+            f"target mask folder {folder} holds no mask files",
+            "put the target masks (single-channel PNGs, one per target) in it",
+        )
+    for path in files:
+        with _open(path) as image:
+            if image.format != "PNG":
+                raise LinearGanError(
+                    f"{path} is a {image.format} image, not a PNG",
+                    "save every target mask as a single-channel PNG (palette or grey)",
+                )
+            if image.mode not in _SINGLE_CHANNEL and not image.mode.startswith("I"):
+                raise LinearGanError(
+                    f"{path} has {len(image.getbands())} channel(s) (PNG mode {image.mode}); a "
+                    "target mask has one: each pixel's value is its class id",
+                    "save it as a palette or greyscale PNG of class ids (not a colour picture)",
+                )
+            if image.size[0] != image.size[1]:
+                raise LinearGanError(
+                    f"{path} is {image.size[0]}×{image.size[1]} px; resizing it to the "
+                    "generator's square images would distort it",
+                    "crop the mask to a square, as the generator's images are",
+                )
+    return files
+
+
+def files_digest(files: list[Path]) -> str:
+    """sha256 over each file's name and bytes, in order."""
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LinearGanError(f"cannot read {path} ({exc})", "check the path") from None
+        digest.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def read_class_map(path: str | Path) -> ClassMap:
+    """A :class:`ClassMap` from a JSON or YAML file (``{"names": [...], "map": {...}}``)."""
+    import yaml  # a Prefect dependency, and YAML reads JSON too
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        return ClassMap.model_validate(data)
+    except OSError as exc:
+        raise LinearGanError(f"cannot read class map {path} ({exc})", "check the path") from None
+    except (yaml.YAMLError, ValueError) as exc:
+        first = str(exc).splitlines()
+        raise LinearGanError(
+            f"class map {path} is not a valid class map ({' '.join(first[:3])})",
+            'write {"names": [mask class names by pixel value], "map": {mask class: run class '
+            "or null}} as JSON or YAML",
+        ) from None
+
+
+def class_lookup(classes: ClassMap | None, run_classes: tuple[str, ...]) -> np.ndarray:
+    """(256,) int64: a mask's pixel value → the run's class id (-1: a value no class has).
+    Refuses a map that names a class the masks or the run do not have."""
+    lookup = np.full(256, -1, np.int64)
+    if classes is None:
+        lookup[: len(run_classes)] = np.arange(len(run_classes))
+        return lookup
+    names = classes.names
+    ids = {name: k for k, name in enumerate(names or ())}
+    for value, name in enumerate(names or range(256)):
+        lookup[value] = run_classes.index(name) if name in run_classes else 0
+    for key, run_class in classes.map.items():
+        value = ids.get(key, int(key) if key.isdigit() and int(key) < 256 else None)
+        if value is None or (names is not None and value >= len(names)):
+            known = list(names) if names is not None else "pixel values 0-255"
+            raise LinearGanError(
+                f"the class map maps {key!r}, which is not a class of the masks ({known})",
+                "map the masks' class names (names) or pixel values",
+            )
+        if run_class is not None and run_class not in run_classes:
+            raise LinearGanError(
+                f"the class map maps {key!r} to {run_class!r}, which is not a class of the "
+                f"run's segmenter ({', '.join(run_classes)})",
+                "map to one of the run's class names, or to null for background",
+            )
+        lookup[value] = 0 if run_class is None else run_classes.index(run_class)
+    return lookup
+
+
+def read_target_masks(
+    masks: TargetMasks, run_classes: tuple[str, ...], resolution: int | None = None
+) -> tuple[list[np.ndarray], list[str]]:
+    """Every mask of the folder as the run's class ids, uint8 (resolution, resolution) each
+    (``resolution`` None: at its own size), and the file names. Refuses a folder that changed since its digest was taken, a
+    pixel value no class has, and a lineargan mask made for other classes."""
+    files = mask_files(masks.folder)
+    extra = [Path(masks.classes)] if isinstance(masks.classes, str) else []
+    if files_digest(files + extra) != masks.digest:
+        raise LinearGanError(
+            f"the target masks in {masks.folder} changed after this run's parameters were made",
+            "rerun, so the analysis key covers the masks it reads",
+        )
+    classes = masks.class_map()
+    lookup = class_lookup(classes, tuple(run_classes))
+    out = []
+    for path in files:
+        info = read_mask_info(path)
+        if classes is None and info is not None and info.class_names != tuple(run_classes):
+            raise LinearGanError(
+                f"{path} is a mask for classes {list(info.class_names)}, the run's segmenter "
+                f"has {list(run_classes)}",
+                "give a class map (target_masks.classes) from the masks' classes to the run's",
+            )
+        with _open(path) as image:
+            if resolution is not None and image.size != (resolution, resolution):
+                image = image.resize((resolution, resolution), Image.Resampling.NEAREST)
+            values = np.array(image).astype(np.int64)
+        if values.max() > 255:
+            raise LinearGanError(
+                f"{path} has pixel value {int(values.max())}; class ids go up to 255",
+                "save the mask with class ids 0-255 (an 8-bit palette or grey PNG)",
+            )
+        labels = lookup[values]
+        if (labels < 0).any():
+            bad = np.unique(values[labels < 0])
+            raise LinearGanError(
+                f"{path} has pixel value(s) {bad.tolist()[:5]}, which no class has (the run's "
+                f"segmenter has {len(run_classes)} classes"
+                + (f", the class map {len(classes.names)} names)" if classes and classes.names
+                   else ")"),
+                "give a class map (target_masks.classes) naming the masks' classes",
+            )  # fmt: skip
+        out.append(labels.astype(np.uint8))
+    return out, [p.name for p in files]

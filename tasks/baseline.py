@@ -44,6 +44,26 @@ def read_images_and_labels(store: FeatureStore) -> tuple[np.ndarray, np.ndarray]
     return batch.images, batch.labels
 
 
+def holdout_scores(
+    segmenter: DifferentiableSegmenter, store: FeatureStore, params: UNetParams
+) -> dict:
+    """The UNet's mIoU on the training store's held-out part (the images it did not train
+    on, :meth:`UNetParams.split`): what any choice of the UNet's settings is scored on, so the
+    evaluation split that SCS/SIE draw targets from never picks them. Empty without one."""
+    start, n = params.split(store.spec.n), store.spec.n
+    if start == n:
+        return {}
+    held = store.read_selection(np.arange(start, n), images=True)
+    results = segmenter_iou(
+        segmenter, [(held.images, held.labels, held.detected)], store.spec.class_names
+    )
+    return {
+        "holdout_images": [start, n],
+        "holdout_miou": results["all"].miou,
+        "holdout_miou_detected": results["detected"].miou,
+    }
+
+
 def unet_or_reuse(
     store: FeatureStore,
     train_url: str,
@@ -64,6 +84,8 @@ def unet_or_reuse(
     Target(results_root).ensure_writable()
     tune_process()
     images, labels = read_images_and_labels(store)
+    n_fit = params.split(spec.n)  # the rest is held out: holdout_scores
+    images, labels = images[:n_fit], labels[:n_fit]
     net = build_unet(len(spec.class_names), params)
     partial = PartialFit(fit_dir)  # a killed fit resumes at its last save
     result = drive(
@@ -81,15 +103,17 @@ def unet_or_reuse(
         "generator": spec.generator,
         "segmenter": spec.segmenter,
         "class_names": list(spec.class_names),
-        "n_train": spec.n,
+        "n_train": n_fit,
         "iterations": result.iterations,
         "train_seconds": round(result.seconds, 3),
         "final_loss": result.final_loss,
         "device": str(dev),
     }
+    segmenter = UNetSegmenter(net, spec.class_names, key)
+    meta |= holdout_scores(segmenter.to(dev), store, params)
     save_unet(net, fit_dir, metadata=meta)
     partial.clear()
-    return UNetSegmenter(net, spec.class_names, key), {**meta, "reused": False}
+    return segmenter, {**meta, "reused": False}
 
 
 def evaluate_segmenter(

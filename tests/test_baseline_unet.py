@@ -138,6 +138,9 @@ def test_the_analysis_writes_its_table_and_renders(ctx):
     table = pd.read_parquet(result.tables["baseline_segmenter"])
     assert list(table["class_name"]) == ["skin", "eyebrows", "eyes", "nose", "lips", "mouth"]
     assert table["iterations"].eq(TINY.steps).all() and table["n_eval"].eq(64).all()
+    assert table["n_train"].eq(56).all() and table["n_holdout"].eq(8).all()  # the last 1/8
+    assert table["miou_holdout"].between(0, 1).all()
+    assert "8 held-out images, never on the evaluation split" in result.markdown
     counted = table[table["images"] > 0]
     assert table["miou"].iloc[0] == pytest.approx(counted["iou"].mean())
     assert "Baseline UNet vs the reference segmenter" in result.markdown
@@ -183,3 +186,29 @@ def test_a_killed_unet_fit_resumes_to_the_same_weights(tmp_path):
     drive(method, checkpoint=partial, save_every_s=1e9)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_the_unet_never_trains_on_its_held_out_images(ctx, train_pairs):
+    """Its settings are chosen on the training store's last images, which it does not train
+    on (not on the evaluation split SCS draws targets from): the fit equals one on the other
+    images alone, and its metadata carries its mIoU on the held-out ones."""
+    train, _ = ctx.stores()
+    params = TINY.model_copy(update={"holdout": 0.25})
+    seg, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, "cpu")
+    assert (meta["n_train"], meta["holdout_images"]) == (48, [48, 64])
+    assert 0 <= meta["holdout_miou"] <= 1 and 0 <= meta["holdout_miou_detected"] <= 1
+    images, labels = train_pairs
+    alone = build_unet(len(train.spec.class_names), params)
+    drive(UNetTraining(alone, images[:48], labels[:48], params, torch.device("cpu")))
+    mine = seg.net.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in alone.state_dict().items())
+    assert unet_or_reuse(train, ctx.train_url, params, ctx.results_root, "cpu")[1]["reused"]
+    _, everything = unet_or_reuse(
+        train, ctx.train_url, TINY.model_copy(update={"holdout": 0.0}), ctx.results_root, "cpu"
+    )
+    assert everything["n_train"] == 64 and "holdout_miou" not in everything
+    assert [UNetParams(holdout=h).split(n) for h, n in ((0.125, 2048), (0.5, 3), (0.9, 2))] == [
+        1792,
+        1,
+        1,
+    ]

@@ -62,11 +62,13 @@ def test_scs_analysis_writes_table3_and_resumes(ctx):
     samples = read_table_part(ctx.results_root, "scs_samples", result.key)
     summary = read_table_part(ctx.results_root, "scs_summary", result.key)
     assert len(samples) == 3 * 2 * 2  # (1-shot, 4-shot, UNet) × 2 targets × 2 samples
-    assert set(summary["predictor"]) == {"LSE", "UNet"}
+    # the dlib reference has no gradient: the baseline is the UNet trained to mimic it, so named
+    assert set(summary["predictor"]) == {"LSE", "UNet (surrogate)"}
     for column in ("agreement", "authors", "pooled"):
         assert summary[column].between(0, 1).all()
     assert set(summary["headline"]) == {"paper"} and set(samples["edit_space"]) == {"z"}
     assert "Table 3" in result.markdown and "SCS (4-shot LSE)" in result.markdown
+    assert "SCS (UNet (surrogate))" in result.markdown
     assert all(len(lat) == 100 for lat in samples["latent"])  # every sample regenerable
     assert result.figures and result.figures[0].endswith(".png")
     again = run_and_finish("scs", ctx, params)
@@ -84,7 +86,7 @@ def test_scs_resumes_after_the_last_finished_predictor(ctx, monkeypatch):
 
     def flaky(entry, *args):
         calls.append(entry.slug)
-        if entry.kind == "UNet" and calls.count(entry.slug) == 1:
+        if entry.slug == "unet" and calls.count(entry.slug) == 1:
             raise RuntimeError("killed")
         return real(entry, *args)
 

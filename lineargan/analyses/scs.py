@@ -40,13 +40,14 @@ from typing import Literal, get_args
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_serializer
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
-from lineargan.baseline import UNetParams
+from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
 from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
+from lineargan.masks import TargetMasks
 from lineargan.models.protocols import GeneratorAdapter
 from lineargan.models.style_latents import LatentSpace
 from lineargan.predictors import SemanticPredictor
@@ -101,6 +102,12 @@ class SCSParams(EditSpace):
         description="draw targets among the eval images whose labels came from the reference "
         "segmenter's own detection (detected) or among all of them",
     )
+    target_masks: TargetMasks | None = Field(
+        None,
+        description="a folder of target masks instead (the paper's faces: human-annotated "
+        "CelebAMask-HQ masks): single-channel PNGs, the first `targets` in file-name order, "
+        "with an optional class map; a path alone is the folder",
+    )
     shots: tuple[PositiveInt, ...] = (1, 4, 8, 16)
     repeats: PositiveInt = Field(5, description="few-shot repeats used (the first ones of Table 2)")
     fit_method: FitMethod = Field(
@@ -108,11 +115,7 @@ class SCSParams(EditSpace):
         description="which few-shot LSEs of Table 2: converged (default) or the paper's "
         "schedule, whose quick-profile fits predict little but skin (docs/results.md, Table 2)",
     )
-    baseline: Literal["unet", "reference", "none"] = Field(
-        "unet",
-        description="the baseline P: the UNet trained on the cache, the run's own segmenter "
-        "(when it is differentiable) or none",
-    )
+    baseline: BaselineName = Field("unet", description=BASELINE_HELP)
     fewshot: FewShotParams = FewShotParams()
     unet: UNetParams = UNetParams()
     seed: int = Field(0, ge=0)
@@ -122,6 +125,17 @@ class SCSParams(EditSpace):
     @property
     def settings(self) -> SCSProtocol:
         return PROTOCOL_SCS[self.protocol]
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler):  # noqa: ANN001, ANN202 - pydantic's wrap protocol
+        """``edit_space`` and ``target_masks`` are left out of the dump when None, so results
+        keyed before the options existed keep their keys (:class:`EditSpace`)."""
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in ("edit_space", "target_masks"):
+                if data.get(name) is None:
+                    data.pop(name, None)
+        return data
 
     def schedule(self, latent_vectors: int = 1) -> LatentSchedule:
         """The Adam run for latents that stack ``latent_vectors`` vectors each (the
@@ -159,7 +173,8 @@ class SCSParams(EditSpace):
         ``quick``: 12 targets × 2 samples, 2 repeats; ``smoke``: 2 targets × 2 samples, 5
         steps, the smoke few-shot N. ``after``: the run's few-shot (Table 2) and baseline UNet
         parameters, so SCS reads their checkpoints instead of training its own; without them,
-        the profile's."""
+        the profile's. The baseline P is the run's segmenter when it is differentiable, else
+        the surrogate UNet (:func:`~lineargan.baseline.default_baseline`)."""
         profile, after = config.profile, after or {}
         fewshot = after.get("fewshot") or FewShotParams.for_run(config)
         unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
@@ -176,6 +191,7 @@ class SCSParams(EditSpace):
             repeats=repeats,
             fewshot=fewshot,
             unet=unet,
+            baseline=default_baseline(config),
             **sizes,
         )
 

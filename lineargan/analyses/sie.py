@@ -35,7 +35,7 @@ import pandas as pd
 from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams
-from lineargan.baseline import UNetParams
+from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
 from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.latent_search import EditSpace, LatentSchedule
 
@@ -79,9 +79,7 @@ class SIEParams(EditSpace):
     fit_method: FitMethod = Field(
         "converged", description="which few-shot LSE of Table 2 (see SCSParams.fit_method)"
     )
-    baseline: Literal["unet", "reference", "none"] = Field(
-        "unet", description="the baseline P (see SCSParams.baseline)"
-    )
+    baseline: BaselineName = Field("unet", description=BASELINE_HELP)
     fewshot: FewShotParams = FewShotParams()
     unet: UNetParams = UNetParams()
     seed: int = Field(0, ge=0)
@@ -111,7 +109,12 @@ class SIEParams(EditSpace):
         sizes = {"smoke": dict(images=1, steps=5), "quick": dict(images=3), "paper": {}}[profile]
         n_shot = 8 if 8 in fewshot.shots else max(fewshot.shots)
         return cls(
-            protocol=config.protocol, fewshot=fewshot, unet=unet, n_shot=n_shot, **sizes
+            protocol=config.protocol,
+            fewshot=fewshot,
+            unet=unet,
+            n_shot=n_shot,
+            baseline=default_baseline(config),
+            **sizes,
         )
 
 

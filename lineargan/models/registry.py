@@ -9,13 +9,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import typing
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from lineargan.device import resolve_device
 from lineargan.errors import LinearGanError, UnknownNameError
-from lineargan.models.protocols import GeneratorAdapter, Segmenter
+from lineargan.models.protocols import DifferentiableSegmenter, GeneratorAdapter, Segmenter
 
 _BUILTIN_MODULES = (
     "lineargan.models.dcgan_digiface",
@@ -99,6 +100,24 @@ def check_generator_options(name: str, options: dict[str, Any]) -> None:
 def check_segmenter_options(name: str, options: dict[str, Any]) -> None:
     """Raise a one-line error unless segmenter ``name`` accepts ``options``."""
     _factory("segmenter", SEGMENTERS, name, options)
+
+
+def segmenter_is_differentiable(name: str) -> bool:
+    """Whether segmenter ``name`` builds a :class:`DifferentiableSegmenter` (pixel logits with
+    gradients to the image), read from its factory's return annotation (or the class it
+    registers) without loading any weights: the run's parameters are resolved before any model
+    is. A factory that does not say what it returns counts as not differentiable."""
+    _load_builtins()
+    if name not in SEGMENTERS:
+        raise UnknownNameError("segmenter", name, list(SEGMENTERS))
+    factory = SEGMENTERS[name]
+    if inspect.isclass(factory):
+        return issubclass(factory, DifferentiableSegmenter)
+    try:
+        returned = typing.get_type_hints(factory).get("return")
+    except (NameError, TypeError):  # an annotation that does not resolve says nothing
+        return False
+    return inspect.isclass(returned) and issubclass(returned, DifferentiableSegmenter)
 
 
 def get_generator(name: str, **kwargs: Any) -> GeneratorAdapter:

@@ -1,7 +1,8 @@
 """The predictors P that SCS and SIE put in the loop, the reference segmenter P* that scores
 them, and the generator they optimise through: Table 2's few-shot LSEs (the same checkpoints,
-through the same fit-or-reuse routine), the baseline UNet trained on the cache, and the store's
-generator in the chosen ``edit_space``.
+through the same fit-or-reuse routine), the baseline (the reference segmenter itself when it is
+differentiable, as in the paper; else a surrogate UNet trained on the cache to mimic it), and
+the store's generator in the chosen ``edit_space``.
 """
 
 from __future__ import annotations
@@ -33,24 +34,29 @@ from tasks.baseline import unet_or_reuse
 from tasks.run_context import RunContext
 from tasks.store_models import store_generator, store_takes_latent_space
 
-BASELINE = "UNet"
+# The surrogate baseline's name in tables and figures: it is not the evaluation segmenter the
+# paper's baseline is, but a UNet trained to mimic it (the reference has no gradient).
+BASELINE = "UNet (surrogate)"
 REUSED = ("fewshot", "baseline_segmenter")  # the analyses whose checkpoints SCS and SIE reuse
 
 
 @dataclass
 class PredictorEntry:
-    """One P of a table: ``kind`` "LSE" (few-shot, with ``n_shot`` and ``repeat``) or "UNet"."""
+    """One P of a table: ``kind`` "LSE" (few-shot, with ``n_shot`` and ``repeat``), "UNet
+    (surrogate)" or the reference segmenter's "<name> (reference)"; ``name``: a file-name-safe
+    name of a baseline."""
 
     kind: str
     predictor: SemanticPredictor
     n_shot: int | None = None
     repeat: int | None = None
     fit_dir: str = ""
+    name: str = ""
 
     @property
     def slug(self) -> str:
         """A file-name-safe unique name (partial results, figure rows)."""
-        return self.kind.lower() if self.n_shot is None else f"lse-n{self.n_shot}-r{self.repeat}"
+        return self.name if self.n_shot is None else f"lse-n{self.n_shot}-r{self.repeat}"
 
 
 def fewshot_predictors(
@@ -87,11 +93,12 @@ def fewshot_predictors(
 def baseline_predictor(
     ctx: RunContext, train: FeatureStore, params: UNetParams, device: torch.device
 ) -> PredictorEntry:
-    """The baseline UNet (trained on the training store's image/label pairs, or reused)."""
+    """The surrogate baseline UNet (trained on the training store's image/label pairs, or
+    reused)."""
     segmenter, meta = unet_or_reuse(train, ctx.train_url, params, ctx.results_root, str(device))
     predictor = SegmenterPredictor(segmenter, BASELINE).to(device)
     freeze(predictor)
-    return PredictorEntry(BASELINE, predictor, fit_dir=meta["fit_dir"])
+    return PredictorEntry(BASELINE, predictor, fit_dir=meta["fit_dir"], name="unet")
 
 
 def edit_generator(
@@ -161,17 +168,18 @@ def control_predictors(
     reference: Segmenter,
     device: torch.device,
 ) -> list[PredictorEntry]:
-    """SCS's and SIE's predictors: the few-shot LSEs, then the baseline: ``"unet"`` (trained
-    on the cache), ``"reference"`` (the run's own segmenter, which must be differentiable: a
-    user's network plugs in here) or ``"none"``."""
+    """SCS's and SIE's predictors: the few-shot LSEs, then the baseline: ``"reference"`` (the
+    run's own segmenter, which must be differentiable: the paper's baseline, and where a
+    user's network plugs in), ``"unet"`` (the surrogate trained on the cache) or ``"none"``."""
     entries = fewshot_predictors(ctx, train, fewshot, shots, repeats, method, device)
     if baseline == "unet":
         entries.append(baseline_predictor(ctx, train, unet, device))
     elif baseline == "reference":
         # a one-line error unless the run's segmenter is a DifferentiableSegmenter
-        predictor = SegmenterPredictor(reference, reference.name)
+        label = f"{reference.name} (reference)"
+        predictor = SegmenterPredictor(reference, label)
         reference.to(device)
-        entries.append(PredictorEntry(reference.name, freeze(predictor)))
+        entries.append(PredictorEntry(label, freeze(predictor), name="reference"))
     return entries
 
 

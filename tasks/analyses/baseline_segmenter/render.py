@@ -28,4 +28,17 @@ def render_baseline_segmenter(tables: Tables) -> str:
         f"({first['train_seconds']:.0f} s, final loss {first['final_loss']:.3f}) on "
         f"{int(first['n_train'])} training images; evaluated on {int(first['n_eval'])} images, "
         f"{int(first['n_eval_detected'])} of them detected by the reference segmenter."
+        + _holdout(first)
+    )
+
+
+def _holdout(first: pd.Series) -> str:
+    """The sentence on the held-out part of the training store (tables from before it
+    existed have no such columns)."""
+    if "n_holdout" not in first or not first["n_holdout"]:
+        return ""
+    return (
+        f" Its settings are chosen on the training store's {int(first['n_holdout'])} held-out "
+        f"images, never on the evaluation split: mIoU there {pct(first['miou_holdout'])} % "
+        f"({pct(first['miou_holdout_detected'])} % on the detected ones)."
     )

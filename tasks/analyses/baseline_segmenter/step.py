@@ -11,7 +11,10 @@ Table (every row also has ``profile``, ``run_id``, ``code_version``, ``created_a
 - ``baseline_segmenter`` (one row per class but background; part key = the analysis key):
   generator, segmenter (the reference), class_index, class_name, iou, images, iou_detected,
   images_detected (fractions; NaN and 0 where the class never counted), miou, miou_detected,
-  n_train, n_eval, n_eval_detected, iterations, train_seconds, final_loss, fit_dir, key.
+  n_train (images trained on), n_holdout (the training store's last images it did not train
+  on), miou_holdout / miou_holdout_detected (its mIoU on them: what its settings are chosen
+  on; NaN with no held-out part), n_eval, n_eval_detected, iterations, train_seconds,
+  final_loss, fit_dir, key.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ TABLES = {
         miou=pa.float64(),
         miou_detected=pa.float64(),
         n_train=pa.int64(),
+        n_holdout=pa.int64(),
+        miou_holdout=pa.float64(),
+        miou_holdout_detected=pa.float64(),
         n_eval=pa.int64(),
         n_eval_detected=pa.int64(),
         iterations=pa.int64(),
@@ -58,7 +64,10 @@ def compute(ctx: RunContext, params: UNetParams, inputs: Inputs) -> Output:
         "segmenter": evals.spec.segmenter,
         "miou": every.miou,
         "miou_detected": detected.miou,
-        "n_train": train.spec.n,
+        "n_train": int(meta["n_train"]),
+        "n_holdout": train.spec.n - int(meta["n_train"]),
+        "miou_holdout": float(meta.get("holdout_miou", float("nan"))),
+        "miou_holdout_detected": float(meta.get("holdout_miou_detected", float("nan"))),
         "n_eval": evals.spec.n,
         "n_eval_detected": evals.n_detected(),
         "iterations": int(meta["iterations"]),

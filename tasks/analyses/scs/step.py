@@ -2,8 +2,10 @@
 :mod:`lineargan.analyses.scs`).
 
 Targets are the reference segmenter's masks of held-out images (the evaluation store; by
-default among the images its own detector labelled). For every predictor P — each few-shot
-LSE of Table 2 (N, repeat) and the baseline UNet — every (target, sample) pair is sampled by
+default among the images its own detector labelled), or a user's folder of masks
+(``target_masks``: the paper's face protocol uses human-annotated CelebAMask-HQ masks),
+mapped to the run's classes and resized to the generator's resolution. For every predictor
+P — each few-shot LSE of Table 2 (N, repeat) and the baseline UNet — every (target, sample) pair is sampled by
 Algorithm 3 from the same seeded candidates, and both the chosen initial image and the final
 image are labelled by the reference segmenter P* to score the agreement with the target. A
 predictor's rows are kept as a partial unit as soon as it finishes, so a killed run resumes at
@@ -12,9 +14,11 @@ the next predictor.
 Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_at``):
 
 - ``scs_samples`` (one row per (predictor, n_shot, repeat, target, sample)): generator,
-  segmenter, protocol, edit_space (the latent space of ``latent``), predictor ("LSE" or "UNet"), n_shot / repeat (null for the baseline),
-  target (0-based ordinal), target_index (eval-store index), sample, candidate (index of the
-  chosen initial latent), n_init, p_pixels_initial (pixels where P's mask of the initial
+  segmenter, protocol, edit_space (the latent space of ``latent``), predictor ("LSE", "UNet (surrogate)" or
+  "<segmenter> (reference)"), n_shot / repeat (null for the baseline),
+  target (0-based ordinal), target_index (eval-store index; with ``target_masks``, the
+  mask's position in the folder's file-name order), target_file (that mask's file name; null
+  for eval-store targets), sample, candidate (index of the chosen initial latent), n_init, p_pixels_initial (pixels where P's mask of the initial
   image equals the target, fraction), loss_initial / loss_final (cross-entropy under P),
   agreement_initial / agreement (per-pair mIoU of P*'s mask of the initial / final image with
   the target: the terms of Eq. 7), inter / union (per-class pixel counts of target ∩ / ∪ P*'s
@@ -50,6 +54,7 @@ from lineargan.analyses.scs import (
 )
 from lineargan.cache import render_images
 from lineargan.figures import colorize, tile_grid
+from lineargan.masks import read_target_masks
 from lineargan.models import GeneratorAdapter, Segmenter
 from storage.tables import MODELS, schema
 from tasks.analyses.contract import Inputs, Output
@@ -78,6 +83,7 @@ TABLES = {
         repeat=pa.int64(),
         target=pa.int64(),
         target_index=pa.int64(),
+        target_file=pa.string(),
         sample=pa.int64(),
         candidate=pa.int64(),
         n_init=pa.int64(),
@@ -174,11 +180,8 @@ def compute(ctx: RunContext, params: SCSParams, inputs: Inputs) -> Output:
     reference = inputs.segmenter
     assert reference is not None
     device = next(generator.parameters()).device
-    target_ids = choose_targets(
-        evals.spec.n, evals.detected_flags(), params.targets, params.target_source, params.seed
-    )
-    selection = evals.read_selection(target_ids, images=False)
-    targets = torch.from_numpy(selection.labels).long().to(device)
+    target_ids, target_labels, target_files = _targets(params, evals, generator.resolution)
+    targets = torch.from_numpy(target_labels).long().to(device)
     entries = control_predictors(
         ctx,
         train,
@@ -210,15 +213,31 @@ def compute(ctx: RunContext, params: SCSParams, inputs: Inputs) -> Output:
             )
         frames.append(rows)
     samples = pd.concat(frames, ignore_index=True)
+    samples["target_file"] = [target_files[t] if target_files else None for t in samples["target"]]
     meta = row_metadata(train, params.protocol, generator.latent_space)
     samples = samples.assign(**meta)
     summary = summarize_scs(samples, params.protocol).assign(**meta)
-    figure = _figure(generator, entries, samples, selection.labels, params, n_class)
+    figure = _figure(generator, entries, samples, target_labels, params, n_class)
     return Output(
         tables={SAMPLES_TABLE: samples, SUMMARY_TABLE: summary},
         figures={"scs": figure},
         fits=[e.fit_dir for e in entries],
     )
+
+
+def _targets(
+    params: SCSParams, evals, resolution: int
+) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """The targets: their indices (in the eval store, or in the folder's file order), their
+    (T, H, W) labels in the run's classes, and their file names (None: eval-store targets)."""
+    if params.target_masks is None:
+        ids = choose_targets(
+            evals.spec.n, evals.detected_flags(), params.targets, params.target_source, params.seed
+        )
+        return ids, evals.read_selection(ids, images=False).labels, None
+    masks, files = read_target_masks(params.target_masks, evals.spec.class_names, resolution)
+    shown = min(params.targets, len(files))
+    return np.arange(shown), np.stack(masks[:shown]), files[:shown]
 
 
 def _figure(generator, entries, samples, target_labels, params, n_class):
