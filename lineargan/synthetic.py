@@ -158,3 +158,33 @@ def keep_most_confident(
     if minimum is not None:
         keep &= conf >= minimum
     return keep
+
+
+# Two-sided 95 % Student t quantiles by degrees of freedom (no scipy here); beyond 30: normal.
+_T95 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
+
+
+def mean_interval(values: np.ndarray) -> tuple[float, float]:
+    """(mean, half-width of its 95 % t-interval) of independent repeats; half-width NaN for
+    one value. Degrees of freedom between the tabulated ones take the next smaller entry's
+    (wider) quantile."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float(v.mean()) if v.size else float("nan"), float("nan")
+    df = v.size - 1
+    t = 1.96 if df > 30 else _T95[max(k for k in _T95 if k <= df)]
+    return float(v.mean()), float(t * v.std(ddof=1) / math.sqrt(v.size))

@@ -26,6 +26,7 @@ from lineargan.synthetic import (
     ensemble_uncertainty,
     keep_most_confident,
     latent_seed,
+    mean_interval,
     repeat_siblings,
 )
 from storage.checkpoints import load_extractor
@@ -70,6 +71,12 @@ def test_keep_most_confident_keeps_the_top_fraction_and_the_threshold():
 def test_class_areas_are_pixel_fractions():
     labels = np.array([[[0, 0], [1, 2]], [[2, 2], [2, 2]]], np.uint8)
     assert class_areas(labels, 4).tolist() == [[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 1.0, 0.0]]
+
+
+def test_mean_interval_is_the_t_interval_of_the_repeats():
+    mean, half = mean_interval(np.array([1.0, 2.0, 3.0]))
+    assert mean == 2.0 and half == pytest.approx(4.303 / math.sqrt(3))
+    assert math.isnan(mean_interval(np.array([0.5]))[1])
 
 
 def test_repeat_siblings_and_latent_seeds():
