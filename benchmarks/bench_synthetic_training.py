@@ -6,7 +6,8 @@ Run from the repository root after a quick-profile run (its stores and few-shot 
         --results-root results --out bench-synthetic.parquet
 
 For each N ∈ ``--shots`` and repeat r < ``--repeats`` (the few-shot analysis's fit
-``fewshot-n<N>-r<r>-<key>``, trained on N annotated images of the training store), the
+``fewshot-n<N>-r<r>-<variant>-<key>``, trained on N annotated images of the training store:
+by default the converged ridge LSE, the project's best few-shot labeller), the
 baseline UNet (``lineargan/baseline.py``, the same steps, batch and seed r everywhere) is
 trained on:
 
@@ -52,12 +53,16 @@ from tasks.export import run_export  # noqa: E402
 from tasks.store_models import store_segmenter  # noqa: E402
 
 
-def find_fit(results_root: str, shots: int, repeat: int) -> str:
-    """The few-shot analysis's (paper schedule) fit of ``shots`` images, repeat ``repeat``."""
-    pattern = re.compile(rf"fewshot-n{shots}-r{repeat}-[0-9a-f]{{16}}$")
+def find_fit(results_root: str, shots: int, repeat: int, variant: str) -> str:
+    """The few-shot analysis's fit of ``shots`` images, repeat ``repeat``: ``variant`` names
+    it (``converged-ridge1e-03``: the converged ridge LSE; "": the paper schedule's)."""
+    middle = f"-{variant}" if variant else ""
+    pattern = re.compile(rf"fewshot-n{shots}-r{repeat}{re.escape(middle)}-[0-9a-f]{{16}}$")
     found = [p for p in sorted((Path(results_root) / "fits").iterdir()) if pattern.match(p.name)]
     if not found:
-        raise SystemExit(f"no fit fewshot-n{shots}-r{repeat}-<key> under {results_root}/fits")
+        raise SystemExit(
+            f"no fit fewshot-n{shots}-r{repeat}{middle}-<key> under {results_root}/fits"
+        )
     return str(found[0])
 
 
@@ -88,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results-root", default=str(ROOT / "results"))
     ap.add_argument("--shots", default="8,16")
+    ap.add_argument(
+        "--fit-variant",
+        default="converged-ridge1e-03",
+        help="which few-shot fits label: converged-ridge1e-03 (the ridge LSE, λ the held-out "
+        "choice for N = 8 and 16 on the quick profile) or '' (the paper schedule's)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--k", type=int, default=1024, help="synthetic training images")
     ap.add_argument("--steps", type=int, default=800, help="UNet steps (every condition)")
@@ -97,13 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     shots = [int(s) for s in args.shots.split(",")]
-    rows: list[dict] = []
+    # rows of an earlier (partial) run with the same --out are kept: its finished (N, repeat)
+    # pairs are not trained again, so more repeats can be added later
+    rows: list[dict] = (
+        pd.read_parquet(args.out).to_dict("records") if Path(args.out).exists() else []
+    )
+    done = {(row["shots"], row["repeat"], row["condition"]) for row in rows}
     work = tempfile.mkdtemp(prefix="bench-synthetic-")
     eval_store = None
     for r in range(args.repeats):
         params = UNetParams(steps=args.steps, batch=args.batch, seed=r)
         for n in shots:
-            fit = find_fit(args.results_root, n, r)
+            wanted = {(n, r, c) for c in ("annotated", "lse", "lse-filtered")}
+            if n == shots[0]:
+                wanted.add((0, r, "reference"))
+            if wanted <= done:
+                continue
+            fit = find_fit(args.results_root, n, r, args.fit_variant)
             meta = read_config(fit, "extractor")["metadata"]
             train = FeatureStore.open(Target(meta["train_store"]))
             if eval_store is None:
