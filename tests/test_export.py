@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import subprocess
 from pathlib import Path
 
 import fsspec
@@ -35,7 +36,7 @@ from storage.target import Target
 from tasks.export import export_shard, prepare_export, read_latents, run_export
 from tasks.feature_source import FeatureSource
 from tasks.fit import FitJob, fit_or_reuse
-from tests.e2e_helpers import isolated_env, run_module
+from tests.e2e_helpers import ROOT, isolated_env, run_module
 
 REPEATS = 3
 
@@ -312,3 +313,59 @@ def test_the_flow_exports_to_s3_on_a_dask_cluster(fits, tmp_path):
         ]
     finally:
         stop(moto)
+
+
+@pytest.mark.slow
+def test_the_deployment_exports_to_s3(fits, tmp_path):
+    """The user's deployment path: a Prefect server, a process worker, ``prefect deploy
+    --all`` and ``prefect deployment run export/default`` with the config as a parameter,
+    writing to the local S3 server."""
+    pytest.importorskip("s3fs")
+    from tests.s3_cluster_helpers import (
+        BIN,
+        BUCKET,
+        s3_env,
+        start,
+        start_moto,
+        start_prefect_server,
+        stop,
+        storage_options,
+    )
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    moto, endpoint = start_moto({**base, **s3_env("", tmp_path)}, tmp_path / "moto.log")
+    procs = [moto]
+    try:
+        fsspec.filesystem("s3", **storage_options(endpoint)).mkdir(BUCKET)
+        env = {k: v for k, v in isolated_env(tmp_path).items() if not k.startswith("AWS_")}
+        env.update(s3_env(endpoint, tmp_path), LINEARGAN_PROJECT_DIR=str(ROOT))
+        server, api = start_prefect_server(env, tmp_path / "server.log")
+        procs.append(server)
+        env["PREFECT_API_URL"] = api
+
+        def prefect(*args: str) -> subprocess.CompletedProcess:
+            cmd = [str(BIN / "prefect"), "--no-prompt", *args]
+            return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+        pool = ["work-pool", "create", "lineargan-process", "--type", "process", "--overwrite"]
+        assert prefect(*pool).returncode == 0
+        deployed = prefect("deploy", "--all")
+        assert deployed.returncode == 0, deployed.stdout[-2000:] + deployed.stderr[-2000:]
+        worker_cmd = [str(BIN / "prefect"), "worker", "start", "--pool", "lineargan-process"]
+        procs.append(start([*worker_cmd, "--type", "process"], env, tmp_path / "worker.log"))
+        url = f"s3://{BUCKET}/exports/deployed"
+        cfg = {"fit": "fewshot-n16-r0", "n_images": 12, "shard_size": 8, "out": url}
+        cfg.update(results_root=fits, device="cpu")
+        run = prefect(
+            "deployment", "run", "export/default", "--param", f"config={json.dumps(cfg)}", "--watch"
+        )
+        assert run.returncode == 0 and "Completed" in run.stdout, (
+            run.stdout[-3000:] + run.stderr[-2000:]
+        )
+        index = pd.read_parquet(f"{url}/{INDEX}", storage_options=storage_options(endpoint))
+        assert index.id.tolist() == list(range(12)) and set(index.shard) == {0, 1}
+        log = (tmp_path / "worker.log").read_text()
+        assert "export: wrote 2 shards, 0 already done; 12 images" in log
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
