@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,6 +92,7 @@ def child(results: str, n: int, shard_size: int) -> dict:
     summary = run_export(cfg)
     export_s = time.perf_counter() - start
     hwm = _proc_status_kib("VmHWM")
+    shutil.rmtree(out, ignore_errors=True)
     return {
         "n": n,
         "shard_size": shard_size,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 pd.DataFrame(rows).to_parquet(
                     args.out
                 )  # after every UNet: a partial run keeps its rows
+    shutil.rmtree(work, ignore_errors=True)  # the exports (the rows are in --out)
     frame = pd.DataFrame(rows)
     print("\ncondition      N   repeats  mIoU % (95 % t-interval)")
     for (name, n), group in frame.groupby(["condition", "shots"], sort=False):
