@@ -19,6 +19,7 @@ colour, a mask for another generator or class list) is a one-line :class:`Linear
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,18 @@ class MaskInfo:
 
 def save_mask_png(path: str | Path, labels: np.ndarray, info: MaskInfo) -> Path:
     """Write ``labels`` (H, W) of class indices as a palette PNG carrying ``info``."""
+    data = mask_png_bytes(labels, info)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+def mask_png_bytes(labels: np.ndarray, info: MaskInfo) -> bytes:
+    """The palette PNG of ``labels`` (H, W) carrying ``info``, as bytes: what
+    :func:`save_mask_png` writes, for writers that reach files through fsspec (exports)."""
     labels = np.asarray(labels)
     n_class = len(info.class_names)
     if labels.ndim != 2 or labels.size == 0:
@@ -71,12 +84,9 @@ def save_mask_png(path: str | Path, labels: np.ndarray, info: MaskInfo) -> Path:
             }
         ),
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", pnginfo=meta)
-    tmp.replace(path)
-    return path
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=meta)
+    return buf.getvalue()
 
 
 def legend_entries(class_names: tuple[str, ...] | list[str]) -> list[dict]:

@@ -14,9 +14,11 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from lineargan.config import DatasetConfig, FitConfig, fit_label
+from lineargan.synthetic import ExportConfig
 from storage.target import Target
 from tasks import cache as cache_steps
 from tasks import evaluate as eval_steps
+from tasks import export as export_steps
 from tasks import fit as fit_steps
 from tasks import index as index_steps
 from tasks.analyses import runner
@@ -42,6 +44,27 @@ def cache_chunk(store_url: str, index: int, device: str = "auto") -> bool:
 def finalize_store(store_url: str) -> dict:
     """Mark the store complete once every chunk is done."""
     return cache_steps.finalize_store(store_url)
+
+
+# -- export (labelled synthetic datasets) ------------------------------------------------------
+
+
+@task(name="prepare-export")
+def prepare_export(cfg: ExportConfig) -> tuple[str, list[int]]:
+    """Create or reopen the export; returns (root, shards still to write)."""
+    return export_steps.prepare_export(cfg)
+
+
+@task(name="export-shard", task_run_name="shard-{shard}", retries=1, retry_delay_seconds=2)
+def export_shard(cfg: ExportConfig, root: str, shard: int) -> bool:
+    """Generate, label and write one shard (skipped when finished); True if written."""
+    return export_steps.export_shard(cfg, root, shard)
+
+
+@task(name="finalize-export")
+def finalize_export(cfg: ExportConfig, root: str) -> dict:
+    """The index with the quality filter, once every shard is written."""
+    return export_steps.finalize_export(cfg, root)
 
 
 # -- Table 1 ----------------------------------------------------------------------------------
