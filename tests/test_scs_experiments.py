@@ -175,6 +175,7 @@ def test_scs_figure_has_a_row_per_target(ctx):
         figure_targets=2,
     )
     result = run_and_finish("scs", ctx, params)
+    assert "95 % interval (targets)" in result.markdown and "vs baseline [95 %]" in result.markdown
     with Image.open(result.figures[0]) as figure:
         width, height = figure.size
     # tile_grid at 2×: each cell is a 64-px sample over its 64-px mask + 4 px of padding,

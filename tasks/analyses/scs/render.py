@@ -48,8 +48,11 @@ def render_table3(tables: Tables) -> str:
                 for lo, hi in zip(summary["headline_lo"], summary["headline_hi"], strict=True)
             ],
             "vs baseline [95 %]": [
-                "" if pd.isna(d) else f"{signed_pct(d)} [{signed_pct(lo)}, {signed_pct(hi)}]"
-                for d, lo, hi in zip(
+                "–"
+                if pd.isna(d) or p != "LSE"  # the baseline itself
+                else f"{signed_pct(d)} [{signed_pct(lo)}, {signed_pct(hi)}]"
+                for p, d, lo, hi in zip(
+                    summary["predictor"],
                     summary["vs_baseline"],
                     summary["vs_baseline_lo"],
                     summary["vs_baseline_hi"],
