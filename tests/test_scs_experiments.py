@@ -160,6 +160,10 @@ def test_experiments_separate_choice_from_optimisation(ctx):
     opt = summary[summary["arm"] == "optimised"].set_index(["protocol", "family", "n_shot"])
     ch = summary[summary["arm"] == "chosen"].set_index(["protocol", "family", "n_shot"])
     assert np.allclose(gain["agreement"], (opt["agreement"] - ch["agreement"])[gain.index])
+    # each LSE is compared with the UNet matched to it, paired, in every arm
+    lse = summary[summary["family"] == "LSE"]
+    assert lse["vs_matched"].notna().all() and (lse["vs_matched_lo"] <= lse["vs_matched_hi"]).all()
+    assert summary[summary["family"] != "LSE"]["vs_matched"].isna().all()
     assert "UNet matched to 4-shot" in result.markdown and "oracle" in result.markdown
 
 

@@ -10,7 +10,7 @@ FAMILY_ORDER = {"LSE": 0, "UNet-weakened": 1, "UNet": 2, "candidates": 3}
 
 
 def with_interval(value: float, lo: float, hi: float, signed: bool = False) -> str:
-    """"37.1 [35.0, 39.2]" in percent (points, signed, for a difference); "–" if unmeasured."""
+    """ "37.1 [35.0, 39.2]" in percent (points, signed, for a difference); "–" if unmeasured."""
     if pd.isna(value):
         return "–"
     if signed:
@@ -44,7 +44,7 @@ def render_experiments(tables: Tables) -> str:
             key=lambda k: (FAMILY_ORDER.get(k[0], 9), k[1] or 0),
         )
 
-        def show(f, n, arm, column="agreement", lo="lo", hi="hi", signed=False):
+        def show(f, n, arm, column="agreement", lo="lo", hi="hi", signed=False, cell=cell):
             r = cell.get((f, n, arm))
             if r is None:
                 return "–"
@@ -60,13 +60,18 @@ def render_experiments(tables: Tables) -> str:
                     show(f, n, "optimised", "vs_unet", "vs_unet_lo", "vs_unet_hi", True)
                     for f, n in ps
                 ],
+                "LSE − matched UNet": [
+                    show(f, n, "optimised", "vs_matched", "vs_matched_lo", "vs_matched_hi", True)
+                    for f, n in ps
+                ],
                 "members": [str(cell[f, n, "optimised"].members) for f, n in ps],
             },
             index=[_label(f, n) for f, n in ps],
         )
         first = rows.iloc[0]
-        oracle, chance = cell.get(("candidates", None, "oracle")), cell.get(
-            ("candidates", None, "first")
+        oracle, chance = (
+            cell.get(("candidates", None, "oracle")),
+            cell.get(("candidates", None, "first")),
         )
         lines = [f"**Protocol `{protocol}`** ({int(first.pairs)} pairs, Eq. 7 %):", ""]
         lines.append(markdown_grid(grid, "P"))

@@ -122,7 +122,8 @@ def summarize_experiments(
     """Per (protocol, family, N, arm): Eq. 7 and ``aggregate_iou`` averaged over the family's
     members (repeats / seeds), each with a percentile interval over ``n_boot`` resamples of the
     targets, and the paired Eq. 7 difference to the full UNet (its same arm; its optimised
-    arm for the oracle and first-candidate arms). "gain" rows: optimised − chosen, the gain
+    arm for the oracle and first-candidate arms) and, for an LSE, to the UNet weakened to its
+    mIoU (same arm). "gain" rows: optimised − chosen, the gain
     of the latent optimisation over the chosen candidate. Every key is resampled with the
     same target weights, so every difference is paired (across protocols too)."""
     weights = resample_weights(n_targets, n_boot, seed)
@@ -171,12 +172,17 @@ def summarize_experiments(
     for key in point:
         lo, hi = percentile_interval(boot[key]["paper"], level)
         a_lo, a_hi = percentile_interval(boot[key]["authors"], level)
-        base = unet(key)
-        if base in point and base != key:
+
+        def versus(base: tuple, key: tuple = key) -> tuple[float, float, float]:
+            """Eq. 7 difference to ``base`` with its paired interval (NaN where absent)."""
+            if base not in point or base == key:
+                return float("nan"), float("nan"), float("nan")
             diff = point[key]["paper"] - point[base]["paper"]
-            d_lo, d_hi = percentile_interval(boot[key]["paper"] - boot[base]["paper"], level)
-        else:
-            diff = d_lo = d_hi = float("nan")
+            lo, hi = percentile_interval(boot[key]["paper"] - boot[base]["paper"], level)
+            return diff, lo, hi
+
+        diff, d_lo, d_hi = versus(unet(key))
+        matched = versus((key[0], "UNet-weakened", key[2], key[3]) if key[1] == "LSE" else key)
         rows.append(
             {
                 "protocol": key[0],
@@ -193,6 +199,9 @@ def summarize_experiments(
                 "vs_unet": diff,
                 "vs_unet_lo": d_lo,
                 "vs_unet_hi": d_hi,
+                "vs_matched": matched[0],
+                "vs_matched_lo": matched[1],
+                "vs_matched_hi": matched[2],
                 "bootstrap": n_boot,
             }
         )

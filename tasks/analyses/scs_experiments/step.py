@@ -22,7 +22,8 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
   members, pairs, p_miou (mean mIoU of the family's members), agreement (Eq. 7, mean over
   members) with lo / hi (95 % paired bootstrap over targets), authors (``aggregate_iou``)
   with authors_lo / authors_hi, vs_unet (Eq. 7 difference to the full UNet's same arm; the
-  optimised one for oracle/first) with vs_unet_lo / vs_unet_hi, bootstrap.
+  optimised one for oracle/first) with vs_unet_lo / vs_unet_hi, vs_matched (an LSE's Eq. 7
+  difference to the UNet weakened to its mIoU, same arm) with vs_matched_lo / _hi, bootstrap.
 """
 
 from __future__ import annotations
@@ -107,6 +108,9 @@ TABLES = {
         vs_unet=pa.float64(),
         vs_unet_lo=pa.float64(),
         vs_unet_hi=pa.float64(),
+        vs_matched=pa.float64(),
+        vs_matched_lo=pa.float64(),
+        vs_matched_hi=pa.float64(),
         bootstrap=pa.int64(),
         key=pa.string(),
     ),
