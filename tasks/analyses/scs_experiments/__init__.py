@@ -1,6 +1,6 @@
 """The experiments that explain the default's Table 3 (issue #26): matched baselines,
 candidate choice vs latent optimisation, both protocols, with paired bootstrap intervals.
-Off unless named in ``--analyses`` (about an hour on 2 CPU cores at the quick profile)."""
+Off unless named in ``--analyses`` (80 min on 2 shared CPU cores at the quick profile)."""
 
 from tasks.analyses.contract import AnalysisSpec, Needs, PaperTable
 from tasks.analyses.scs_experiments import render, science, step

@@ -63,14 +63,16 @@ class SCSExperimentParams(Frozen):
     def for_run(
         cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
     ) -> SCSExperimentParams:
-        """Off unless named (``--analyses '["scs_experiments"]'``: the quick profile's arms take
-        about an hour on 2 CPU cores). ``quick``: 100 targets × 1 sample, the first repeat of
-        each N (intervals of a few points); ``smoke``: 3 targets, 3 steps, one seed;
-        ``paper``: 100 targets × 1 sample, 5 repeats, 3 seeds."""
+        """Off unless named (``--analyses '["scs_experiments"]'``): at the quick profile the
+        arms took 80 min on a 2-core machine shared with other jobs (the weakened UNets'
+        training 15, each protocol's 15 SCS runs 30-35). ``quick``: 60 targets × 1 sample, the
+        first repeat of each N (95 % intervals about ±2.5 points, differences ±1.5-3);
+        ``smoke``: 3 targets, 3 steps, one seed; ``paper``: 100 targets × 1 sample, 5
+        repeats, 3 seeds."""
         base = SCSParams.for_run(config, after)
         update: dict = {
             "smoke": dict(targets=3, samples=1, steps=3, repeats=1),
-            "quick": dict(targets=100, samples=1, repeats=1),
+            "quick": dict(targets=60, samples=1, repeats=1),
             "paper": dict(targets=100, samples=1),
         }[config.profile]
         extra: dict = {
