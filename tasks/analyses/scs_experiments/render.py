@@ -34,7 +34,8 @@ def render_experiments(tables: Tables) -> str:
     summary = tables["scs_experiment_summary"]
     weakened = tables["scs_experiment_predictors"]
     parts = []
-    for protocol, rows in summary.groupby("protocol", sort=False):
+    for protocol in sorted(summary["protocol"].unique(), key=lambda p: p != "paper"):
+        rows = summary[summary["protocol"] == protocol]
         cell = {
             (r.family, None if pd.isna(r.n_shot) else int(r.n_shot), r.arm): r
             for r in rows.itertuples(index=False)
