@@ -184,8 +184,13 @@ def test_unknown_analysis_name_rejected():
     with pytest.raises(LinearGanError, match="unknown analysis 'nope'"):
         resolve_analyses(RunConfig(analyses=("fewshot", "nope")))
     assert list(resolve_analyses(RunConfig(analyses=()))) == ["table1"]  # every run has Table 1
-    # every registered analysis, in registry order (no second list to keep up to date)
-    assert list(resolve_analyses(RunConfig())) == list(ANALYSES)
+    # every registered analysis but the optional experiments, in registry order (no second
+    # list to keep up to date); an optional one runs when named
+    assert list(resolve_analyses(RunConfig())) == [
+        n for n, spec in ANALYSES.items() if not spec.optional
+    ]
+    assert "scs_experiments" not in resolve_analyses(RunConfig())
+    assert "scs_experiments" in resolve_analyses(RunConfig(analyses=("scs_experiments",)))
 
 
 def test_cli_set_parses_json_values_and_rejects_malformed():

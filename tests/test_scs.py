@@ -125,6 +125,7 @@ def test_table3_reports_each_repeat_aggregated_then_averaged():
             "predictor": "LSE",
             "n_shot": 4,
             "repeat": [0, 0, 1],  # repeat 0: pairs A and B; repeat 1: pair C
+            "target": [0, 1, 0],  # the intervals resample targets
             "agreement_initial": [0.1, 0.2, 0.3],
             "inter": list(inter),
             "union": list(union),

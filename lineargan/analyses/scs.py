@@ -33,7 +33,7 @@ All three agreements are always stored; ``protocol`` picks the rest. n_init come
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -121,6 +121,9 @@ class SCSParams(EditSpace):
     seed: int = Field(0, ge=0)
     batch: PositiveInt = Field(64, description="latents per generator call")
     figure_targets: PositiveInt = 4
+    bootstrap: PositiveInt = Field(
+        1000, description="resamples of the targets for Table 3's 95 % intervals (paired)"
+    )
 
     @property
     def settings(self) -> SCSProtocol:
@@ -384,31 +387,177 @@ def choose_targets(
     return np.sort(rng.choice(pool, size=n_targets, replace=False))
 
 
-def summarize_scs(samples: pd.DataFrame, protocol: str) -> pd.DataFrame:
+def summarize_scs(
+    samples: pd.DataFrame, protocol: str, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Table 3 from the per-pair rows: per (predictor, N), each repeat's three agreements
     (over all its targets × samples, as the authors score one result file), then their mean
-    and maximum absolute deviation over repeats."""
-    rows = []
+    and maximum absolute deviation over repeats; and, for the protocol's headline
+    aggregation, a 95 % paired bootstrap interval over targets (``n_boot`` resamples,
+    ``seed``) of the mean and of its difference to the baseline (the non-LSE predictor)."""
+    rows, terms = [], {}
+    headline = PROTOCOL_SCS[protocol].headline
+    n_targets = int(samples["target"].max()) + 1
     keys = samples.assign(n_shot=samples["n_shot"].astype("Int64"))
     for (predictor, n_shot), group in keys.groupby(["predictor", "n_shot"], dropna=False):
-        per_repeat = []
+        per_repeat, name = [], (predictor, None if pd.isna(n_shot) else int(n_shot))
+        terms[name] = []
         for _, rep in group.groupby(group["repeat"].fillna(-1)):
             counts = [np.stack(rep[c].to_numpy()) for c in ("inter", "union", "predicted")]
             per_repeat.append(
                 {**agreement(*counts), "initial": float(rep["agreement_initial"].mean())}
             )
+            owner = rep["target"].to_numpy()
+            terms[name].append(target_terms(*counts, owner, n_targets, headline))
         row = {
             "predictor": predictor,
-            "n_shot": None if pd.isna(n_shot) else int(n_shot),
+            "n_shot": name[1],
             "repeats": len(per_repeat),
             "pairs": len(group) // len(per_repeat),
         }
-        for name, column in (("paper", "agreement"), ("authors", "authors"), ("pooled", "pooled")):
-            values = [r[name] for r in per_repeat]
-            dev = "max_dev" if name == "paper" else f"{column}_max_dev"
+        for agg, column in (("paper", "agreement"), ("authors", "authors"), ("pooled", "pooled")):
+            values = [r[agg] for r in per_repeat]
+            dev = "max_dev" if agg == "paper" else f"{column}_max_dev"
             row |= {column: float(np.mean(values)), dev: max_deviation(values)}
         row["agreement_initial"] = float(np.mean([r["initial"] for r in per_repeat]))
-        row["headline"] = PROTOCOL_SCS[protocol].headline
+        row["headline"] = headline
         rows.append(row)
+    baseline = next((name for name in terms if name[0] != "LSE"), None)
+    intervals = paired_intervals(terms, baseline, resample_weights(n_targets, n_boot, seed))
+    for row in rows:
+        ci = intervals[(row["predictor"], row["n_shot"])]
+        row |= {
+            "headline_lo": ci.lo,
+            "headline_hi": ci.hi,
+            "vs_baseline": ci.diff,
+            "vs_baseline_lo": ci.diff_lo,
+            "vs_baseline_hi": ci.diff_hi,
+            "bootstrap": n_boot,
+        }
     out = pd.DataFrame(rows)
     return out.astype({"n_shot": "Int64"})
+
+
+# -- intervals: a paired bootstrap over targets -------------------------------------------------
+#
+# Every headline agreement is a ratio of sums over pairs, per class: Eq. 7 is Σ(pair mIoU) /
+# (pairs), one "class"; aggregate_iou is Σ(pair IoU of class k) / (pairs where k occurs), then
+# the class mean. Summing each target's pairs first gives per-target terms (T, K), and a
+# bootstrap resample of the targets is a weight per target (how often it was drawn), so every
+# resample's agreement is (W @ num) / (W @ den): one matrix product for a thousand resamples.
+# The same W serves every predictor, which makes the differences paired.
+
+HEADLINE_AGGREGATIONS = ("paper", "authors")
+
+
+def resample_weights(n_targets: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_targets) how often each target is drawn when ``n_targets`` targets are
+    resampled with replacement, ``n_boot`` times (seeded: the same weights for every predictor
+    of a table, so differences between predictors are paired)."""
+    rng = np.random.default_rng([seed, 26])
+    draws = rng.integers(0, n_targets, size=(n_boot, n_targets))
+    offset = np.arange(n_boot)[:, None] * n_targets
+    return np.bincount((draws + offset).ravel(), minlength=n_boot * n_targets).reshape(
+        n_boot, n_targets
+    )
+
+
+def target_terms(
+    inter: np.ndarray,
+    union: np.ndarray,
+    predicted: np.ndarray,
+    owner: np.ndarray,
+    n_targets: int,
+    aggregation: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-target (numerator, denominator), (n_targets, K) each, of one set of pairs' agreement
+    (``owner``: each pair's target ordinal): ``paper`` (Eq. 7, K = 1: the sum and count of the
+    target's pair mIoUs) or ``authors`` (``aggregate_iou``, K = classes in the authors' range:
+    the sum and count of the target's per-class pair IoUs). :func:`ratio_agreement` of the
+    terms with unit weights is :func:`paper_miou` / :func:`authors_miou` of the pairs."""
+    if aggregation == "paper":
+        values = pair_miou(inter, union)[:, None]
+    elif aggregation == "authors":
+        shown = np.flatnonzero(predicted.sum(0) > 0)
+        n_class = int(shown.max()) + 1 if len(shown) else 1
+        values = pair_ious(inter[:, :n_class], union[:, :n_class])
+    else:
+        raise ValueError(f"unknown aggregation {aggregation!r}, use one of {HEADLINE_AGGREGATIONS}")
+    counted = ~np.isnan(values)
+    num = np.zeros((n_targets, values.shape[1]))
+    den = np.zeros((n_targets, values.shape[1]))
+    np.add.at(num, owner, np.where(counted, values, 0.0))
+    np.add.at(den, owner, counted.astype(np.float64))
+    return num, den
+
+
+def ratio_agreement(num: np.ndarray, den: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) agreement of each target weighting (``weights`` (B, T)): per term Σw·num / Σw·den,
+    then the mean over the terms that count (NaN where none does)."""
+    n, d = weights @ num, weights @ den
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(d > 0, n / np.where(d > 0, d, 1), np.nan)
+    return np.asarray(_nanmean(ratio, axis=1), dtype=np.float64)
+
+
+def repeat_agreement(terms: list[tuple[np.ndarray, np.ndarray]], weights: np.ndarray) -> np.ndarray:
+    """(B,) the mean over repeats (or seeds) of each repeat's agreement under the same target
+    weights: Table 3's "mean over repeats", resampled."""
+    return np.mean([ratio_agreement(num, den, weights) for num, den in terms], axis=0)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile bootstrap interval of one agreement, and of its paired difference to the
+    baseline (NaN where there is no baseline)."""
+
+    lo: float
+    hi: float
+    diff: float
+    diff_lo: float
+    diff_hi: float
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``values`` (NaNs skipped)."""
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.nanpercentile(values, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def paired_intervals(
+    terms: Mapping[Hashable, list[tuple[np.ndarray, np.ndarray]]],
+    baseline: Hashable | None,
+    weights: np.ndarray,
+    level: float = 0.95,
+) -> dict[Hashable, Interval]:
+    """Percentile intervals (``level``) of each entry's agreement (``terms``: name -> per-repeat
+    target terms, all over the same targets) and of its difference to ``baseline``'s, every
+    entry resampled with the same ``weights`` (paired: a target that is hard for one predictor
+    is drawn as often for the other). The difference is the point estimates' difference."""
+    ones = np.ones((1, weights.shape[1]))
+    point = {name: float(repeat_agreement(t, ones)[0]) for name, t in terms.items()}
+    boot = {name: repeat_agreement(t, weights) for name, t in terms.items()}
+    out = {}
+    for name, values in boot.items():
+        lo, hi = percentile_interval(values, level)
+        if baseline is None or baseline not in boot:
+            diff = diff_lo = diff_hi = float("nan")
+        else:
+            diff = point[name] - point[baseline]
+            diff_lo, diff_hi = percentile_interval(values - boot[baseline], level)
+        out[name] = Interval(lo, hi, diff, diff_lo, diff_hi)
+    return out
+
+
+# -- arms that separate candidate choice from optimisation (the experiments of issue #26) -------
+
+
+def oracle_candidates(inter: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """(pairs,) the candidate the reference scores best against the target (its Eq. 7 term,
+    per-pair mIoU; ties: the first): the best any choice among the candidates could do, so
+    it bounds the no-optimisation arm of every P from above (``inter`` / ``union`` (pairs,
+    n_init, n_class))."""
+    pairs, n_init, n_class = inter.shape
+    miou = pair_miou(inter.reshape(-1, n_class), union.reshape(-1, n_class))
+    return np.nan_to_num(miou.reshape(pairs, n_init), nan=-1.0).argmax(1)

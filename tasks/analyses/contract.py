@@ -138,6 +138,8 @@ class AnalysisSpec:
     cost: int = 1  # relative run time: expensive analyses are submitted first
     # tables other steps write that its renderers read too (Table 1: the evaluations' rows)
     reads: tuple[str, ...] = ()
+    # runs only when named in RunConfig.analyses (an experiment too slow for every run)
+    optional: bool = False
 
 
 def unchanged(stored: float, new: float | None) -> bool:

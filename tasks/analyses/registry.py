@@ -28,6 +28,7 @@ from tasks.analyses import (
     fewshot,
     layerwise,
     scs,
+    scs_experiments,
     sefa,
     sie,
     table1,
@@ -48,6 +49,7 @@ ANALYSES: dict[str, AnalysisSpec] = {
     layerwise.SPEC.name: layerwise.SPEC,
     baseline_segmenter.SPEC.name: baseline_segmenter.SPEC,
     scs.SPEC.name: scs.SPEC,
+    scs_experiments.SPEC.name: scs_experiments.SPEC,
     sie.SPEC.name: sie.SPEC,
     sefa.SPEC.name: sefa.SPEC,
     training_curves.SPEC.name: training_curves.SPEC,
@@ -62,8 +64,10 @@ def get_analysis(name: str) -> AnalysisSpec:
 
 def selected_analyses(config: RunConfig) -> list[str]:
     """The analyses ``config`` runs, names checked: Table 1 and those ``config.analyses``
-    lists (None: every registered one), in registry order (the order of the report)."""
-    chosen = set(ANALYSES) if config.analyses is None else {TABLE1, *config.analyses}
+    lists (None: every registered one but the optional ones), in registry order (the order
+    of the report)."""
+    every = {name for name, spec in ANALYSES.items() if not spec.optional}
+    chosen = every if config.analyses is None else {TABLE1, *config.analyses}
     names = [name for name in ANALYSES if name in chosen]
     for name in [*(config.analyses or ()), *config.analysis_params]:
         get_analysis(name)

@@ -14,6 +14,11 @@ HEADLINES = {
 }
 
 
+def signed_pct(value: float) -> str:
+    """A difference in percentage points with its sign (+2.1, -0.4)."""
+    return f"{100 * value:+.1f}"
+
+
 def render_table3(tables: Tables) -> str:
     """Table 3: SCS agreement with the targets (%), "mean ± max deviation" over repeats, per
     few-shot N and for the baseline; the paper's (Eq. 7) and the authors' (``aggregate_iou``)
@@ -35,9 +40,31 @@ def render_table3(tables: Tables) -> str:
     else:
         columns["pooled"] = ("pooled Σ∩/Σ∪, neither's (%)", spread("pooled", "pooled_max_dev"))
     order = [headline, *(k for k in columns if k != headline)]
+    intervals = {}
+    if "headline_lo" in summary:  # not in tables written before intervals were stored
+        intervals = {
+            "95 % interval (targets)": [
+                f"[{pct(lo)}, {pct(hi)}]"
+                for lo, hi in zip(summary["headline_lo"], summary["headline_hi"], strict=True)
+            ],
+            "vs baseline [95 %]": [
+                "–"
+                if pd.isna(d) or p != "LSE"  # the baseline itself
+                else f"{signed_pct(d)} [{signed_pct(lo)}, {signed_pct(hi)}]"
+                for p, d, lo, hi in zip(
+                    summary["predictor"],
+                    summary["vs_baseline"],
+                    summary["vs_baseline_lo"],
+                    summary["vs_baseline_hi"],
+                    strict=True,
+                )
+            ],
+        }
     grid = pd.DataFrame(
         {
-            **dict(columns[k] for k in order),
+            columns[headline][0]: columns[headline][1],
+            **intervals,
+            **dict(columns[k] for k in order[1:]),
             "initial candidate, Eq. 7 (%)": [pct(v) for v in summary["agreement_initial"]],
             "repeats": summary["repeats"].astype(str).to_numpy(),
             "pairs": summary["pairs"].astype(str).to_numpy(),
@@ -55,6 +82,13 @@ def render_table3(tables: Tables) -> str:
         f"{samples['target'].nunique()} targets × {samples['sample'].nunique()} samples, "
         f"{int(first['n_init'])} candidates each; agreement scored by the reference segmenter. "
         "Initial candidate: the agreement of the chosen starting image before optimisation. "
-        "The Parquet table also holds `pooled` (Σ∩/Σ∪ per class over all pairs, neither "
+        + (
+            f"Intervals: 95 % percentile bootstrap of the headline over the targets "
+            f"({int(summary['bootstrap'].iloc[0])} resamples, the same for every P, so the "
+            "difference to the baseline is paired). "
+            if intervals
+            else ""
+        )
+        + "The Parquet table also holds `pooled` (Σ∩/Σ∪ per class over all pairs, neither "
         "protocol's aggregation)."
     )

@@ -30,10 +30,14 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
   authors' ``aggregate_iou``: per class over the pairs where it occurs, then over classes),
   authors_max_dev, pooled (Σ∩/Σ∪ per class over all pairs, then over classes: neither
   protocol's), pooled_max_dev, agreement_initial (Eq. 7 of the chosen candidates), headline
-  ("paper" or "authors": the agreement the protocol reports), key.
+  ("paper" or "authors": the agreement the protocol reports), headline_lo / headline_hi (its
+  95 % bootstrap interval over targets), vs_baseline / vs_baseline_lo / vs_baseline_hi (its
+  difference to the baseline's, with the paired interval: the same resamples for every
+  predictor), bootstrap (resamples), key.
 
-Figure ``scs-<profile>-<key8>.png``: per predictor (first repeat) the first targets' masks and
-their conditional samples.
+Figure ``scs-<profile>-<key8>.png`` (Fig 6's layout): one row per target (the first
+``figure_targets``), its mask first, then each predictor's samples (first repeat of each N),
+each with the reference segmenter's mask of it beneath.
 """
 
 from __future__ import annotations
@@ -110,9 +114,35 @@ TABLES = {
         pooled_max_dev=pa.float64(),
         agreement_initial=pa.float64(),
         headline=pa.string(),
+        headline_lo=pa.float64(),
+        headline_hi=pa.float64(),
+        vs_baseline=pa.float64(),
+        vs_baseline_lo=pa.float64(),
+        vs_baseline_hi=pa.float64(),
+        bootstrap=pa.int64(),
         key=pa.string(),
     ),
 }
+
+
+def reference_counts(
+    generator: GeneratorAdapter,
+    reference: Segmenter,
+    latents: torch.Tensor,
+    masks: np.ndarray,
+    n_class: int,
+    batch: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P*'s per-class ∩ / ∪ of G(latents[i]) with ``masks[i]`` and its per-class pixels,
+    (len(latents), n_class) each, ``batch`` images at a time (only the counts are kept: at
+    1024² a thousand label maps would not fit in memory)."""
+    inter, union, predicted = (np.zeros((len(latents), n_class), np.int64) for _ in range(3))
+    for s in range(0, len(latents), batch):
+        part = slice(s, s + batch)
+        labels = reference_labels(reference, render_images(generator, latents[part], batch))
+        inter[part], union[part] = pair_counts(masks[part], labels, n_class)
+        predicted[part] = class_pixels(labels, n_class)
+    return inter, union, predicted
 
 
 def _sample_rows(
@@ -131,17 +161,7 @@ def _sample_rows(
     masks = targets.cpu().numpy()
 
     def score(latents: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """P*'s per-class ∩/∪ with the targets and its per-class pixels, ``batch`` images at
-        a time (only the counts are kept: at 1024² a thousand label maps would not fit in
-        memory)."""
-        inter, union, predicted = (np.zeros((len(pairs), n_class), np.int64) for _ in range(3))
-        for s in range(0, len(pairs), params.batch):
-            part = slice(s, s + params.batch)
-            images = render_images(generator, latents[part], params.batch)
-            labels = reference_labels(reference, images)
-            inter[part], union[part] = pair_counts(masks[owner[part]], labels, n_class)
-            predicted[part] = class_pixels(labels, n_class)
-        return inter, union, predicted
+        return reference_counts(generator, reference, latents, masks[owner], n_class, params.batch)
 
     inter0, union0, _ = score(run.initial)
     inter, union, predicted = score(run.final)
@@ -216,8 +236,8 @@ def compute(ctx: RunContext, params: SCSParams, inputs: Inputs) -> Output:
     samples["target_file"] = [target_files[t] if target_files else None for t in samples["target"]]
     meta = row_metadata(train, params.protocol, generator.latent_space)
     samples = samples.assign(**meta)
-    summary = summarize_scs(samples, params.protocol).assign(**meta)
-    figure = _figure(generator, entries, samples, target_labels, params, n_class)
+    summary = summarize_scs(samples, params.protocol, params.bootstrap, params.seed).assign(**meta)
+    figure = _figure(generator, reference, entries, samples, target_labels, params, n_class)
     return Output(
         tables={SAMPLES_TABLE: samples, SUMMARY_TABLE: summary},
         figures={"scs": figure},
@@ -240,11 +260,12 @@ def _targets(
     return np.arange(shown), np.stack(masks[:shown]), files[:shown]
 
 
-def _figure(generator, entries, samples, target_labels, params, n_class):
-    """Rows: (predictor, target) for the first repeat of each predictor; columns: the target
-    mask, then its conditional samples, regenerated from the stored latents."""
+def _figure(generator, reference, entries, samples, target_labels, params, n_class):
+    """Fig 6's layout: one row per target (the first ``figure_targets``); the target mask
+    first, then each predictor's samples side by side (first repeat of each N), every
+    sample regenerated from its stored latent with the reference's mask of it beneath."""
     shown = min(params.figure_targets, len(target_labels))
-    rows, titles = [], []
+    blocks, columns = [], ["target"]
     for entry in entries:
         if entry.repeat not in (None, 0):
             continue
@@ -256,10 +277,23 @@ def _figure(generator, entries, samples, target_labels, params, n_class):
         ].sort_values(["target", "sample"])
         latents = torch.tensor(np.stack(mine["latent"].to_numpy()), dtype=torch.float32)
         images = render_images(generator, latents, params.batch)
-        for t in range(shown):
-            tiles = [colorize(target_labels[t], n_class)]
-            tiles += list(images[(mine["target"] == t).to_numpy()])
-            rows.append(tiles)
-            titles.append(f"{entry.predictor.label}, target {t}")
-    columns = ["target"] + [f"sample {s}" for s in range(params.samples)]
-    return tile_grid(rows, titles, columns)
+        masks = [colorize(m, n_class) for m in reference_labels(reference, images)]
+        blocks.append(
+            (mine["target"].to_numpy(), [np.vstack(p) for p in zip(images, masks, strict=True)])
+        )
+        columns += [
+            entry.predictor.label if params.samples == 1 else f"{entry.predictor.label} #{s}"
+            for s in range(params.samples)
+        ]
+    rows = []
+    for t in range(shown):
+        rows.append(
+            [colorize(target_labels[t], n_class)]
+            + [
+                tile
+                for owner, tiles in blocks
+                for o, tile in zip(owner, tiles, strict=True)
+                if o == t
+            ]
+        )
+    return tile_grid(rows, [f"target {t}" for t in range(shown)], columns)
