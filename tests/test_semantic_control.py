@@ -25,6 +25,7 @@ from lineargan.models.unet import UNetSegmenter
 from storage.tables import read_table_part
 from tasks.analyses.runner import run_and_finish
 from tasks.analyses.sie.science import edit_set, own_targets, reference_reasons
+from tasks.fit import fit_extractor
 
 FEWSHOT = FewShotParams(shots=(1, 4), iterations=(20, 20), repeats=2)
 UNET = UNetParams(steps=20, batch=8, width=8)
@@ -115,12 +116,15 @@ FULL_LSE = FitConfig(
 )
 
 
-def test_sie_scores_each_operation_only_where_the_reference_sees_it(ctx):
+def test_sie_scores_each_operation_only_where_the_reference_sees_it(ctx, tmp_path):
     fewshot = FewShotParams(shots=(8,), iterations=(20,), repeats=1, methods=("converged",))
     params = SIEParams(
         images=3, n_shot=8, fewshot=fewshot, unet=UNET, baseline="none", lse=FULL_LSE
     )
-    result = run_and_finish("sie", ctx, params)
+    # Table 1's fit as the DAG hands it over (Needs.fits): SIE's full-LSE arm reuses it
+    table1 = fit_extractor(ctx.train_url, FULL_LSE, str(tmp_path / "table1"), "cpu")
+    result = run_and_finish("sie", ctx, params, {"LSE:converged": table1})
+    assert table1["fit_dir"] in result.fits
     edits = read_table_part(ctx.results_root, "sie_edits", result.key)
     sie = edits[edits["method"] == "SIE"]
     assert len(sie) > 0 and set(edits["method"]) == {"SIE", "colour"}

@@ -76,7 +76,8 @@ def render_sie(tables: Tables) -> str:
         "reference segmenter's mask of the edited image equals the target, inside the edited "
         "region (the edit happened) and outside it (the rest was kept), only for operations it "
         "can register. P: the same with P's own mask of the result and its own target (what P "
-        "believes it made; the colour edit has no P). Loss: P's edit loss L_s (colour edit: "
+        "believes it made; the colour edit has no P; – where P's own mask shows nothing to edit: "
+        "no such part, or no fill class around the added disc). Loss: P's edit loss L_s (colour edit: "
         "L_c + L_p) before and after the optimisation. Change: mean absolute pixel change "
         "(0-255)." + notes
     )
