@@ -147,7 +147,7 @@ def test_authors_scs_on_the_dcgan_samples_in_its_only_space(ctx):
 def test_sie_edits_images_drawn_in_mixwp(style_ctx):
     params = SIEParams(
         images=2, steps=0, n_shot=1, fewshot=FEWSHOT, baseline="none",
-        edit_space="mixwp", batch=4,
+        edit_space="mixwp", batch=4, lse=None,
     )  # fmt: skip
     result = run_and_finish("sie", style_ctx, params)
     edits = read_table_part(style_ctx.results_root, "sie_edits", result.key)

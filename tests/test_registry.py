@@ -48,14 +48,16 @@ def test_the_dag_passes_each_analysis_exactly_what_it_declares(monkeypatch):
 
     submitted = {args[0]: args for args in run.calls}
     assert set(submitted) == {n for n, spec in ANALYSES.items() if not spec.optional}
-    # only Table 1, category selection, SeFa (labelled by Table 1's LSE) and Fig 8 (which scores
-    # the fits' snapshots) wait for Table 1's fits (and their evaluations, which they reuse
-    # instead of racing them); nothing else waits
+    # only Table 1, category selection, SeFa (labelled by Table 1's LSE), Fig 8 (which scores
+    # the fits' snapshots) and SIE (Fig 5's full-LSE arm) wait for Table 1's fits (and their
+    # evaluations, which they reuse instead of racing them); nothing else waits
     for name in ("table1", "category_selection", "sefa", "training_curves"):
         assert submitted[name][3] == fits and run.waits[name] == list(evals.values())
     # SCS and SIE reuse Table 2's few-shot LSEs and the baseline UNet: they start after those
     assert run.waits["scs"] == ["run:fewshot", "run:baseline_segmenter"]
-    assert run.waits["sie"] == ["run:fewshot", "run:baseline_segmenter", "run:scs"]
+    assert submitted["sie"][3] == fits
+    after = ["run:fewshot", "run:baseline_segmenter", "run:scs"]
+    assert run.waits["sie"] == [*evals.values(), *after]
     waiting = ("table1", "category_selection", "sefa", "training_curves", "scs", "sie")
     others = [name for name in submitted if name not in waiting]
     assert all(submitted[name][3] is None and run.waits[name] == [] for name in others)

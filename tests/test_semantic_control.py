@@ -4,15 +4,28 @@ edit set."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.analyses.scs import SCSParams
-from lineargan.analyses.sie import EditSpec, SIEParams, apply_edit, color_stroke
+from lineargan.analyses.sie import (
+    EditSpec,
+    SIEParams,
+    apply_edit,
+    color_stroke,
+    edit_mask,
+    plan_edit,
+    unregistrable,
+)
 from lineargan.baseline import UNetParams
+from lineargan.config import FitConfig, SolverParams
+from lineargan.models.deeplab_ade20k import DeepLabADE20KSegmenter
+from lineargan.models.face_parser import FaceParserSegmenter
+from lineargan.models.unet import UNetSegmenter
 from storage.tables import read_table_part
 from tasks.analyses.runner import run_and_finish
+from tasks.analyses.sie.science import edit_set, own_targets, reference_reasons
+from tasks.fit import fit_extractor
 
 FEWSHOT = FewShotParams(shots=(1, 4), iterations=(20, 20), repeats=2)
 UNET = UNetParams(steps=20, batch=8, width=8)
@@ -97,21 +110,127 @@ def test_scs_resumes_after_the_last_finished_predictor(ctx, monkeypatch):
     assert calls == ["lse-n1-r0", "unet", "unet"]  # the LSE's rows were kept, not recomputed
 
 
-def test_sie_changes_the_edited_region_more_than_the_rest(ctx):
+# Table 1's full LSE, fitted towards its optimum on the small store (a few seconds)
+FULL_LSE = FitConfig(
+    extractor="LSE",
+    method="converged",
+    solver=SolverParams(grad_tol=1e-3, change_tol=1e-4, max_iterations=60),
+)
+
+
+def test_sie_scores_each_operation_only_where_the_reference_sees_it(ctx, tmp_path):
     fewshot = FewShotParams(shots=(8,), iterations=(20,), repeats=1, methods=("converged",))
-    params = SIEParams(images=3, n_shot=8, fewshot=fewshot, unet=UNET, baseline="none")
-    result = run_and_finish("sie", ctx, params)
+    params = SIEParams(
+        images=3, n_shot=8, fewshot=fewshot, unet=UNET, baseline="none", lse=FULL_LSE
+    )
+    # Table 1's fit as the DAG hands it over (Needs.fits): SIE's full-LSE arm reuses it
+    table1 = fit_extractor(ctx.train_url, FULL_LSE, str(tmp_path / "table1"), "cpu")
+    result = run_and_finish("sie", ctx, params, {"LSE:converged": table1})
+    assert table1["fit_dir"] in result.fits
     edits = read_table_part(ctx.results_root, "sie_edits", result.key)
     sie = edits[edits["method"] == "SIE"]
     assert len(sie) > 0 and set(edits["method"]) == {"SIE", "colour"}
+    # Fig 5's three arms: the few-shot LSE, Table 1's full LSE (n_shot null), the colour edit
+    arms = set(zip(sie["predictor"], sie["n_shot"].fillna(0), strict=True))
+    assert arms == {("LSE", 8), ("LSE", 0)}
+    # dlib draws every part from landmarks: remove (of a part it always draws) and add are
+    # never scored by it, enlarge and move always are
+    ops = edits.set_index("op")
+    for op in ("remove", "add"):
+        mine = ops.loc[[op]]
+        assert not mine["reference_registers"].any()
+        assert mine["agreement_inside"].isna().all() and mine["miou"].isna().all()
+        assert mine["unscored_reason"].str.startswith("dlib-face68 ").all()
+    scored = ops.loc[["enlarge", "move"]]
+    assert scored["reference_registers"].all() and scored["agreement_inside"].notna().all()
     # the edit changes the semantics where it was asked for, far more than elsewhere
     assert sie["relabel_inside"].mean() > 2 * sie["relabel_outside"].mean()
     assert (sie["loss_final"] < sie["loss_initial"]).mean() > 0.5
+    # P's own view is there for every SIE edit (P is pixel-wise: it sees removals and adds),
+    # and it sees its edit happen more inside the region than the reference does
+    assert sie["own_agreement_outside"].notna().all()
+    assert (sie["own_region_pixels"] > 0).mean() > 0.5
+    assert edits.loc[edits["method"] == "colour", "own_agreement_inside"].isna().all()
     colour = edits[edits["method"] == "colour"]  # L_p keeps the pixels outside the stroke
     assert colour["change_inside"].mean() > colour["change_outside"].mean()
+    # the summary is per operation (no "all" row mixing scored and unscored operations)
     summary = read_table_part(ctx.results_root, "sie_summary", result.key)
-    assert "all" in set(summary["op"]) and "Fig 5" in result.markdown
-    assert isinstance(summary, pd.DataFrame) and result.figures
+    assert set(summary["op"]) == set(edits["op"]) and "all" not in set(summary["op"])
+    assert len(summary) == 3 * summary["op"].nunique()  # 8-shot, full LSE, colour per op
+    unscored = summary[summary["op"].isin(["remove", "add"])]
+    assert (unscored["scored"] == 0).all() and unscored["agreement_inside"].isna().all()
+    assert (unscored["unscored_reason"] != "").all()
+    assert "Fig 5" in result.markdown and "SIE (full LSE)" in result.markdown
+    assert "not scored" in result.markdown and "draws" in result.markdown
+    # Fig 5: per shown edit (the first of each operation), a row of images, the reference's
+    # masks and P's masks; columns: original, stroke / target, colour edit, two SIE results
+    from PIL import Image
+
+    png = next(f for f in result.figures if f.endswith(".png"))
+    width, height = Image.open(png).size
+    cell = 64 * 2 + 4
+    assert height == 16 + 3 * summary["op"].nunique() * cell
+    assert 0 < width - 5 * cell < 2 * cell  # the title column, then 5 tiles
+
+
+def test_the_reference_dlib_cannot_register_a_removed_or_added_part(segmenter):
+    # measured: a uniform grey image, where no face is, still gets every part from landmarks
+    grey = np.full((1, 64, 64, 3), 128, np.uint8)
+    out = segmenter.segment(grey)
+    assert not out.detected[0]
+    present = {segmenter.class_names[k] for k in np.unique(out.labels[0])}
+    assert set(segmenter.always_drawn) <= present and segmenter.template_parts
+    template, always = segmenter.template_parts, segmenter.always_drawn
+    for name in ("eyes", "nose", "lips"):
+        assert unregistrable("remove", name, template, always)
+        assert unregistrable("add", name, template, always)
+        assert not unregistrable("enlarge", name, template, always)
+        assert not unregistrable("move", name, template, always)
+    # the mouth (inner lips) vanishes when the lips close: dlib sees it removed, not added
+    assert not unregistrable("remove", "mouth", template, always)
+    assert unregistrable("add", "mouth", template, always)
+    # a pixel-wise network (the face parser, a UNet, DeepLab) declares nothing: it can
+    # register every operation
+    for network in (FaceParserSegmenter, UNetSegmenter, DeepLabADE20KSegmenter):
+        assert not network.template_parts and network.always_drawn == ()
+    for op in ("enlarge", "move", "remove", "add"):
+        assert not unregistrable(op, "eyes", False, ())
+
+
+def test_the_edit_set_marks_the_reference_s_unregistrable_edits(face_mask, segmenter):
+    image = np.zeros((1, 32, 32, 3), np.uint8)
+    params = SIEParams(edits=tuple(EditSpec(op=op, class_rank=1) for op in ("move", "add")))
+    edits = edit_set(face_mask[None], image, params)
+    reasons = reference_reasons(edits, segmenter)
+    assert [e["op"] for e in edits] == ["move", "add"]
+    assert reasons[0] == "" and reasons[1].startswith("dlib-face68 draws each part once")
+
+
+def test_the_sie_target_is_the_edit_carried_out_on_p_s_own_mask(face_mask):
+    """P disagrees with the reference: its nose is a pixel wider on the right and it sees a
+    mole of nose class on the cheek. The target is P's mask with P's own nose edited, never
+    the reference's region pasted onto P's mask."""
+    own = face_mask.copy()
+    own[13:19, 17] = 4  # P's nose: one column wider than the reference's
+    own[20, 6] = 4  # a stray nose pixel of P's on the cheek
+    rng = np.random.default_rng(0)
+    for op in ("enlarge", "move", "remove", "add"):
+        plan = plan_edit(face_mask, EditSpec(op=op, class_rank=1, amount=2), rng)
+        assert plan.class_index == 4 and plan.fill == 1  # the nose, over skin
+        ref_target, ref_region = edit_mask(face_mask, plan)
+        targets, regions = own_targets(own[None], [{"plan": plan}])
+        target, region = targets[0], regions[0]
+        assert np.array_equal(region, target != own) and region.any()
+        assert np.array_equal(target[~region], own[~region])  # the rest is P's own mask
+        if op == "remove":  # every nose pixel P sees goes, the ones the reference lacks too
+            assert not (target == 4).any()
+            pasted = np.where(ref_region, ref_target, own)  # the old fused target
+            assert (pasted == 4).sum() == 7  # P's extra column and stray pixel stayed
+        if op == "enlarge":  # P's wider nose grows from its own outline
+            assert (target[14:18, 19] == 4).all() and (ref_target[14:18, 19] != 4).all()
+        if op == "add":  # the disc sits where the reference's plan put it, in both views
+            y, x = plan.centre
+            assert target[y, x] == 4 and ref_target[y, x] == 4
 
 
 def test_a_non_differentiable_reference_cannot_be_the_baseline(ctx):

@@ -12,22 +12,27 @@ above). Adam, 50 steps; learning rate 0.01 in the paper, 0.002 in the authors' c
 synthesis layer; ``manipulation/sie.py``).
 
 To measure editing rather than show it, the edits are generated: a reproducible set of
-operations on a mask (enlarge a part, move it, remove it, add one) applied to the reference
-segmenter's mask of held-out images. The edited region is where the target differs from the
-original mask. The colour-edit baseline gets the same region as its mask M, painted with the
-colour each target class has in the original image (the stroke a user would draw). Each edit
-is scored by the reference segmenter on the edited image: agreement with the target inside the
-region (did the edit happen?) and outside it (was the rest kept?), the fraction of pixels whose
-label changed, and how much the pixels changed, inside and outside.
+operations on a mask (enlarge a part, move it, remove it, add one), planned on the reference
+segmenter's mask of held-out images (:func:`plan_edit`: the class by area rank, the class it
+grows into or leaves behind, an added disc's place) and carried out on any view of the image
+(:func:`edit_mask`). With P a predictor, SIE optimises toward the edit carried out on P's own
+mask of the original (the paper's usage: the user edits the mask the LSE shows), so the target
+stays coherent where P disagrees with the reference. The colour-edit baseline gets the
+reference's edited region as its mask M, painted with the colour each target class has in the
+original image (the stroke a user would draw).
 
-With P a predictor, SIE optimises toward P's own mask of the original image with the region
-painted in (the paper's usage: the user edits the mask the LSE shows), not toward the
-reference mask, whose disagreements with P elsewhere would pull the whole image.
+Each edit is scored by two evaluators, each against the edit carried out on its own mask of
+the original: the reference segmenter (agreement with the target inside the region: did the
+edit happen? outside it: was the rest kept? and the fraction of pixels whose label changed)
+and P itself (what P believes it made). An evaluator scores an operation only if its masks can
+show it (:func:`unregistrable`): the default dlib segmenter draws every part from 68 landmarks
+on every image, so a removed (or added) part can never register in its masks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -36,7 +41,7 @@ from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
-from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
+from lineargan.config import FitConfig, FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.latent_search import EditSpace, LatentSchedule
 
 EditOp = Literal["enlarge", "move", "remove", "add"]
@@ -80,6 +85,11 @@ class SIEParams(EditSpace):
         "converged", description="which few-shot LSE of Table 2 (see SCSParams.fit_method)"
     )
     baseline: BaselineName = Field("unet", description=BASELINE_HELP)
+    lse: FitConfig | None = Field(
+        FitConfig(extractor="LSE", method="converged"),
+        description="the full LSE of Fig 5's SIE (full LSE) arm: Table 1's converged LSE, "
+        "reused (None: no such arm)",
+    )
     fewshot: FewShotParams = FewShotParams()
     unet: UNetParams = UNetParams()
     seed: int = Field(0, ge=0)
@@ -108,12 +118,14 @@ class SIEParams(EditSpace):
         unet = after.get("baseline_segmenter") or UNetParams.for_run(config)
         sizes = {"smoke": dict(images=1, steps=5), "quick": dict(images=3), "paper": {}}[profile]
         n_shot = 8 if 8 in fewshot.shots else max(fewshot.shots)
+        lse = config.fit("LSE", "converged")  # Table 1's full LSE, so the run's fit is reused
         return cls(
             protocol=config.protocol,
             fewshot=fewshot,
             unet=unet,
             n_shot=n_shot,
             baseline=default_baseline(config),
+            lse=lse,
             **sizes,
         )
 
@@ -151,37 +163,94 @@ def ranked_class(labels: np.ndarray, rank: int) -> int:
     return int(present[min(rank, len(present) - 1)])
 
 
-def apply_edit(
-    labels: np.ndarray, spec: EditSpec, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(target mask, edited region, edited class) of ``spec`` applied to ``labels`` (H, W).
+@dataclass(frozen=True)
+class PlannedEdit:
+    """One edit resolved on the reference segmenter's mask of the image, so every view of the
+    image (the reference's, each P's) can carry out the same edit: ``op`` on class
+    ``class_index``, which grows over, moves over or is replaced by ``fill`` (the class around
+    it in the reference's mask: eyes grow into skin), by ``amount`` pixels; ``centre`` (y, x)
+    of the disc that ``add`` paints."""
 
-    Parts grow and move only over their surrounding class (eyes grow into skin, not into the
-    eyebrows); the region is exactly the pixels whose class changed."""
+    op: EditOp
+    class_index: int
+    fill: int
+    amount: int
+    centre: tuple[int, int] | None = None
+
+
+def plan_edit(labels: np.ndarray, spec: EditSpec, rng: np.random.Generator) -> PlannedEdit:
+    """``spec`` resolved on the reference's mask ``labels`` (H, W): the class of area rank
+    ``spec.class_rank``, its surrounding class and, for ``add``, a disc centre drawn from
+    ``rng`` on the surrounding class as far from the part as ``amount + 2`` pixels allow."""
     k = ranked_class(labels, spec.class_rank)
     part = labels == k
     fill = surrounding_class(labels, part)
-    target = labels.copy()
-    if spec.op == "enlarge":
-        target[dilate(part, spec.amount) & (labels == fill)] = k
-    elif spec.op == "remove":
-        target[part] = fill
-    elif spec.op == "move":
-        shifted = np.zeros_like(part)
-        shifted[spec.amount :] = part[: -spec.amount]
-        target[part] = fill
-        target[shifted & ((labels == fill) | part)] = k
-    elif spec.op == "add":
-        # a disc of the class on its surrounding class, as far from the part as possible
+    centre = None
+    if spec.op == "add":
         free = (labels == fill) & ~dilate(part, spec.amount + 2)
         ys, xs = np.nonzero(free if free.any() else labels == fill)
         if ys.size == 0:
             raise ValueError(f"no room to add class {k}")
         j = int(rng.integers(len(ys)))
+        centre = (int(ys[j]), int(xs[j]))
+    return PlannedEdit(op=spec.op, class_index=k, fill=fill, amount=spec.amount, centre=centre)
+
+
+def edit_mask(labels: np.ndarray, edit: PlannedEdit) -> tuple[np.ndarray, np.ndarray]:
+    """(target, region) of ``edit`` carried out on a mask ``labels`` (H, W): the reference's
+    or a predictor's own view of the image, so the target stays coherent with the mask it
+    edits (a P that draws the nose a pixel wider than the reference gets its own nose
+    enlarged, not the reference's pasted over its own). Parts grow and move only over the
+    fill class (eyes grow into skin, not into the eyebrows); the region is exactly the pixels
+    whose class changed (empty when this view has nothing to edit, e.g. no such part)."""
+    k, fill = edit.class_index, edit.fill
+    part = labels == k
+    target = labels.copy()
+    if edit.op == "enlarge":
+        target[dilate(part, edit.amount) & (labels == fill)] = k
+    elif edit.op == "remove":
+        target[part] = fill
+    elif edit.op == "move":
+        shifted = np.zeros_like(part)
+        shifted[edit.amount :] = part[: -edit.amount]
+        target[part] = fill
+        target[shifted & ((labels == fill) | part)] = k
+    elif edit.op == "add":
+        assert edit.centre is not None
         yy, xx = np.mgrid[: labels.shape[0], : labels.shape[1]]
-        disc = (yy - ys[j]) ** 2 + (xx - xs[j]) ** 2 <= spec.amount**2
+        y, x = edit.centre
+        disc = (yy - y) ** 2 + (xx - x) ** 2 <= edit.amount**2
         target[disc & (labels == fill)] = k
-    return target, target != labels, k
+    return target, target != labels
+
+
+def apply_edit(
+    labels: np.ndarray, spec: EditSpec, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(target mask, edited region, edited class) of ``spec`` planned on and applied to
+    ``labels`` (H, W) (:func:`plan_edit`, :func:`edit_mask`)."""
+    edit = plan_edit(labels, spec, rng)  # type: ignore[arg-type]  # rng: only ``add`` draws
+    target, region = edit_mask(labels, edit)
+    return target, region, edit.class_index
+
+
+# -- which evaluator can register which edit ----------------------------------------------------
+
+
+def unregistrable(op: EditOp, class_name: str, template_parts: bool, always_drawn) -> str:
+    """Why an evaluator cannot register ``op`` on ``class_name`` ("" when it can), from what it
+    declares about its masks (:attr:`lineargan.models.Segmenter.template_parts` and
+    ``always_drawn``). A pixel-wise model (a network, an LSE) can label any pixel any class,
+    so it sees every edit. A segmenter that draws each part once from a shape template (dlib:
+    68 landmarks, on every image, face or not) moves and resizes its parts with the landmarks,
+    so it sees a part grow or move; it never draws a second instance of a part away from the
+    template's, so it cannot see one added; and a part it draws on every image (dlib: skin,
+    eyebrows, eyes, nose, lips) cannot vanish from its masks, so it cannot see one removed."""
+    if op == "add" and template_parts:
+        return "draws each part once, where its template puts it: an added part cannot appear"
+    if op == "remove" and class_name in always_drawn:
+        return f"draws {class_name} on every image: its removal cannot register"
+    return ""
 
 
 def color_stroke(image: np.ndarray, labels: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -197,6 +266,17 @@ def color_stroke(image: np.ndarray, labels: np.ndarray, target: np.ndarray) -> n
     return np.clip(np.rint(stroke), 0, 255).astype(np.uint8)
 
 
+def agreement_scores(labels: np.ndarray, target: np.ndarray, region: np.ndarray) -> dict:
+    """One evaluator's view of an edit: the share of its mask ``labels`` of the edited image
+    that equals the ``target`` inside the edited ``region`` (did the edit happen?) and outside
+    it (was the rest kept?); NaN where that part is empty."""
+    agree = labels == target
+    return {
+        f"agreement_{where}": float(agree[mask].mean()) if mask.any() else float("nan")
+        for where, mask in (("inside", region), ("outside", ~region))
+    }
+
+
 def region_scores(
     edited_labels: np.ndarray,
     original_labels: np.ndarray,
@@ -209,27 +289,31 @@ def region_scores(
     reference segmenter's mask of the edited image with the target, the fraction of pixels
     whose reference label changed from the original (the semantic change), and the mean
     absolute pixel change (0-255)."""
-    agree = edited_labels == target
     relabelled = edited_labels != original_labels
     change = np.abs(edited_image.astype(np.float64) - original_image.astype(np.float64)).mean(-1)
-    out: dict[str, float] = {}
+    out: dict[str, float] = agreement_scores(edited_labels, target, region)
     for where, mask in (("inside", region), ("outside", ~region)):
         some = bool(mask.any())
-        out[f"agreement_{where}"] = float(agree[mask].mean()) if some else float("nan")
         out[f"relabel_{where}"] = float(relabelled[mask].mean()) if some else float("nan")
         out[f"change_{where}"] = float(change[mask].mean()) if some else float("nan")
     return out
 
 
 def summarize_sie(rows: pd.DataFrame, scores: tuple[str, ...]) -> pd.DataFrame:
-    """Mean of each score per (method, predictor, N) and edit operation, plus "all" edits."""
-    keys = ["method", "predictor", "n_shot"]
+    """Per (method, predictor, N) and edit operation (the view a reader compares: an "all"
+    mean would mix operations the reference scores with ones it cannot): the number of edits,
+    how many the reference scored (``scored``; ``reference_registers`` false for an edit it
+    cannot see), the mean of each score over the edits that have it (NaN when none has), and
+    why the rest were not scored."""
+    keys = ["method", "predictor", "n_shot", "op"]
     rows = rows.assign(n_shot=rows["n_shot"].astype("Int64"))
-    per_op = rows.groupby([*keys, "op"], dropna=False, sort=False)
-    overall = rows.assign(op="all").groupby([*keys, "op"], dropna=False, sort=False)
-    out = []
-    for grouped in (overall, per_op):
-        means = grouped[list(scores)].mean().reset_index()
-        means["edits"] = grouped.size().to_numpy()
-        out.append(means)
-    return pd.concat(out, ignore_index=True).astype({"n_shot": "Int64"})
+    grouped = rows.groupby(keys, dropna=False, sort=False)
+    out = grouped[list(scores)].mean().reset_index()
+    out["edits"] = grouped.size().to_numpy()
+    out["scored"] = grouped["reference_registers"].sum().to_numpy().astype(np.int64)
+    out["unscored_reason"] = (
+        grouped["unscored_reason"]
+        .agg(lambda r: "; ".join(dict.fromkeys(x for x in r if x)))
+        .to_numpy()
+    )
+    return out.astype({"n_shot": "Int64"})

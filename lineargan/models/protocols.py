@@ -157,6 +157,13 @@ class Segmenter(ABC):
     name: str = ""
     class_names: tuple[str, ...] = ()
     weights_sha256: str = ""
+    # What its masks can show, so SIE scores an edit only with a segmenter that can register
+    # it (:func:`lineargan.analyses.sie.unregistrable`). ``template_parts``: every part is
+    # drawn once, where a shape template puts it (a landmark rasteriser), never anywhere else;
+    # ``always_drawn``: classes it draws on every image whatever the image shows. A pixel-wise
+    # network declares neither: it can label any pixel any class.
+    template_parts: bool = False
+    always_drawn: tuple[str, ...] = ()
 
     @abstractmethod
     def segment(self, images: np.ndarray) -> SegmenterOutput:

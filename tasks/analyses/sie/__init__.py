@@ -14,10 +14,10 @@ SPEC = AnalysisSpec(
     tables=step.TABLES,
     renderers={
         "fig5": PaperTable(
-            "Fig 5 / Sec 4.1 — SIE vs colour-space editing on a reproducible edit set",
+            "Fig 5 / Sec 4.1 — SIE vs colour-space editing, per edit operation",
             render.render_sie,
         )
     },
-    needs=Needs(generator=True, segmenter=True, after=(*REUSED, "scs")),
+    needs=Needs(fits=True, generator=True, segmenter=True, after=(*REUSED, "scs")),
     cost=2,
 )
