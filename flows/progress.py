@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from prefect import get_run_logger
-from prefect.futures import PrefectFuture, wait
+from prefect.futures import PrefectFuture
 from tqdm import tqdm
 
 from flows.interrupt import raise_if_stopping, record
@@ -20,6 +20,7 @@ from lineargan.errors import LinearGanError
 
 POLL_S = 10.0
 WORKERLESS_GRACE_S = 120.0
+CHECK_S = 0.2  # how often a wait looks at its futures
 
 # The watchdog's clock, looked up at each call so tests can replace it: the grace period is
 # minutes long, and only a controlled clock shows that a returning worker restarts it.
@@ -38,6 +39,34 @@ def dask_worker_count() -> int | None:
         return len(client.scheduler_info().get("workers", {}))
     except Exception:  # the scheduler itself is gone: no workers either
         return 0
+
+
+def _is_done(future: PrefectFuture) -> bool:
+    wrapped = getattr(future, "wrapped_future", None)  # a Dask or concurrent.futures future
+    if wrapped is not None and hasattr(wrapped, "done"):
+        return bool(wrapped.done())
+    return future.state.is_final()
+
+
+def wait(
+    pending: list[PrefectFuture], timeout: float
+) -> tuple[list[PrefectFuture], list[PrefectFuture]]:
+    """(finished, still pending) of ``pending`` once any has finished or ``timeout`` seconds
+    have passed.
+
+    Not ``prefect.futures.wait(timeout=...)``: on the main thread it arms a SIGALRM timer for
+    the same deadline its own wait loop uses, and an alarm that lands inside that loop's
+    ``threading.Event.wait`` raises through the condition's lock ("RuntimeError: release
+    unlocked lock", a failed run; seen under load in the recipe end-to-end tests). Looking at
+    the futures' own ``done()`` a few times a second needs no signal, and Ctrl-C still
+    interrupts the sleep at once.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        finished = [f for f in pending if _is_done(f)]
+        if finished or time.monotonic() >= deadline:
+            return finished, [f for f in pending if f not in finished]
+        time.sleep(CHECK_S)
 
 
 def wait_with_progress(futures: Iterable[PrefectFuture], label: str) -> list:

@@ -104,3 +104,37 @@ def test_worker_count_of_a_live_cluster():
         n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster, Client(cluster):
         assert progress.dask_worker_count() == 1
+
+
+class Wrapped:
+    """A future as Prefect's Dask and thread-pool futures hold it: ``wrapped_future.done()``."""
+
+    def __init__(self, done_after: float) -> None:
+        import time
+
+        self.at = time.monotonic() + done_after
+        self.timers: list = []
+
+    def done(self) -> bool:
+        import signal
+        import time
+
+        self.timers.append(signal.getitimer(signal.ITIMER_REAL))  # no alarm armed meanwhile
+        return time.monotonic() >= self.at
+
+
+def test_wait_returns_what_finished_without_an_alarm_timer():
+    """prefect.futures.wait(timeout=...) arms SIGALRM, whose alarm can land inside its own
+    Event.wait and break the lock ('release unlocked lock'); the run's wait arms nothing."""
+    import time
+    from types import SimpleNamespace
+
+    soon, late = Wrapped(0.3), Wrapped(60)
+    futures = [SimpleNamespace(wrapped_future=soon), SimpleNamespace(wrapped_future=late)]
+    start = time.monotonic()
+    finished, still = progress.wait(futures, timeout=5)
+    assert finished == [futures[0]] and still == [futures[1]]
+    assert 0.25 < time.monotonic() - start < 2
+    finished, still = progress.wait(still, timeout=0.5)  # nothing finishes: back at the timeout
+    assert finished == [] and still == [futures[1]]
+    assert {t for t in soon.timers + late.timers} == {(0.0, 0.0)}
