@@ -34,12 +34,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from lineargan.errors import LinearGanError
 from lineargan.masks import MaskInfo, legend_entries, mask_png_bytes
+from storage.tables import parquet_bytes
 from storage.target import Target
 
 SPEC = "export.json"
@@ -170,14 +169,8 @@ def write_shard(
     np.save(buf, latents.astype(np.float32))
     layout.latents(shard).write_bytes_atomic(buf.getvalue())
     part = layout.part(shard)
-    part.write_bytes_atomic(_parquet(rows))
+    part.write_bytes_atomic(parquet_bytes(rows))
     return part.url
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
-    return buf.getvalue()
 
 
 def iter_parts(layout: ExportLayout, shards: list[int]) -> Iterator[pd.DataFrame]:
@@ -189,7 +182,7 @@ def iter_parts(layout: ExportLayout, shards: list[int]) -> Iterator[pd.DataFrame
 def write_index(layout: ExportLayout, index: pd.DataFrame, readme: str) -> str:
     """Write the index (``metadata.parquet``) and the README beside it; returns the index URL."""
     target = layout.root / INDEX
-    target.write_bytes_atomic(_parquet(index))
+    target.write_bytes_atomic(parquet_bytes(index))
     (layout.root / README).write_bytes_atomic(readme.encode())
     return target.url
 

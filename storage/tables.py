@@ -60,6 +60,14 @@ def schema(**columns: pa.DataType) -> pa.Schema:
     return pa.schema(list(columns.items()) + list(RUN_METADATA.items()))
 
 
+def parquet_bytes(df: pd.DataFrame) -> bytes:
+    """``df`` as one Parquet file's bytes (no index column): what every atomic table write
+    hands to :meth:`~storage.target.Target.write_bytes_atomic`."""
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
 def run_metadata(profile: str, run_id: str) -> dict:
     return {
         "profile": profile,
@@ -76,17 +84,15 @@ def write_table_part(
     missing from or unknown to the schema is an error, not a silent change of the table's
     shape); returns the file URL."""
     target = table_part(results_root, table, key)
-    buf = io.BytesIO()
     if schema is None:
-        df.to_parquet(buf, index=False)
-    else:
-        extra = sorted(set(df.columns) - set(schema.names))
-        missing = sorted(set(schema.names) - set(df.columns))
-        if extra or missing:
-            raise ValueError(
-                f"table {table!r}: columns {extra} not in its schema, {missing} missing"
-            )
-        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), buf)
+        target.write_bytes_atomic(parquet_bytes(df))
+        return target.url
+    extra = sorted(set(df.columns) - set(schema.names))
+    missing = sorted(set(schema.names) - set(df.columns))
+    if extra or missing:
+        raise ValueError(f"table {table!r}: columns {extra} not in its schema, {missing} missing")
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), buf)
     target.write_bytes_atomic(buf.getvalue())
     return target.url
 
@@ -171,9 +177,7 @@ class PartialUnits:
         return pd.read_parquet(io.BytesIO(target.read_bytes())) if target.exists() else None
 
     def save(self, unit: str, df: pd.DataFrame) -> None:
-        buf = io.BytesIO()
-        df.to_parquet(buf, index=False)
-        partial_target(self.results_root, self.work, unit).write_bytes_atomic(buf.getvalue())
+        partial_target(self.results_root, self.work, unit).write_bytes_atomic(parquet_bytes(df))
 
     def load_or_compute(
         self, unit: str, compute: Callable[[], pd.DataFrame]
