@@ -12,7 +12,9 @@ import torch
 
 import lineargan.models.face_parser as fp
 from lineargan.analyses.fewshot import FewShotParams
+from lineargan.analyses.scs import choose_targets
 from lineargan.config import DatasetConfig, RunConfig
+from lineargan.masks import MaskInfo, save_mask_png
 from lineargan.models import DifferentiableSegmenter
 from lineargan.models import registry as models
 from lineargan.recipes import RECIPES
@@ -134,3 +136,48 @@ def test_the_default_runs_scs_with_the_surrogate_unet_so_labelled(ctx):
     assert set(rows["predictor"]) == {"LSE", "UNet (surrogate)"}
     assert "SCS (UNet (surrogate))" in result.markdown
     assert len(list(Path(ctx.results_root).glob("fits/baseline-unet-*"))) == 1
+
+
+def test_a_target_mask_folder_drives_scs_on_a_recipe_store(random_recipe, tmp_path):
+    """The paper's face protocol on a recipe: SCS's targets from a user's mask folder (here
+    the face parser's own labels of the targets a run would draw, written as palette PNGs at
+    twice the generator's resolution) give the numbers of the run that drew them itself, with
+    the reference as the baseline."""
+    ctx, config = random_recipe["face-parser-unet"]
+    params = analysis_params(config, "scs")
+    _, evals = ctx.stores()
+    ids = choose_targets(
+        evals.spec.n, evals.detected_flags(), params.targets, params.target_source, params.seed
+    )
+    labels = evals.read_selection(ids, images=False).labels
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for t, mask in enumerate(labels):
+        big = mask.repeat(2, axis=0).repeat(2, axis=1)  # nearest-neighbour resize undoes this
+        save_mask_png(folder / f"t{t}.png", big, MaskInfo(evals.spec.class_names))
+    drawn = run_and_finish("scs", ctx, params)
+    given = run_and_finish("scs", ctx, with_masks(params, folder))
+    assert given.key != drawn.key  # the folder (its digest) is in the key
+    rows = {r.key: read_table_part(ctx.results_root, "scs_samples", r.key) for r in (drawn, given)}
+    assert rows[given.key]["target_file"].tolist() == [
+        f"t{t}.png" for t in rows[given.key]["target"]
+    ]
+    assert set(rows[given.key]["predictor"]) == {"LSE", "face-parser-unet (reference)"}
+    for column in ("agreement", "agreement_initial", "candidate"):
+        assert rows[given.key][column].tolist() == rows[drawn.key][column].tolist(), column
+
+    # the folder's masks are what is scored: half of each target another class, lower agreement
+    other = tmp_path / "other"
+    other.mkdir()
+    for t, mask in enumerate(labels):
+        half = mask.copy()
+        half[: len(half) // 2] = (mask[: len(half) // 2] + 1) % len(evals.spec.class_names)
+        save_mask_png(other / f"t{t}.png", half, MaskInfo(evals.spec.class_names))
+    changed = run_and_finish("scs", ctx, with_masks(params, other))
+    scored = read_table_part(ctx.results_root, "scs_samples", changed.key)
+    assert (scored["agreement_initial"] < rows[drawn.key]["agreement_initial"]).all()
+
+
+def with_masks(params, folder: Path):
+    """``params`` with targets from ``folder`` (validated, as a command line's would be)."""
+    return type(params)(**{**params.model_dump(), "target_masks": str(folder)})
