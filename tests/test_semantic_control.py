@@ -4,6 +4,7 @@ edit set."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lineargan.analyses.fewshot import FewShotParams
@@ -13,6 +14,7 @@ from lineargan.analyses.sie import (
     SIEParams,
     apply_edit,
     color_stroke,
+    edit_intervals,
     edit_mask,
     plan_edit,
     unregistrable,
@@ -160,6 +162,10 @@ def test_sie_scores_each_operation_only_where_the_reference_sees_it(ctx, tmp_pat
     unscored = summary[summary["op"].isin(["remove", "add"])]
     assert (unscored["scored"] == 0).all() and unscored["agreement_inside"].isna().all()
     assert (unscored["unscored_reason"] != "").all()
+    assert unscored["agreement_inside_lo"].isna().all()
+    scored = summary[summary["op"].isin(["enlarge", "move"])]
+    assert (scored["agreement_inside_lo"] <= scored["agreement_inside"]).all()
+    assert (scored["agreement_inside"] <= scored["agreement_inside_hi"]).all()
     assert "Fig 5" in result.markdown and "SIE (full LSE)" in result.markdown
     assert "not scored" in result.markdown and "draws" in result.markdown
     # Fig 5: per shown edit (the first of each operation), a row of images, the reference's
@@ -239,3 +245,34 @@ def test_a_non_differentiable_reference_cannot_be_the_baseline(ctx):
     params = SIEParams(images=1, n_shot=1, fewshot=FEWSHOT, baseline="reference", steps=1)
     with pytest.raises(LinearGanError, match="not differentiable"):
         run_and_finish("sie", ctx, params)
+
+
+def test_sie_intervals_resample_edits_paired_across_methods():
+    """Hand-made edits: a method that is the baseline plus 0.1 on every edit differs from it
+    by exactly 0.1 in every resample (paired), however widely the edits spread; an unscored
+    edit counts nowhere; the baseline's difference to itself is 0; no baseline, no difference."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.8, size=6)
+    rows = []
+    for predictor, shift in (("UNet (surrogate)", 0.0), ("LSE", 0.1)):
+        for e, value in enumerate(base):
+            rows.append(
+                dict(method="SIE", predictor=predictor, n_shot=8 if shift else None, op="move",
+                     image=e, edit="move-1", agreement_inside=value + shift,
+                     own_agreement_inside=np.nan if e == 0 else value)
+            )  # fmt: skip
+    rows.append(dict(rows[0], method="colour", predictor="", n_shot=None))
+    out = edit_intervals(pd.DataFrame(rows), n_boot=200, seed=3).set_index("predictor")
+    lse, unet = out.loc["LSE"], out.loc["UNet (surrogate)"]
+    assert lse["agreement_inside_vs_baseline"] == pytest.approx(0.1)
+    assert lse["agreement_inside_vs_baseline_lo"] == pytest.approx(0.1)
+    assert lse["agreement_inside_vs_baseline_hi"] == pytest.approx(0.1)
+    assert unet["agreement_inside_vs_baseline_hi"] == 0.0
+    assert base.min() < unet["agreement_inside_lo"] < base.mean() < unet["agreement_inside_hi"]
+    # the unscored first edit is left out, not read as 0: its interval lies within the rest
+    assert unet["own_agreement_inside_lo"] >= base[1:].min()
+    assert unet["own_agreement_inside_hi"] <= base[1:].max()
+    colour = out.loc[""]  # one edit, drawn every time: a point interval
+    assert colour["agreement_inside_lo"] == colour["agreement_inside_hi"] == base[0]
+    alone = edit_intervals(pd.DataFrame(rows[6:12]), n_boot=50, seed=0)
+    assert alone["agreement_inside_vs_baseline"].isna().all()

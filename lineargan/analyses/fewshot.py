@@ -119,9 +119,7 @@ class FewShotParams(Frozen):
         return self
 
     @classmethod
-    def for_run(
-        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
-    ) -> FewShotParams:
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> FewShotParams:
         """``paper``: Table 2 settings (the run's protocol's iterations); ``quick``:
         iterations / 4; ``smoke``: N ∈ {1, 4}, 2 repeats, 20 iterations. Held-out images per
         profile."""

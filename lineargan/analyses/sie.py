@@ -31,6 +31,7 @@ on every image, so a removed (or added) part can never register in its masks.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +41,7 @@ import pandas as pd
 from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams
+from lineargan.analyses.scs import paired_intervals, resample_weights
 from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
 from lineargan.config import FitConfig, FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.latent_search import EditSpace, LatentSchedule
@@ -94,6 +96,9 @@ class SIEParams(EditSpace):
     unet: UNetParams = UNetParams()
     seed: int = Field(0, ge=0)
     batch: PositiveInt = 64
+    bootstrap: PositiveInt = Field(
+        1000, description="resamples of each operation's edits for the 95 % intervals (paired)"
+    )
 
     def schedule(self, latent_vectors: int = 1) -> LatentSchedule:
         """The Adam run for latents stacking ``latent_vectors`` vectors each (the generator's
@@ -299,12 +304,21 @@ def region_scores(
     return out
 
 
-def summarize_sie(rows: pd.DataFrame, scores: tuple[str, ...]) -> pd.DataFrame:
+# the scores whose means get 95 % intervals: did the edit happen, as the reference and as P see it
+INTERVAL_SCORES = ("agreement_inside", "own_agreement_inside")
+
+
+def summarize_sie(
+    rows: pd.DataFrame, scores: tuple[str, ...], n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Per (method, predictor, N) and edit operation (the view a reader compares: an "all"
     mean would mix operations the reference scores with ones it cannot): the number of edits,
     how many the reference scored (``scored``; ``reference_registers`` false for an edit it
     cannot see), the mean of each score over the edits that have it (NaN when none has), and
-    why the rest were not scored."""
+    why the rest were not scored; for :data:`INTERVAL_SCORES`, a 95 % percentile bootstrap
+    interval over the operation's edits (``<score>_lo`` / ``_hi``) and the paired difference to
+    the baseline P's mean (``<score>_vs_baseline`` with ``_lo`` / ``_hi``), see
+    :func:`edit_intervals`."""
     keys = ["method", "predictor", "n_shot", "op"]
     rows = rows.assign(n_shot=rows["n_shot"].astype("Int64"))
     grouped = rows.groupby(keys, dropna=False, sort=False)
@@ -316,4 +330,54 @@ def summarize_sie(rows: pd.DataFrame, scores: tuple[str, ...]) -> pd.DataFrame:
         .agg(lambda r: "; ".join(dict.fromkeys(x for x in r if x)))
         .to_numpy()
     )
-    return out.astype({"n_shot": "Int64"})
+    out = out.astype({"n_shot": "Int64"})
+    intervals = edit_intervals(rows, n_boot, seed)
+    return out.merge(intervals, on=keys, how="left").assign(bootstrap=n_boot)
+
+
+def edit_intervals(rows: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
+    """Per (method, predictor, N, op), intervals of each of :data:`INTERVAL_SCORES`' means:
+    the operation's edits (image × edit) are resampled with replacement ``n_boot`` times, the
+    same draws for every method (every method edits the same images the same way), so the
+    difference to the baseline P (the SIE predictor that is neither an LSE nor the colour edit;
+    NaN without one) is paired. An edit without the score (an operation the evaluator cannot
+    see; the colour edit has no P) counts in neither numerator nor denominator."""
+    keys = ["method", "predictor", "n_shot", "op"]
+    out = []
+    for number, (op, of_op) in enumerate(rows.groupby("op", sort=False)):
+        edit_ids = of_op[["image", "edit"]].drop_duplicates().reset_index(drop=True)
+        ordinal = of_op.merge(edit_ids.reset_index(), on=["image", "edit"])["index"].to_numpy()
+        weights = resample_weights(len(edit_ids), n_boot, seed + number)
+        groups = {
+            name: group.index.to_numpy()
+            for name, group in of_op.reset_index(drop=True).groupby(
+                ["method", "predictor", "n_shot"], dropna=False, sort=False
+            )
+        }
+        baseline = next(
+            (n for n in groups if n[0] == "SIE" and n[1] not in ("LSE", "") and pd.notna(n[1])),
+            None,
+        )
+        found: dict = {name: {} for name in groups}
+        for score in INTERVAL_SCORES:
+            values = of_op[score].to_numpy(dtype=np.float64)
+            terms = {}
+            for name, at in groups.items():
+                counted = ~np.isnan(values[at])
+                num, den = np.zeros((len(edit_ids), 1)), np.zeros((len(edit_ids), 1))
+                np.add.at(num[:, 0], ordinal[at], np.where(counted, values[at], 0.0))
+                np.add.at(den[:, 0], ordinal[at], counted.astype(np.float64))
+                terms[name] = [(num, den)]
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: an unscored op
+                ci = paired_intervals(terms, baseline, weights)
+            for name in groups:
+                found[name] |= {
+                    f"{score}_lo": ci[name].lo,
+                    f"{score}_hi": ci[name].hi,
+                    f"{score}_vs_baseline": ci[name].diff,
+                    f"{score}_vs_baseline_lo": ci[name].diff_lo,
+                    f"{score}_vs_baseline_hi": ci[name].diff_hi,
+                }
+        out += [dict(zip(keys, (*name, op), strict=True)) | found[name] for name in groups]
+    return pd.DataFrame(out).astype({"n_shot": "Int64"})

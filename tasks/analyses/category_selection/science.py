@@ -172,7 +172,9 @@ class CategorySelectionParams(Frozen):
         return fits
 
     @classmethod
-    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> CategorySelectionParams:
+    def for_run(
+        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
+    ) -> CategorySelectionParams:
         """Threshold 10 %, the run's extractors fitted as in Table 1 (so round 1 reuses Table 1's
         fits)."""
         return cls(fits=tuple(config.fit(e) for e in config.extractors))

@@ -19,7 +19,9 @@ class ClassCentersParams(Frozen):
     figure_samples: PositiveInt = 6
 
     @classmethod
-    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> ClassCentersParams:
+    def for_run(
+        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
+    ) -> ClassCentersParams:
         p = config.resolved_profile
         return cls(
             n_images=_PROFILE_IMAGES.get(config.profile, min(3000, p.n_train)),

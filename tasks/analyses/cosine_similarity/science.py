@@ -44,5 +44,7 @@ class CosineSimilarityParams(Frozen):
         return self.t2 if self.t2 is not None else PAPER_T2_PER_T1 * self.t1
 
     @classmethod
-    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> CosineSimilarityParams:
+    def for_run(
+        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
+    ) -> CosineSimilarityParams:
         return cls(t1=_PROFILE_T1.get(config.profile, 200))

@@ -18,6 +18,8 @@ class LayerwiseParams(Frozen):
     figure_samples: PositiveInt = 3
 
     @classmethod
-    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> LayerwiseParams:
+    def for_run(
+        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
+    ) -> LayerwiseParams:
         """The run's full LSE schedule and fit seed (the ones Table 1's LSE uses)."""
         return cls(schedule=config.fit("LSE").schedule, seed=config.fit_seed)

@@ -22,6 +22,17 @@ def _reference_cell(value: float, scored: int) -> str:
     return "not scored" if scored == 0 else pct(value)
 
 
+def _with_interval(cells: list[str], summary: pd.DataFrame, score: str) -> list[str]:
+    """``cells`` with the score's 95 % interval over the edits appended where there is one
+    (tables written before intervals were stored have none)."""
+    if f"{score}_lo" not in summary:
+        return cells
+    return [
+        cell if pd.isna(lo) else f"{cell} [{pct(lo)}, {pct(hi)}]"
+        for cell, lo, hi in zip(cells, summary[f"{score}_lo"], summary[f"{score}_hi"], strict=True)
+    ]
+
+
 def render_sie(tables: Tables) -> str:
     """Fig 5 in numbers, one row per (edit operation, method): the reference segmenter's view
     (agreement of its mask of the edited image with the target inside and outside the edited
@@ -41,15 +52,21 @@ def render_sie(tables: Tables) -> str:
             "edits (scored by reference)": [
                 f"{e} ({s})" for e, s in zip(summary["edits"], scored, strict=True)
             ],
-            "reference: inside agrees (%)": [
-                _reference_cell(v, s)
-                for v, s in zip(summary["agreement_inside"], scored, strict=True)
-            ],
+            "reference: inside agrees (%) [95 %]": _with_interval(
+                [
+                    _reference_cell(v, s)
+                    for v, s in zip(summary["agreement_inside"], scored, strict=True)
+                ],
+                summary,
+                "agreement_inside",
+            ),
             "reference: outside agrees (%)": [
                 _reference_cell(v, s)
                 for v, s in zip(summary["agreement_outside"], scored, strict=True)
             ],
-            "P: inside agrees (%)": [pct(v) for v in summary["own_agreement_inside"]],
+            "P: inside agrees (%) [95 %]": _with_interval(
+                [pct(v) for v in summary["own_agreement_inside"]], summary, "own_agreement_inside"
+            ),
             "P: outside agrees (%)": [pct(v) for v in summary["own_agreement_outside"]],
             "loss before → after": [
                 f"{b:.3f} → {a:.3f}"
@@ -79,5 +96,7 @@ def render_sie(tables: Tables) -> str:
         "believes it made; the colour edit has no P; – where P's own mask shows nothing to edit: "
         "no such part, or no fill class around the added disc). Loss: P's edit loss L_s (colour edit: "
         "L_c + L_p) before and after the optimisation. Change: mean absolute pixel change "
-        "(0-255)." + notes
+        "(0-255). [95 %]: percentile bootstrap interval over the operation's edits (the same "
+        "resampled edits for every method; `sie_summary` also holds each method's paired "
+        "difference to the baseline P, `*_vs_baseline`)." + notes
     )

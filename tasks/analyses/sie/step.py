@@ -32,7 +32,11 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
   region); latent (the edited latent, in the edit space), key.
 - ``sie_summary`` (one row per method and op): generator, segmenter, protocol, edit_space,
   method, predictor, n_shot, op, edits, scored (edits the reference could register),
-  unscored_reason, and the mean of each score above over the edits that have it, key.
+  unscored_reason, and the mean of each score above over the edits that have it; for
+  agreement_inside and own_agreement_inside, a 95 % percentile bootstrap interval over the
+  operation's edits (<score>_lo / _hi) and the paired difference to the baseline P
+  (<score>_vs_baseline with _lo / _hi; the same resampled edits for every method), bootstrap
+  (resamples), key.
 
 Figure ``sie-<profile>-<key8>.png`` (Fig 5's layout, the first edit of each operation): images,
 the reference's masks beneath them, each P's own mask of its result beneath those.
@@ -46,7 +50,13 @@ import pyarrow as pa
 import torch
 
 from lineargan.analyses.scs import choose_targets, pair_counts, pair_miou
-from lineargan.analyses.sie import SIEParams, agreement_scores, region_scores, summarize_sie
+from lineargan.analyses.sie import (
+    INTERVAL_SCORES,
+    SIEParams,
+    agreement_scores,
+    region_scores,
+    summarize_sie,
+)
 from lineargan.cache import render_images
 from lineargan.config import fit_label
 from lineargan.figures import colorize, tile_grid
@@ -89,6 +99,7 @@ REFERENCE_SCORES = (
 OWN_SCORES = ("own_agreement_inside", "own_agreement_outside", "loss_initial", "loss_final")
 PIXEL_SCORES = ("change_inside", "change_outside")
 SCORES = (*REFERENCE_SCORES, *OWN_SCORES, *PIXEL_SCORES)
+INTERVAL_COLUMNS = ("_lo", "_hi", "_vs_baseline", "_vs_baseline_lo", "_vs_baseline_hi")
 
 _WHO = {
     **MODELS,
@@ -122,6 +133,8 @@ TABLES = {
         scored=pa.int64(),
         unscored_reason=pa.string(),
         **{s: pa.float64() for s in SCORES},
+        **{f"{s}{end}": pa.float64() for s in INTERVAL_SCORES for end in INTERVAL_COLUMNS},
+        bootstrap=pa.int64(),
         key=pa.string(),
     ),
 }
@@ -274,7 +287,7 @@ def compute(ctx: RunContext, params: SIEParams, inputs: Inputs) -> Output:
         class_name=[class_names[k] for k in rows["class_index"]],
         **meta,
     )
-    summary = summarize_sie(rows, SCORES).assign(**meta)
+    summary = summarize_sie(rows, SCORES, params.bootstrap, params.seed).assign(**meta)
     figure = _figure(generator, entries, edits, selection, rows, params, reference, class_names)
     return Output(
         tables={EDITS_TABLE: rows, SUMMARY_TABLE: summary},

@@ -21,9 +21,7 @@ class Table1Params(Frozen):
     figure_samples: PositiveInt = 6
 
     @classmethod
-    def for_run(
-        cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
-    ) -> Table1Params:
+    def for_run(cls, config: RunConfig, after: Mapping[str, Frozen] | None = None) -> Table1Params:
         return cls(fits=config.table1_fits(), figure_samples=config.resolved_profile.figure_samples)
 
 
