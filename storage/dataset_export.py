@@ -143,6 +143,23 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def remove_temporaries(layout: ExportLayout, shard: int) -> list[str]:
+    """Delete the temporary files a writer of ``shard`` killed mid-file left behind
+    (``Target.write_bytes_atomic`` writes ``<name>.tmp-<uuid>`` and renames it): the shard is
+    being written again whole, and a dataset loader that lists the folder must not find them.
+    Returns what was deleted (object stores write in one PUT and leave none)."""
+    fs = layout.root.fs
+    shard_dir, part = layout.shard_dir(shard).path, layout.part(shard).path
+    fs.invalidate_cache(shard_dir)
+    stale = [
+        *(fs.glob(f"{shard_dir}/**/*.tmp-*") if fs.exists(shard_dir) else []),
+        *fs.glob(f"{part}.tmp-*"),
+    ]
+    for path in stale:
+        fs.rm_file(path)
+    return stale
+
+
 def write_shard(
     layout: ExportLayout,
     shard: int,
@@ -154,6 +171,7 @@ def write_shard(
 ) -> str:
     """Write one shard: every image and mask PNG, the latents, then its part (``rows``, one
     per image in id order, with the file names added). Returns the part's URL."""
+    remove_temporaries(layout, shard)
     rows = rows.copy()
     ids = rows["id"].to_numpy()
     rows.insert(3, "file_name", [layout.image_path(shard, int(i)) for i in ids])

@@ -9,6 +9,8 @@ import json
 import math
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import fsspec
@@ -36,7 +38,7 @@ from storage.target import Target
 from tasks.export import export_shard, prepare_export, read_latents, run_export
 from tasks.feature_source import FeatureSource
 from tasks.fit import FitJob, fit_or_reuse
-from tests.e2e_helpers import ROOT, isolated_env, run_module
+from tests.e2e_helpers import ROOT, isolated_env, kill_command, run_module
 
 REPEATS = 3
 
@@ -254,6 +256,69 @@ def test_a_killed_export_resumes_without_rewriting_finished_shards(fits, tmp_pat
         .drop(columns="kept")
         .equals(first_index.drop(columns="kept"))
     )
+
+
+@pytest.mark.slow
+def test_a_sigkilled_export_command_resumes_to_the_same_export(fits, tmp_path):
+    """``python -m flows.export`` killed with SIGKILL (the command, its temporary Prefect server
+    and its Dask workers at once) once some shards are finished: the rerun keeps those
+    shards' files byte for byte, writes the rest, leaves no temporary file of a killed write,
+    and ends with the export an uninterrupted run makes."""
+    out = tmp_path / "export"
+    n, shard_size = 160, 8
+    args = ["--fit", "fewshot-n16-r0", "--n-images", str(n), "--shard-size", str(shard_size),
+            "--out", str(out), "--results-root", fits, "--device", "cpu", "--n-workers", "1"]  # fmt: skip
+    env = isolated_env(tmp_path)
+    log = tmp_path / "export.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flows.export", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    parts = out / "parts"
+    deadline = time.monotonic() + 300
+    while len(list(parts.glob("*.parquet"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.02)
+    kill_command(proc)
+    finished = sorted(int(p.stem.removeprefix("shard-")) for p in parts.glob("*.parquet"))
+    assert len(finished) < n // shard_size, "the export finished before the kill"
+    kept = {k: v for s in finished for k, v in _files(out, s).items()}
+
+    rerun = run_module("flows.export", args, env)
+    said = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, said[-3000:]
+    assert f"{len(finished)} already done; {n} images" in said, said[-3000:]
+    assert {k: v for s in finished for k, v in _files(out, s).items()} == kept
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+    fresh = tmp_path / "fresh"
+    run_export(config(fits, fresh, n_images=n, shard_size=shard_size))
+    pd.testing.assert_frame_equal(pd.read_parquet(out / INDEX), pd.read_parquet(fresh / INDEX))
+    listing = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert listing == sorted(str(p.relative_to(fresh)) for p in fresh.rglob("*") if p.is_file())
+    for name in listing:
+        if name.endswith(".png") or name.endswith(".npy"):
+            assert (out / name).read_bytes() == (fresh / name).read_bytes(), name
+
+
+def test_a_rewritten_shard_first_deletes_a_killed_writers_temporaries(fits, tmp_path):
+    out = tmp_path / "export"
+    cfg = config(fits, out, n_images=16)
+    root, _ = prepare_export(cfg)
+    images = out / "data" / "shard-00000" / "images"
+    images.mkdir(parents=True)
+    stale = [images / "00000003.png.tmp-0a1b", out / "parts" / "shard-00000.parquet.tmp-9f"]
+    stale[1].parent.mkdir(exist_ok=True)
+    for path in stale:
+        path.write_bytes(b"half a file")
+    assert export_shard(cfg, root, 0)
+    assert not any(path.exists() for path in stale)
+    assert len(list(images.glob("*.png"))) == 16
 
 
 # -- the command line ----------------------------------------------------------------------------
