@@ -30,11 +30,32 @@ def isolated_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def run_module(module: str, args: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, args: list[str], env: dict[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
+
+
+def start_module(module: str, args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``python -m module *args`` in the background, its output to ``log``, in a process group
+    of its own (as a terminal starts a command), so :func:`kill_command` ends it and all it
+    started."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def process_tree(pid: int) -> list[psutil.Process]:

@@ -14,8 +14,13 @@ def run(root, miou: float, seconds: float, latent: list[float], run_id: str) -> 
     """A results root as a run writes it: two units of one table in separate parts (in an
     order of its own), plus bookkeeping that differs between any two runs."""
     rows = pd.DataFrame(
-        {"extractor": ["LSE", "NSE-1"], "miou": [miou, 0.5], "latent": [latent, [0.0, 1.0]],
-         "train_seconds": [seconds, seconds], "run_id": [run_id, run_id]}
+        {
+            "extractor": ["LSE", "NSE-1"],
+            "miou": [miou, 0.5],
+            "latent": [latent, [0.0, 1.0]],
+            "train_seconds": [seconds, seconds],
+            "run_id": [run_id, run_id],
+        }
     )
     write_table_part(str(root), "table1", "b", rows.iloc[[1]])
     write_table_part(str(root), "table1", "a", rows.iloc[[0]])
@@ -29,9 +34,7 @@ def test_runs_that_measured_the_same_numbers_compare_same(tmp_path):
     assert compare_results(a, b) == {"table1": "same"}
 
 
-@pytest.mark.parametrize(
-    ("miou", "latent"), [(0.25 + 1e-12, [0.1, 0.2]), (0.25, [0.1, 0.2000001])]
-)
+@pytest.mark.parametrize(("miou", "latent"), [(0.25 + 1e-12, [0.1, 0.2]), (0.25, [0.1, 0.2000001])])
 def test_any_measured_difference_is_reported(tmp_path, capsys, miou, latent):
     a = run(tmp_path / "a", 0.25, 10.0, [0.1, 0.2], "run-1")
     b = run(tmp_path / "b", miou, 10.0, latent, "run-1")

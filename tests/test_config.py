@@ -129,7 +129,9 @@ def test_analysis_params_default_to_the_profile():
     from tasks.analyses.registry import analysis_params
 
     run = RunConfig(profile="quick", samples_per_epoch=64)
-    assert analysis_params(run, "cosine_similarity") == CosineSimilarityParams.for_run(RunConfig(profile="quick"))
+    assert analysis_params(run, "cosine_similarity") == CosineSimilarityParams.for_run(
+        RunConfig(profile="quick")
+    )
     # layer-wise follows the run's own LSE schedule (its samples_per_epoch override included)
     assert analysis_params(run, "layerwise") == LayerwiseParams(schedule=run.fit("LSE").schedule)
     assert analysis_params(run, "category_selection").fits == tuple(

@@ -23,7 +23,9 @@ def test_smoke_reproduce_then_rerun_reuses_everything(smoke_run):
     assert sorted(zip(t1.method, t1.extractor, strict=True)) == [
         (m, e) for m in ("converged", "schedule") for e in ("LSE", "NSE-1", "NSE-2")
     ]
-    assert t1.miou.between(0, 1).all() and (t1.rel_diff <= 0).all() and (t1.rel_diff == 0).sum() >= 2
+    assert (
+        t1.miou.between(0, 1).all() and (t1.rel_diff <= 0).all() and (t1.rel_diff == 0).sum() >= 2
+    )
     conv = t1[t1.method == "converged"].set_index("extractor")
     assert conv.loc["LSE", "grad_norm"] > 0 and (conv.iterations > 0).all()
     assert (conv.final_loss > 0).all() and conv.loc[["NSE-1", "NSE-2"], "grad_norm"].isna().all()
@@ -32,13 +34,33 @@ def test_smoke_reproduce_then_rerun_reuses_everything(smoke_run):
     assert set(iou.class_name) == {"skin", "eyebrows", "eyes", "nose", "lips", "mouth"}
     (fig3,) = (results / "figures").glob("fig3-smoke-*.png")  # keyed like every figure
     assert fig3.stat().st_size > 1000
-    table1_fits = [p for p in (results / "fits").iterdir() if re.fullmatch(r"(lse|nse-1|nse-2)(-converged)?-[0-9a-f]{16}", p.name)]
+    table1_fits = [
+        p
+        for p in (results / "fits").iterdir()
+        if re.fullmatch(r"(lse|nse-1|nse-2)(-converged)?-[0-9a-f]{16}", p.name)
+    ]
     assert sorted(p.name.rsplit("-", 1)[0] for p in table1_fits) == [
-        "lse", "lse-converged", "nse-1", "nse-1-converged", "nse-2", "nse-2-converged"
+        "lse",
+        "lse-converged",
+        "nse-1",
+        "nse-1-converged",
+        "nse-2",
+        "nse-2-converged",
     ]
     # every analysis wrote its tables, and the index lists every file the run wrote
     index = pd.read_parquet(results / "tables" / "results_index")
-    assert {"table1", "fewshot", "category_selection", "class_centers", "cosine_similarity", "layerwise", "baseline_segmenter", "scs", "sie", "training_curves"} <= set(index.experiment)
+    assert {
+        "table1",
+        "fewshot",
+        "category_selection",
+        "class_centers",
+        "cosine_similarity",
+        "layerwise",
+        "baseline_segmenter",
+        "scs",
+        "sie",
+        "training_curves",
+    } <= set(index.experiment)
     for path in index.path:
         assert Path(path).exists(), path
     listed = [Path(p) for p in index.path]
@@ -49,12 +71,17 @@ def test_smoke_reproduce_then_rerun_reuses_everything(smoke_run):
     from tasks.analyses.registry import ANALYSES
     from tasks.render import paper_tables, render
 
-    reports = {Path(p).name.split("-smoke-")[0]: Path(p).read_text() for p in index[index.kind == "report"].path}
+    reports = {
+        Path(p).name.split("-smoke-")[0]: Path(p).read_text()
+        for p in index[index.kind == "report"].path
+    }
     ran = [n for n, (analysis, _) in paper_tables().items() if not ANALYSES[analysis].optional]
     assert not {n for n in paper_tables() if n not in ran} & set(reports)  # opt-in: not run
     for name in ran:
         assert render(name, str(results), "smoke") == reports[name], name
-    cli = run_module("flows.cli", ["render", "all", "--profile", "smoke", "--results-root", str(results)], env)
+    cli = run_module(
+        "flows.cli", ["render", "all", "--profile", "smoke", "--results-root", str(results)], env
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
     for name in ran:
         assert reports[name] in cli.stdout, name

@@ -24,7 +24,7 @@ import zarr
 from storage.feature_store import FeatureStore
 from storage.layout import store_target
 from storage.target import Target
-from tests.e2e_helpers import ROOT, isolated_env, kill_command, run_module
+from tests.e2e_helpers import ROOT, isolated_env, kill_command, run_module, start_module
 
 N, CHUNK = 256, 16
 N_CHUNKS = N // CHUNK  # 16
@@ -73,15 +73,7 @@ def test_cache_flow_resumes_after_kill_to_the_clean_build(tmp_path):
     target = store_target(str(tmp_path / "data"), "dcgan-digiface", "dlib-face68", "train", 0, N)
     store_path = Path(target.path)
     log = tmp_path / "killed-run.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cache", *ARGS],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # kill_command ends this group and the flow's own
-        )
+    proc = start_module("flows.cache", ARGS, env, log)  # kill_command ends it and its flow
     try:
         deadline = time.monotonic() + STARTUP_DEADLINE_S
         while committed_chunks(store_path) < KILL_AFTER:

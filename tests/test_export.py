@@ -9,7 +9,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ from storage.target import Target
 from tasks.export import export_shard, prepare_export, read_latents, run_export
 from tasks.feature_source import FeatureSource
 from tasks.fit import FitJob, fit_or_reuse
-from tests.e2e_helpers import ROOT, isolated_env, kill_command, run_module
+from tests.e2e_helpers import ROOT, isolated_env, kill_command, run_module, start_module
 
 REPEATS = 3
 
@@ -270,15 +269,7 @@ def test_a_sigkilled_export_command_resumes_to_the_same_export(fits, tmp_path):
             "--out", str(out), "--results-root", fits, "--device", "cpu", "--n-workers", "1"]  # fmt: skip
     env = isolated_env(tmp_path)
     log = tmp_path / "export.log"
-    with open(log, "w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.export", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_module("flows.export", args, env, log)
     parts = out / "parts"
     deadline = time.monotonic() + 300
     while len(list(parts.glob("*.parquet"))) < 2:

@@ -188,7 +188,9 @@ def test_softplus_layer_weights_keep_the_lse_linear_and_train_at_ten_times_lr():
     layers = plain.layer_logits(feats, 4)
     torch.testing.assert_close(model(feats, 4), w[0] * layers[0] + w[1] * layers[1])
     # the folded matrix applied to the upsampled features equals the forward pass (Eq. 2)
-    up = torch.cat([torch.nn.functional.interpolate(f, size=(4, 4), mode="bilinear") for f in feats], 1)
+    up = torch.cat(
+        [torch.nn.functional.interpolate(f, size=(4, 4), mode="bilinear") for f in feats], 1
+    )
     torch.testing.assert_close(torch.einsum("kc,bchw->bkhw", model.matrix(), up), model(feats, 4))
     groups = model.param_groups(1e-3)
     assert [g["lr"] for g in groups] == [1e-3, 1e-2]

@@ -238,7 +238,12 @@ def test_params_for_run():
     authors = FewShotParams.for_run(RunConfig(profile="paper", protocol="authors"))
     assert authors.iterations == (6400, 1600, 800, 400) and authors.protocol == "authors"
     assert authors.fresh_noise and not paper.fresh_noise
-    assert FewShotParams.for_run(RunConfig(profile="quick", protocol="authors")).iterations == (1600, 400, 200, 100)
+    assert FewShotParams.for_run(RunConfig(profile="quick", protocol="authors")).iterations == (
+        1600,
+        400,
+        200,
+        100,
+    )
     # the run's protocol reaches the analysis; the default stays the paper's
     defaults = get_analysis("fewshot").defaults
     assert defaults(RunConfig(profile="quick", protocol="authors"), {}).iterations == (

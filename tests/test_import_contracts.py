@@ -21,9 +21,13 @@ PACKAGES = ("flows", "tasks", "storage", "lineargan")
 ANALYSIS = "an analysis's science and renderers"
 
 
-def lint_copy(tmp_path: Path, probe: str | None = None, source: str = "") -> subprocess.CompletedProcess:
+def lint_copy(
+    tmp_path: Path, probe: str | None = None, source: str = ""
+) -> subprocess.CompletedProcess:
     for package in PACKAGES:
-        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     if probe:
         folder = (tmp_path / probe).parent
@@ -33,8 +37,11 @@ def lint_copy(tmp_path: Path, probe: str | None = None, source: str = "") -> sub
         (tmp_path / probe).write_text(source)
     return subprocess.run(
         [str(LINT_IMPORTS), "--no-cache"],
-        cwd=tmp_path, env={"PATH": str(LINT_IMPORTS.parent), "PYTHONPATH": str(tmp_path)},
-        capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env={"PATH": str(LINT_IMPORTS.parent), "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -51,7 +58,11 @@ def test_the_tree_as_it_is_keeps_every_contract(tmp_path):
         ("lineargan/probe_science.py", "import prefect_dask\n", "Prefect lives in flows/"),
         ("lineargan/probe_zarr.py", "import zarr\n", "the science (lineargan) never touches"),
         ("lineargan/probe_fs.py", "import fsspec\n", "the science (lineargan) never touches"),
-        ("lineargan/probe_parquet.py", "import pyarrow.parquet\n", "the science (lineargan) never touches"),
+        (
+            "lineargan/probe_parquet.py",
+            "import pyarrow.parquet\n",
+            "the science (lineargan) never touches",
+        ),
         ("lineargan/probe_s3.py", "import s3fs\n", "the science (lineargan) never touches"),
         ("lineargan/probe_dask.py", "import dask\n", "the science (lineargan) never touches"),
         # every analysis folder, present or future (a wildcard, not a list of analyses)

@@ -165,7 +165,11 @@ def test_supervise_reruns_the_same_command_in_a_session_of_its_own():
     env = {k: v for k, v in os.environ.items() if k != "LINEARGAN_SUPERVISED"}
     proc = subprocess.run(
         [sys.executable, "-c", code, "a", "--b"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "1 ['a', '--b'] True\n", "")
 

@@ -237,7 +237,12 @@ def _components(mask: np.ndarray) -> int:
         while stack:
             a, b = stack.pop()
             for x, y in ((a + 1, b), (a - 1, b), (a, b + 1), (a, b - 1)):
-                if 0 <= x < mask.shape[0] and 0 <= y < mask.shape[1] and mask[x, y] and not seen[x, y]:
+                if (
+                    0 <= x < mask.shape[0]
+                    and 0 <= y < mask.shape[1]
+                    and mask[x, y]
+                    and not seen[x, y]
+                ):
                     seen[x, y] = True
                     stack.append((x, y))
     return n

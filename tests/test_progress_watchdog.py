@@ -100,9 +100,12 @@ def test_worker_count_is_none_without_a_dask_client():
 def test_worker_count_of_a_live_cluster():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         assert progress.dask_worker_count() == 1
 
 

@@ -272,7 +272,9 @@ def test_renamed_key_fails_naming_it(tmp_path, g_ema):
 
 
 def test_user_errors_are_one_line(tmp_path, g_ema):
-    with pytest.raises(CheckpointError, match="no checkpoint was given. Fix: set generator_checkpoint"):
+    with pytest.raises(
+        CheckpointError, match="no checkpoint was given. Fix: set generator_checkpoint"
+    ):
         get_generator(NAME)
     path = tmp_path / "bad_avg.pt"
     torch.save({"g_ema": g_ema.state_dict(), "latent_avg": torch.zeros(3)}, path)
