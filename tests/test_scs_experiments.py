@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lineargan.analyses.fewshot import FewShotParams
+from lineargan.analyses.fewshot import FewShotParams, choose_train_indices
 from lineargan.analyses.scs import (
     SCSParams,
     agreement,
@@ -23,9 +23,14 @@ from lineargan.analyses.scs import (
     target_terms,
 )
 from lineargan.baseline import UNetParams
+from lineargan.errors import LinearGanError
 from storage.tables import read_table_part
 from tasks.analyses.runner import run_and_finish
-from tasks.analyses.scs_experiments.science import SCSExperimentParams, match_steps
+from tasks.analyses.scs_experiments.science import (
+    SCSExperimentParams,
+    match_steps,
+    matching_images,
+)
 from tests.test_scs import SAMPLES, TARGETS
 
 FEWSHOT = FewShotParams(shots=(1, 4), iterations=(20, 20), repeats=2)
@@ -118,6 +123,19 @@ def test_oracle_picks_the_candidate_the_reference_scores_best():
 def test_match_steps_picks_the_closest_accuracy():
     weak = {4: 0.05, 8: 0.12, 16: 0.22, 32: 0.31}
     assert match_steps({1: 0.09, 4: 0.20, 16: 0.33}, weak) == {1: 8, 4: 16, 16: 32}
+
+
+def test_accuracies_are_matched_on_training_images_no_predictor_saw():
+    unet = UNetParams(holdout=0.25)
+    fewshot = FewShotParams(shots=(1, 4), iterations=(5, 5), repeats=2, seed=3)
+    ids = matching_images(64, unet, fewshot)
+    assert set(ids) <= set(range(48, 64))  # the UNet's held-out part (its last quarter)
+    for n in fewshot.shots:  # no few-shot LSE's training image
+        for row in choose_train_indices(64, n, fewshot.repeats, fewshot.seed):
+            assert not set(row) & set(ids)
+    assert len(ids) >= 16 - 10  # at most 2 × (1 + 4) drawn images fall there
+    with pytest.raises(LinearGanError, match="nothing to match"):
+        matching_images(64, UNetParams(holdout=0), fewshot)
 
 
 def test_experiments_separate_choice_from_optimisation(ctx):

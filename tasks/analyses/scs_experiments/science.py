@@ -4,7 +4,8 @@ Table 3 on the embedded default has the baseline UNet above every few-shot LSE, 
 the reverse. Three arms, each under both protocols, separate the candidate explanations:
 
 - **matched baselines**: UNets trained for fewer steps, the step count chosen per N so that
-  the UNet's mIoU against the reference equals the N-shot LSE's. If a matched UNet still beats
+  the UNet's mIoU against the reference equals the N-shot LSE's (both measured on training
+  images no predictor trained on, :func:`matching_images`, never on the evaluation split). If a matched UNet still beats
   the LSE it matches, the UNet is an easier P to optimise through; if it falls to the LSE's
   level, the full UNet wins because it is the better P.
 - **no optimisation**: the candidate each P chooses, scored before any Adam step (the SCS
@@ -27,6 +28,7 @@ import pandas as pd
 import torch
 from pydantic import Field, NonNegativeInt, PositiveInt
 
+from lineargan.analyses.fewshot import FewShotParams, choose_train_indices
 from lineargan.analyses.scs import (
     HEADLINE_AGGREGATIONS,
     SCSParams,
@@ -35,7 +37,9 @@ from lineargan.analyses.scs import (
     resample_weights,
     target_terms,
 )
+from lineargan.baseline import UNetParams
 from lineargan.config import Frozen, ProtocolName, RunConfig
+from lineargan.errors import LinearGanError
 from lineargan.metrics import IoUAccumulator
 from lineargan.models.protocols import GeneratorAdapter
 from lineargan.predictors import SemanticPredictor
@@ -81,6 +85,27 @@ class SCSExperimentParams(Frozen):
             "paper": dict(unet_seeds=(0, 1, 2), matched_seeds=(0, 1, 2)),
         }[config.profile]
         return cls(scs=base.model_copy(update=update), **extra)
+
+
+def matching_images(n_train: int, unet: UNetParams, fewshot: FewShotParams) -> np.ndarray:
+    """The training-store images every predictor's accuracy is measured (and matched) on: the
+    UNet's held-out part (``unet.holdout``) less every few-shot LSE's training images. No
+    predictor compared trained on them, and none is in the evaluation split SCS targets come
+    from, so matching accuracies there chooses nothing on the targets."""
+    held_out = np.arange(unet.split(n_train), n_train)
+    used = [
+        row for n in fewshot.shots
+        for row in choose_train_indices(n_train, n, fewshot.repeats, fewshot.seed)
+    ]  # fmt: skip
+    free = np.setdiff1d(held_out, np.concatenate(used)) if used else held_out
+    if not len(free):
+        raise LinearGanError(
+            f"the baseline UNet holds out no training image that no few-shot LSE trained on "
+            f"({len(held_out)} held out of {n_train}), so there is nothing to match "
+            "accuracies on",
+            "set unet.holdout above 0 or use a larger training store",
+        )
+    return free
 
 
 @torch.no_grad()

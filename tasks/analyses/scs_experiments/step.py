@@ -13,7 +13,9 @@ Tables (every row also has ``profile``, ``run_id``, ``code_version``, ``created_
 
 - ``scs_experiment_predictors``: family ("LSE", "UNet", "UNet-weakened"), n_shot (LSE: its
   N; a weakened UNet: the N it is matched to, null if unused), member (LSE repeat or UNet
-  seed), steps (UNet training steps), miou (against the reference on every eval image).
+  seed), steps (UNet training steps), miou (against the reference on the training images no
+  predictor trained on: the UNet's held-out part less the few-shot images; never the
+  evaluation split the targets come from).
 - ``scs_experiment_samples`` (one row per protocol, family, n_shot, member, arm, target,
   sample): arm ("optimised", "chosen": before optimisation, "oracle": the candidate the
   reference scores best, "first": candidate 0), target, target_index, sample, candidate,
@@ -52,6 +54,7 @@ from tasks.analyses.scs.step import reference_counts
 from tasks.analyses.scs_experiments.science import (
     SCSExperimentParams,
     match_steps,
+    matching_images,
     predictor_miou,
     summarize_experiments,
 )
@@ -139,16 +142,17 @@ def _predictors(
     ctx: RunContext, params: SCSExperimentParams, inputs: Inputs, device: torch.device
 ) -> tuple[list[ArmPredictor], list[ArmPredictor]]:
     """The predictors that run SCS (LSEs, full UNets, the matched weakened UNets) and every
-    weakened UNet trained (for the record), each with its mIoU against the reference on
-    every eval image."""
-    scs, train, evals = params.scs, inputs.train, inputs.evals
+    weakened UNet trained (for the record), each with its mIoU against the reference on the
+    training images none of them trained on (:func:`matching_images`)."""
+    scs, train = params.scs, inputs.train
     generator = freeze(inputs.generator)
-    every = evals.read_selection(np.arange(evals.spec.n), images=False)
-    latents = torch.from_numpy(np.asarray(every.latents, dtype=np.float32))
+    ids = matching_images(train.spec.n, scs.unet, scs.fewshot)
+    held_out = train.read_selection(ids, images=False)
+    latents = torch.from_numpy(np.asarray(held_out.latents, dtype=np.float32))
 
     def miou(predictor: SemanticPredictor) -> float:
         return predictor_miou(
-            generator, predictor, latents, every.labels, evals.spec.class_names, scs.batch
+            generator, predictor, latents, held_out.labels, train.spec.class_names, scs.batch
         )
 
     def unet(steps: int, seed: int):
