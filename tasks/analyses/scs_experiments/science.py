@@ -58,8 +58,9 @@ class SCSExperimentParams(Frozen):
     matched_steps: tuple[PositiveInt, ...] = Field(
         (64, 96, 128, 160, 192, 256, 320, 400),
         description="training steps of the weakened UNets; per N the one whose mIoU against "
-        "the reference is closest to the N-shot LSE's (quick profile, seed 0: 64 steps 1.6 %, "
-        "128 steps 19.9 %, 1600 steps 60.4 %; the 1- to 16-shot LSEs: 9 to 33 %)",
+        "the reference (on held-out training images) is closest to the N-shot LSE's (quick "
+        "profile, seed 0: 64 steps 3.6 %, 128 steps 19.3 %, 1600 steps 59.4 %; the 1- to "
+        "16-shot LSEs: 10 to 33 %)",
     )
     matched_seeds: tuple[NonNegativeInt, ...] = (0, 1)
 
@@ -68,8 +69,8 @@ class SCSExperimentParams(Frozen):
         cls, config: RunConfig, after: Mapping[str, Frozen] | None = None
     ) -> SCSExperimentParams:
         """Off unless named (``--analyses '["scs_experiments"]'``): at the quick profile the
-        arms took 80 min on a 2-core machine shared with other jobs (the weakened UNets'
-        training 15, each protocol's 15 SCS runs 30-35). ``quick``: 60 targets × 1 sample, the
+        arms took 29 min on 2 cores beside one other job (the weakened UNets' training 7,
+        the paper protocol's 15 SCS runs 8, the authors' 14), 80 min beside several. ``quick``: 60 targets × 1 sample, the
         first repeat of each N (95 % intervals about ±2.5 points, differences ±1.5-3);
         ``smoke``: 3 targets, 3 steps, one seed; ``paper``: 100 targets × 1 sample, 5
         repeats, 3 seeds."""
