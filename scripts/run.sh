@@ -39,6 +39,7 @@ stop() {
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
       kill -9 "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true  # reap it here: no "Killed" line from bash at exit
     fi
   done
 }
