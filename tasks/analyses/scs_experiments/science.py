@@ -5,9 +5,9 @@ the reverse. Three arms, each under both protocols, separate the candidate expla
 
 - **matched baselines**: UNets trained for fewer steps, the step count chosen per N so that
   the UNet's mIoU against the reference equals the N-shot LSE's (both measured on training
-  images no predictor trained on, :func:`matching_images`, never on the evaluation split). If a matched UNet still beats
-  the LSE it matches, the UNet is an easier P to optimise through; if it falls to the LSE's
-  level, the full UNet wins because it is the better P.
+  images no predictor trained on, :func:`matching_images`, never on the evaluation split).
+  If a matched UNet still beats the LSE it matches, the UNet is an easier P to optimise
+  through; if it falls to the LSE's level, the full UNet wins because it is the better P.
 - **no optimisation**: the candidate each P chooses, scored before any Adam step (the SCS
   rows' ``agreement_initial``): how much of a P's agreement is candidate choice alone.
 - **oracle / first candidate**: the candidate the reference itself would choose among the
@@ -70,8 +70,9 @@ class SCSExperimentParams(Frozen):
     ) -> SCSExperimentParams:
         """Off unless named (``--analyses '["scs_experiments"]'``): at the quick profile the
         arms took 29 min on 2 cores beside one other job (the weakened UNets' training 7,
-        the paper protocol's 15 SCS runs 8, the authors' 14), 80 min beside several. ``quick``: 60 targets × 1 sample, the
-        first repeat of each N (95 % intervals about ±2.5 points, differences ±1.5-3);
+        the paper protocol's 15 SCS runs 8, the authors' 14), 80 min beside several.
+        ``quick``: 60 targets × 1 sample, the first repeat of each N (95 % intervals about
+        ±2.5 points, differences ±1.5-3);
         ``smoke``: 3 targets, 3 steps, one seed; ``paper``: 100 targets × 1 sample, 5
         repeats, 3 seeds."""
         base = SCSParams.for_run(config, after)
