@@ -49,6 +49,13 @@ BASELINE_HELP = (
 )
 
 
+def is_baseline_predictor(predictor: object) -> bool:
+    """Whether a predictor named in SCS/SIE rows is the baseline P: any P that is not an LSE
+    (the surrogate UNet or the reference segmenter, under whatever name it was stored), so the
+    Table 3 and Fig 5 summaries pair their differences against the same row."""
+    return isinstance(predictor, str) and predictor not in ("", "LSE")
+
+
 def default_baseline(config: RunConfig) -> BaselineName:
     """The run's baseline P (the paper's protocol wherever the run allows it): the reference
     segmenter when it is differentiable (``face-parser-unet``, ``deeplabv3-ade20k``, a user's

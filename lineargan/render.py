@@ -22,6 +22,25 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}"
 
 
+def signed_pct(x: float) -> str:
+    """A difference in percentage points with its sign (+2.1, -0.4)."""
+    return f"{100 * x:+.1f}"
+
+
+def interval(lo: float, hi: float, signed: bool = False) -> str:
+    """A confidence interval in percent, "[35.0, 39.2]" (signed points for a difference), so
+    every table prints intervals the same way."""
+    fmt = signed_pct if signed else pct
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def with_interval(value: float, lo: float, hi: float, signed: bool = False) -> str:
+    """ "37.1 [35.0, 39.2]" in percent; "–" for a value that was never measured."""
+    if pd.isna(value):
+        return "–"
+    return f"{signed_pct(value) if signed else pct(value)} {interval(lo, hi, signed)}"
+
+
 def markdown_grid(df: pd.DataFrame, index_name: str | None = None) -> str:
     """``df`` as a GitHub markdown table (index as the first column), strings kept as is."""
     out = df.copy()

@@ -43,7 +43,13 @@ import torch
 from pydantic import Field, PositiveInt, field_validator, model_serializer
 
 from lineargan.analyses.fewshot import FewShotParams, max_deviation
-from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
+from lineargan.baseline import (
+    BASELINE_HELP,
+    BaselineName,
+    UNetParams,
+    default_baseline,
+    is_baseline_predictor,
+)
 from lineargan.config import FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.errors import LinearGanError
 from lineargan.latent_search import EditSpace, LatentSchedule, optimize_latents, semantic_loss
@@ -422,7 +428,7 @@ def summarize_scs(
         row["agreement_initial"] = float(np.mean([r["initial"] for r in per_repeat]))
         row["headline"] = headline
         rows.append(row)
-    baseline = next((name for name in terms if name[0] != "LSE"), None)
+    baseline = next((name for name in terms if is_baseline_predictor(name[0])), None)
     intervals = paired_intervals(terms, baseline, resample_weights(n_targets, n_boot, seed))
     for row in rows:
         ci = intervals[(row["predictor"], row["n_shot"])]

@@ -42,7 +42,13 @@ from pydantic import Field, PositiveInt
 
 from lineargan.analyses.fewshot import FewShotParams
 from lineargan.analyses.scs import paired_intervals, resample_weights
-from lineargan.baseline import BASELINE_HELP, BaselineName, UNetParams, default_baseline
+from lineargan.baseline import (
+    BASELINE_HELP,
+    BaselineName,
+    UNetParams,
+    default_baseline,
+    is_baseline_predictor,
+)
 from lineargan.config import FitConfig, FitMethod, Frozen, ProtocolName, RunConfig
 from lineargan.latent_search import EditSpace, LatentSchedule
 
@@ -354,10 +360,7 @@ def edit_intervals(rows: pd.DataFrame, n_boot: int, seed: int) -> pd.DataFrame:
                 ["method", "predictor", "n_shot"], dropna=False, sort=False
             )
         }
-        baseline = next(
-            (n for n in groups if n[0] == "SIE" and n[1] not in ("LSE", "") and pd.notna(n[1])),
-            None,
-        )
+        baseline = next((n for n in groups if n[0] == "SIE" and is_baseline_predictor(n[1])), None)
         found: dict = {name: {} for name in groups}
         for score in INTERVAL_SCORES:
             values = of_op[score].to_numpy(dtype=np.float64)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lineargan.render import Tables, markdown_grid, pct, predictor_label
+from lineargan.baseline import is_baseline_predictor
+from lineargan.render import Tables, interval, markdown_grid, pct, predictor_label, with_interval
 
 HEADLINES = {
     "paper": "Eq. 7, the mean of per-pair mIoU",
@@ -12,11 +13,6 @@ HEADLINES = {
     # tables written before the authors' aggregation was stored led with the pooled one
     "pooled": "Σ∩/Σ∪ per class over all pairs, which is neither protocol's aggregation",
 }
-
-
-def signed_pct(value: float) -> str:
-    """A difference in percentage points with its sign (+2.1, -0.4)."""
-    return f"{100 * value:+.1f}"
 
 
 def render_table3(tables: Tables) -> str:
@@ -44,13 +40,13 @@ def render_table3(tables: Tables) -> str:
     if "headline_lo" in summary:  # not in tables written before intervals were stored
         intervals = {
             "95 % interval (targets)": [
-                f"[{pct(lo)}, {pct(hi)}]"
+                interval(lo, hi)
                 for lo, hi in zip(summary["headline_lo"], summary["headline_hi"], strict=True)
             ],
             "vs baseline [95 %]": [
                 "–"
-                if pd.isna(d) or p != "LSE"  # the baseline itself
-                else f"{signed_pct(d)} [{signed_pct(lo)}, {signed_pct(hi)}]"
+                if pd.isna(d) or is_baseline_predictor(p)  # the baseline itself
+                else with_interval(d, lo, hi, signed=True)
                 for p, d, lo, hi in zip(
                     summary["predictor"],
                     summary["vs_baseline"],

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lineargan.render import Tables, markdown_grid, pct
+from lineargan.render import Tables, markdown_grid, pct, with_interval
 
 FAMILY_ORDER = {"LSE": 0, "UNet-weakened": 1, "UNet": 2, "candidates": 3}
-
-
-def with_interval(value: float, lo: float, hi: float, signed: bool = False) -> str:
-    """ "37.1 [35.0, 39.2]" in percent (points, signed, for a difference); "–" if unmeasured."""
-    if pd.isna(value):
-        return "–"
-    if signed:
-        return f"{100 * value:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-    return f"{pct(value)} [{pct(lo)}, {pct(hi)}]"
 
 
 def _label(family: str, n_shot) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lineargan.render import Tables, markdown_grid, pct
+from lineargan.render import Tables, interval, markdown_grid, pct
 
 
 def method_label(method: str, predictor: str, n_shot) -> str:
@@ -28,7 +28,7 @@ def _with_interval(cells: list[str], summary: pd.DataFrame, score: str) -> list[
     if f"{score}_lo" not in summary:
         return cells
     return [
-        cell if pd.isna(lo) else f"{cell} [{pct(lo)}, {pct(hi)}]"
+        cell if pd.isna(lo) else f"{cell} {interval(lo, hi)}"
         for cell, lo, hi in zip(cells, summary[f"{score}_lo"], summary[f"{score}_hi"], strict=True)
     ]
 
