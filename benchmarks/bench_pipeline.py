@@ -534,9 +534,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--breakdown", action="store_true", help="time build_store's phases (G+P, write, ...)"
     )
     ap.add_argument("--json", dest="json_path", default=None, help="write the numbers here")
-    ap.add_argument(
-        "--skip", default="", help="comma list of parts to skip: cache,lse,fits,rss"
-    )
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: cache,lse,fits,rss")
     ap.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     defaults = (

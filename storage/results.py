@@ -94,7 +94,9 @@ def compare_results(root_a: str, root_b: str) -> dict[str, str]:
             out[name] = f"columns missing: {', '.join(lost)}"
             continue
         try:
-            pd.testing.assert_frame_equal(_canonical(a, cols), _canonical(b, cols), check_exact=True)
+            pd.testing.assert_frame_equal(
+                _canonical(a, cols), _canonical(b, cols), check_exact=True
+            )
         except AssertionError as exc:
             out[name] = " ".join(str(exc).split())[:300]
         else:
