@@ -53,6 +53,8 @@ from tasks.baseline import evaluate_segmenter  # noqa: E402
 from tasks.export import run_export  # noqa: E402
 from tasks.store_models import store_segmenter  # noqa: E402
 
+KEY = ["shots", "repeat", "condition"]  # one UNet: reference rows have shots 0
+
 
 def find_fit(results_root: str, shots: int, repeat: int, variant: str) -> str:
     """The few-shot analysis's fit of ``shots`` images, repeat ``repeat``: ``variant`` names
@@ -111,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     shots = [int(s) for s in args.shots.split(",")]
     # rows of an earlier (partial) run with the same --out are kept: its finished (N, repeat)
     # pairs are not trained again, so more repeats can be added later
+    # (a run stopped between two UNets of one (N, repeat) exports it again and trains only the
+    # missing conditions; rows a bench before this rule trained twice are read back once)
     rows: list[dict] = (
-        pd.read_parquet(args.out).to_dict("records") if Path(args.out).exists() else []
+        pd.read_parquet(args.out).drop_duplicates(KEY).to_dict("records")
+        if Path(args.out).exists()
+        else []
     )
-    done = {(row["shots"], row["repeat"], row["condition"]) for row in rows}
+    done = {tuple(row[k] for k in KEY) for row in rows}
     work = tempfile.mkdtemp(prefix="bench-synthetic-")
     eval_store = None
     for r in range(args.repeats):
@@ -147,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                 reference = store_segmenter(train).segment(images).labels
                 conditions["reference"] = (images, reference)
             for name, (x, y) in conditions.items():
-                score = train_and_score(x, y, params, eval_store)
                 row = {"shots": n if name != "reference" else 0, "repeat": r, "condition": name}
+                if tuple(row.values()) in done:
+                    continue
+                score = train_and_score(x, y, params, eval_store)
                 rows.append({**row, "k": args.k, **score})
                 print(
                     f"N={n} r={r} {name:>13}: mIoU {100 * score['miou']:.1f} % "
@@ -159,12 +167,58 @@ def main(argv: list[str] | None = None) -> int:
                     args.out
                 )  # after every UNet: a partial run keeps its rows
     shutil.rmtree(work, ignore_errors=True)  # the exports (the rows are in --out)
-    frame = pd.DataFrame(rows)
-    print("\ncondition      N   repeats  mIoU % (95 % t-interval)")
+    print(summary(pd.DataFrame(rows)))
+    return 0
+
+
+# paired differences the README reports: (better, worse) conditions of the same (N, repeat)
+PAIRS = (
+    ("lse-filtered", "annotated"),
+    ("lse", "annotated"),
+    ("lse-filtered", "lse"),
+    ("reference", "lse-filtered"),
+)
+
+
+def paired_differences(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per N and pair of ``PAIRS``: the difference of the two conditions' mIoU within each
+    repeat (the same UNet seed and, for the exports, the same latents, so a repeat's shared
+    difficulty cancels), its mean, the 95 % t-interval's half-width and how many are > 0."""
+    grid = frame.pivot_table(index=["shots", "repeat"], columns="condition", values="miou")
+    reference = grid.loc[0, "reference"] if 0 in grid.index.get_level_values(0) else None
+    out = []
+    for n in sorted(set(frame.shots) - {0}):
+        at_n = grid.loc[n]
+        if reference is not None:  # trained once per repeat: paired with every N
+            at_n = at_n.assign(reference=reference.reindex(at_n.index))
+        for better, worse in PAIRS:
+            if better not in at_n or worse not in at_n:
+                continue
+            diff = (at_n[better] - at_n[worse]).dropna().to_numpy()
+            if diff.size:
+                mean, half = mean_interval(diff)
+                row = {"shots": n, "better": better, "worse": worse, "pairs": diff.size}
+                out.append({**row, "mean": mean, "half": half, "positive": int((diff > 0).sum())})
+    return pd.DataFrame(out)
+
+
+def summary(frame: pd.DataFrame) -> str:
+    """Each condition's mean mIoU ± the 95 % t-interval over repeats, then the paired
+    differences, the numbers the README's table reports."""
+    lines = ["condition      N   repeats  mIoU % (95 % t-interval)  per repeat"]
     for (name, n), group in frame.groupby(["condition", "shots"], sort=False):
         mean, half = mean_interval(group.miou.to_numpy())
-        print(f"{name:>13} {n:>3} {len(group):>6}   {100 * mean:.1f} ± {100 * half:.1f}")
-    return 0
+        each = ", ".join(f"{100 * v:.1f}" for v in group.sort_values("repeat").miou)
+        lines.append(
+            f"{name:>13} {n:>3} {len(group):>6}   {100 * mean:.1f} ± {100 * half:.1f}  {each}"
+        )
+    lines.append("\npaired difference           N  pairs  points (95 % t-interval)  positive")
+    for d in paired_differences(frame).itertuples():
+        lines.append(
+            f"{d.better + ' - ' + d.worse:>26} {d.shots:>3} {d.pairs:>5}   "
+            f"{100 * d.mean:+.1f} ± {100 * d.half:.1f}  {d.positive}/{d.pairs}"
+        )
+    return "\n".join(lines)
 
 
 def eval_beside(train_url: str) -> str:
