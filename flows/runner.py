@@ -48,10 +48,18 @@ def device_tasks():
     return dask.annotate(resources=GPU_RESOURCE) if gpu_resources_enabled() else nullcontext()
 
 
-def _limit_threads(n_workers: int) -> None:
-    # Workers inherit the environment: one torch thread per worker on a small machine.
+def worker_threads(n_workers: int) -> dict[str, str]:
+    """The environment a local cluster's workers get: torch threads = cores // workers (one
+    each on a small machine), unless the user set ``LINEARGAN_TORCH_THREADS``.
+
+    Passed to the workers only (the nanny's ``env``), never written into this process's
+    environment: a long-lived process (a notebook, the test suite, the web app) that started a
+    1-worker cluster would otherwise hand 2 threads per worker to every later cluster of 2
+    workers, whose processes inherit it - 4 threads on 2 cores, fits several times slower."""
+    if os.environ.get("LINEARGAN_TORCH_THREADS"):
+        return {"LINEARGAN_TORCH_THREADS": os.environ["LINEARGAN_TORCH_THREADS"]}
     cores = os.cpu_count() or 1
-    os.environ.setdefault("LINEARGAN_TORCH_THREADS", str(max(1, cores // max(1, n_workers))))
+    return {"LINEARGAN_TORCH_THREADS": str(max(1, cores // max(1, n_workers)))}
 
 
 @contextmanager
@@ -66,7 +74,6 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
     gpus = torch.cuda.device_count()
     if gpus:  # one worker per card; tasks.process.tune_process binds worker i to card i
         n_workers = gpus
-    _limit_threads(n_workers)
     _share_api_url()
     with _workers_ignore_sigterm():
         cluster = LocalCluster(
@@ -77,6 +84,7 @@ def dask_cluster(address: str | None, n_workers: int) -> Iterator[str]:
             dashboard_address=None,
             silence_logs=logging.WARNING,
             plugins=(QuietClosingComms(),),
+            env=worker_threads(n_workers),
             # offered whenever tasks ask for it (also when LINEARGAN_GPU_RESOURCES=1 on a CPU box)
             resources=GPU_RESOURCE if gpus or gpu_resources_enabled() else None,
         )

@@ -90,3 +90,32 @@ def test_a_cluster_without_gpu_slots_is_refused_up_front(monkeypatch):
         dask_cluster(cpu_only.scheduler_address, 1),
     ):
         pass
+
+
+def _worker_threads_setting() -> str | None:
+    import os
+
+    return os.environ.get("LINEARGAN_TORCH_THREADS")
+
+
+def test_a_local_clusters_thread_setting_reaches_its_workers_only(monkeypatch):
+    """Cores ÷ workers torch threads in each worker, and nothing left in this process: a
+    1-worker cluster started earlier in a long-lived process must not give the next
+    cluster's 2 workers 2 threads each (4 threads on 2 cores ran the suite's deployment
+    fits 4-8× slower)."""
+    import os
+
+    from distributed import Client
+
+    from flows.runner import dask_cluster, worker_threads
+
+    monkeypatch.delenv("LINEARGAN_TORCH_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert worker_threads(1) == {"LINEARGAN_TORCH_THREADS": "4"}
+    assert worker_threads(3) == {"LINEARGAN_TORCH_THREADS": "1"}
+    with dask_cluster(None, 2) as address, Client(address) as client:
+        seen = set(client.run(_worker_threads_setting).values())
+    assert seen == {"2"}
+    assert "LINEARGAN_TORCH_THREADS" not in os.environ
+    monkeypatch.setenv("LINEARGAN_TORCH_THREADS", "3")  # the user's choice wins
+    assert worker_threads(2) == {"LINEARGAN_TORCH_THREADS": "3"}
